@@ -1,0 +1,473 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+	"unicode/utf8"
+)
+
+// strictBase64 decodes standard padded base64 and rejects non-zero trailing
+// bits. Like every base64.Encoding it still skips CR and LF, which
+// decodeBase64 therefore rejects itself.
+var strictBase64 = base64.StdEncoding.Strict()
+
+// DecodeClientFrame parses and validates one client→server text frame.
+//
+// On success the returned frame satisfies every rule and limit of the wire
+// format. On failure it returns an [*Error] with [CodeInvalidRequest] (not
+// a JSON object, invalid UTF-8, missing or unknown type, wrong member
+// types, bad base64, bad ids or key names, missing required members) or
+// [CodePayloadTooLarge] (data longer than [MaxFrameSize], ciphertext or a
+// wrapped key too large, too many keys, attachments or cursors), together
+// with a frame whose Ref is set if the ref could be read and is valid, and
+// whose Type is set if it is a known client frame type. The other fields
+// of a rejected frame are zero.
+//
+// DecodeClientFrame never panics, whatever data holds.
+func DecodeClientFrame(data []byte) (ClientFrame, *Error) {
+	if len(data) > MaxFrameSize {
+		return ClientFrame{}, Errorf(CodePayloadTooLarge, "frame exceeds %d bytes", MaxFrameSize)
+	}
+	obj, err := decodeObject(data)
+	if err != nil {
+		return ClientFrame{}, err
+	}
+
+	var f ClientFrame
+	ref, _, err := stringMember(obj, "ref")
+	if err != nil {
+		return f, err
+	}
+	if len(ref) > MaxIDLen {
+		return f, Errorf(CodeInvalidRequest, "ref is longer than %d bytes", MaxIDLen)
+	}
+	f.Ref = ref
+
+	typ, ok, err := stringMember(obj, "type")
+	if err != nil {
+		return f, err
+	}
+	if !ok {
+		return f, Errorf(CodeInvalidRequest, "type is required")
+	}
+	switch typ {
+	case TypePing:
+		f.Type = typ
+	case TypeAuth:
+		f.Type = typ
+		token, _, err := stringMember(obj, "token")
+		if err != nil {
+			return f, err
+		}
+		if token == "" {
+			return f, Errorf(CodeInvalidRequest, "token is required")
+		}
+		if len(token) > MaxTokenLen {
+			return f, Errorf(CodeInvalidRequest, "token is longer than %d bytes", MaxTokenLen)
+		}
+		f.Token = token
+	case TypeSend:
+		f.Type = typ
+		s, err := decodeSend(obj, true)
+		if err != nil {
+			return f, err
+		}
+		if err := s.Validate(true); err != nil {
+			return f, err
+		}
+		f.Send = s
+	case TypeSync:
+		f.Type = typ
+		cursors, err := decodeCursors(member(obj, "cursors"))
+		if err != nil {
+			return f, err
+		}
+		f.Cursors = cursors
+	default:
+		return f, Errorf(CodeInvalidRequest, "unknown frame type %s", quoteShort(typ))
+	}
+	return f, nil
+}
+
+// DecodeSend parses and validates the JSON body of POST
+// /conversations/{id}/messages under the same rules as a send frame. A
+// "conversation" member in the body is ignored: the caller sets
+// Conversation from the path. data is not limited to MaxFrameSize; the
+// caller caps the body size.
+func DecodeSend(data []byte) (*Send, *Error) {
+	obj, err := decodeObject(data)
+	if err != nil {
+		return nil, err
+	}
+	s, err := decodeSend(obj, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Validate(false); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Validate checks s against every rule and limit for a send: a client_id
+// of 1 to MaxIDLen bytes; a non-empty ciphertext of at most
+// MaxCiphertextSize bytes; 1 to MaxKeys keys, each named
+// "<user id>/<device id>" (see [SplitKeyName]) and holding 1 to
+// MaxWrappedKeySize bytes; at most MaxAttachments distinct attachment ids
+// of 1 to MaxIDLen bytes each. With requireConversation, Conversation must
+// also be 1 to MaxIDLen bytes; without it, Conversation is not checked.
+//
+// Exceeded size and count limits give [CodePayloadTooLarge], everything
+// else [CodeInvalidRequest]. Fields are checked in the order listed above,
+// and within the keys every invalid entry is reported before an oversized
+// one, so the code does not depend on map iteration order.
+func (s *Send) Validate(requireConversation bool) *Error {
+	if s == nil {
+		return Errorf(CodeInvalidRequest, "send is missing")
+	}
+	if requireConversation {
+		if s.Conversation == "" {
+			return Errorf(CodeInvalidRequest, "conversation is required")
+		}
+		if len(s.Conversation) > MaxIDLen {
+			return Errorf(CodeInvalidRequest, "conversation is longer than %d bytes", MaxIDLen)
+		}
+	}
+	if s.ClientID == "" {
+		return Errorf(CodeInvalidRequest, "client_id is required")
+	}
+	if len(s.ClientID) > MaxIDLen {
+		return Errorf(CodeInvalidRequest, "client_id is longer than %d bytes", MaxIDLen)
+	}
+	if len(s.Ciphertext) == 0 {
+		return Errorf(CodeInvalidRequest, "ciphertext is required")
+	}
+	if len(s.Ciphertext) > MaxCiphertextSize {
+		return Errorf(CodePayloadTooLarge, "ciphertext exceeds %d bytes", MaxCiphertextSize)
+	}
+	if len(s.Keys) == 0 {
+		return Errorf(CodeInvalidRequest, "keys must hold at least one wrapped key")
+	}
+	if len(s.Keys) > MaxKeys {
+		return Errorf(CodePayloadTooLarge, "more than %d keys", MaxKeys)
+	}
+	var tooLarge *Error
+	for name, key := range s.Keys {
+		if _, _, ok := SplitKeyName(name); !ok {
+			return Errorf(CodeInvalidRequest, `key name %s is not "<user id>/<device id>"`, quoteShort(name))
+		}
+		if len(key) == 0 {
+			return Errorf(CodeInvalidRequest, "wrapped key for %s is empty", quoteShort(name))
+		}
+		if len(key) > MaxWrappedKeySize && tooLarge == nil {
+			tooLarge = Errorf(CodePayloadTooLarge, "wrapped key for %s exceeds %d bytes", quoteShort(name), MaxWrappedKeySize)
+		}
+	}
+	if tooLarge != nil {
+		return tooLarge
+	}
+	if len(s.Attachments) > MaxAttachments {
+		return Errorf(CodePayloadTooLarge, "more than %d attachments", MaxAttachments)
+	}
+	for i, a := range s.Attachments {
+		if a == "" {
+			return Errorf(CodeInvalidRequest, "attachment id is empty")
+		}
+		if len(a) > MaxIDLen {
+			return Errorf(CodeInvalidRequest, "attachment id is longer than %d bytes", MaxIDLen)
+		}
+		for _, b := range s.Attachments[:i] {
+			if a == b {
+				return Errorf(CodeInvalidRequest, "duplicate attachment %s", quoteShort(a))
+			}
+		}
+	}
+	return nil
+}
+
+// decodeObject parses data as one JSON object into its members, matched
+// by exact name.
+func decodeObject(data []byte) (map[string]json.RawMessage, *Error) {
+	if !utf8.Valid(data) {
+		return nil, Errorf(CodeInvalidRequest, "frame is not valid UTF-8")
+	}
+	if v := bytes.TrimLeft(data, " \t\r\n"); len(v) == 0 || v[0] != '{' {
+		return nil, Errorf(CodeInvalidRequest, "frame is not a JSON object")
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return nil, Errorf(CodeInvalidRequest, "malformed JSON: %v", err)
+	}
+	return obj, nil
+}
+
+// decodeSend decodes the members of a send without validating them beyond
+// their JSON types, base64 and the count limits.
+func decodeSend(obj map[string]json.RawMessage, withConversation bool) (*Send, *Error) {
+	var (
+		s   Send
+		err *Error
+	)
+	if withConversation {
+		if s.Conversation, _, err = stringMember(obj, "conversation"); err != nil {
+			return nil, err
+		}
+	}
+	if s.ClientID, _, err = stringMember(obj, "client_id"); err != nil {
+		return nil, err
+	}
+	if s.Ciphertext, err = decodeBase64(member(obj, "ciphertext"), "ciphertext", MaxCiphertextSize); err != nil {
+		return nil, err
+	}
+	if s.Keys, err = decodeKeys(member(obj, "keys")); err != nil {
+		return nil, err
+	}
+	if s.Attachments, err = decodeAttachments(member(obj, "attachments")); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// decodeKeys decodes the keys object of a send. Names and sizes are left
+// to Validate.
+func decodeKeys(raw json.RawMessage) (map[string][]byte, *Error) {
+	if raw == nil {
+		return nil, nil
+	}
+	if raw[0] != '{' {
+		return nil, Errorf(CodeInvalidRequest, "keys must be an object")
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, Errorf(CodeInvalidRequest, "malformed keys: %v", err)
+	}
+	if len(m) > MaxKeys {
+		return nil, Errorf(CodePayloadTooLarge, "more than %d keys", MaxKeys)
+	}
+	keys := make(map[string][]byte, len(m))
+	for name, v := range m {
+		// No size limit here: Validate reports invalid entries first.
+		k, err := decodeBase64(v, "wrapped key", 0)
+		if err != nil {
+			return nil, err
+		}
+		keys[name] = k
+	}
+	return keys, nil
+}
+
+// decodeAttachments decodes the attachments array of a send.
+func decodeAttachments(raw json.RawMessage) ([]string, *Error) {
+	if raw == nil {
+		return nil, nil
+	}
+	if raw[0] != '[' {
+		return nil, Errorf(CodeInvalidRequest, "attachments must be an array")
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return nil, Errorf(CodeInvalidRequest, "malformed attachments: %v", err)
+	}
+	if len(elems) > MaxAttachments {
+		return nil, Errorf(CodePayloadTooLarge, "more than %d attachments", MaxAttachments)
+	}
+	if len(elems) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(elems))
+	for i, e := range elems {
+		b, ok := unquote(e)
+		if !ok {
+			return nil, Errorf(CodeInvalidRequest, "attachment ids must be strings")
+		}
+		ids[i] = string(b)
+	}
+	return ids, nil
+}
+
+// decodeCursors decodes the cursors object of a sync frame and checks its
+// rules. A missing or null object gives nil.
+func decodeCursors(raw json.RawMessage) (map[string]uint64, *Error) {
+	if raw == nil {
+		return nil, nil
+	}
+	if raw[0] != '{' {
+		return nil, Errorf(CodeInvalidRequest, "cursors must be an object")
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, Errorf(CodeInvalidRequest, "malformed cursors: %v", err)
+	}
+	if len(m) > MaxCursors {
+		return nil, Errorf(CodePayloadTooLarge, "more than %d cursors", MaxCursors)
+	}
+	cursors := make(map[string]uint64, len(m))
+	for id, v := range m {
+		if !validID(id) {
+			return nil, Errorf(CodeInvalidRequest, "cursor conversation ids must be 1 to %d bytes", MaxIDLen)
+		}
+		n, ok := parseUint(v)
+		if !ok {
+			return nil, Errorf(CodeInvalidRequest, "cursor for %s is not a non-negative integer", quoteShort(id))
+		}
+		cursors[id] = n
+	}
+	return cursors, nil
+}
+
+// member returns the raw value of obj's member name, or nil if it is
+// missing or null.
+func member(obj map[string]json.RawMessage, name string) json.RawMessage {
+	raw := obj[name]
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return raw
+}
+
+// stringMember returns obj's member name as a string. ok is false if the
+// member is missing or null; a value of another type is an error.
+func stringMember(obj map[string]json.RawMessage, name string) (s string, ok bool, err *Error) {
+	raw := member(obj, name)
+	if raw == nil {
+		return "", false, nil
+	}
+	b, ok := unquote(raw)
+	if !ok {
+		return "", false, Errorf(CodeInvalidRequest, "%s must be a string", name)
+	}
+	return string(b), true, nil
+}
+
+// unquote returns the contents of the JSON string raw, which must come
+// from a successful json.Unmarshal of valid UTF-8. ok is false if raw is
+// not a string. Without escapes the result aliases raw.
+func unquote(raw json.RawMessage) (b []byte, ok bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return nil, false
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return raw[1 : len(raw)-1], true
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, false
+	}
+	return []byte(s), true
+}
+
+// decodeBase64 decodes the JSON string raw as strict standard padded
+// base64. A nil raw gives nil. If max > 0, an encoding that is longer than
+// any encoding of max bytes is reported as too large before decoding.
+func decodeBase64(raw json.RawMessage, what string, max int) ([]byte, *Error) {
+	if raw == nil {
+		return nil, nil
+	}
+	enc, ok := unquote(raw)
+	if !ok {
+		return nil, Errorf(CodeInvalidRequest, "%s must be a base64 string", what)
+	}
+	if max > 0 && len(enc) > base64.StdEncoding.EncodedLen(max) {
+		return nil, Errorf(CodePayloadTooLarge, "%s exceeds %d bytes", what, max)
+	}
+	if bytes.ContainsAny(enc, "\r\n") {
+		return nil, Errorf(CodeInvalidRequest, "%s is not standard padded base64", what)
+	}
+	b := make([]byte, base64.StdEncoding.DecodedLen(len(enc)))
+	n, err := strictBase64.Decode(b, enc)
+	if err != nil {
+		return nil, Errorf(CodeInvalidRequest, "%s is not standard padded base64", what)
+	}
+	return b[:n], nil
+}
+
+// parseUint parses the JSON number raw as a uint64. Only plain digits are
+// accepted: no sign, fraction or exponent.
+func parseUint(raw json.RawMessage) (uint64, bool) {
+	if len(raw) == 0 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}
+
+// quoteShort quotes s for an error message, shortened to at most 64 bytes.
+func quoteShort(s string) string {
+	const max = 64
+	if len(s) > max {
+		return fmt.Sprintf("%q…", s[:max])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// DecodeServerFrame decodes one server→client frame. It reads "type" first
+// and then decodes the members of that frame type, so that the error
+// frame's "message" (a string) ends up in ErrMessage and the message
+// frame's "message" (an object) in Message. Frames of an unknown type are
+// returned with only Type set and no error, so that clients keep working
+// when the server adds frame types. Binary values are decoded with
+// encoding/json, which is more lenient than DecodeClientFrame (see the
+// package documentation).
+func DecodeServerFrame(data []byte) (*ServerFrame, error) {
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("proto: decode server frame: %w", err)
+	}
+	if head.Type == "" {
+		return nil, fmt.Errorf("proto: decode server frame: type is missing")
+	}
+	f := &ServerFrame{Type: head.Type}
+	switch head.Type {
+	case TypeError:
+		var e struct {
+			Ref     string `json:"ref"`
+			Code    Code   `json:"code"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal(data, &e); err != nil {
+			return nil, fmt.Errorf("proto: decode error frame: %w", err)
+		}
+		f.Ref, f.Code, f.ErrMessage = e.Ref, e.Code, e.Message
+	case TypeMessage:
+		var m struct {
+			Message *Message `json:"message"`
+		}
+		if err := json.Unmarshal(data, &m); err != nil {
+			return nil, fmt.Errorf("proto: decode message frame: %w", err)
+		}
+		if m.Message == nil {
+			return nil, fmt.Errorf("proto: decode message frame: message is missing")
+		}
+		f.Message = m.Message
+	case TypeReady, TypeSent, TypePong, TypeSynced:
+		var c struct {
+			Ref      string    `json:"ref"`
+			UserID   string    `json:"user_id"`
+			DeviceID string    `json:"device_id"`
+			ID       string    `json:"id"`
+			Seq      uint64    `json:"seq"`
+			SentAt   time.Time `json:"sent_at"`
+		}
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, fmt.Errorf("proto: decode %s frame: %w", head.Type, err)
+		}
+		f.Ref, f.UserID, f.DeviceID, f.ID, f.Seq, f.SentAt = c.Ref, c.UserID, c.DeviceID, c.ID, c.Seq, c.SentAt
+	}
+	return f, nil
+}
