@@ -1,0 +1,357 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Bolt is the embedded backend: every record in one bbolt file.
+//
+// Every write commits with fsync before the method returns. The hot small
+// writes (AppendMessage, TouchCredential, RecordLoginFailure) go through
+// bbolt's Batch, so concurrent callers share one transaction and one fsync;
+// the functions they pass keep all their effects inside the transaction and
+// reset their results on every run, because Batch may run them more than
+// once. Everything else uses Update and View.
+//
+// # Layout
+//
+// Top-level buckets; "+" concatenates, \0 is a NUL byte, BE(n) a big-endian
+// uint64 and T(t) the 12-byte sortable form of a time (seconds with the sign
+// bit flipped, then nanoseconds):
+//
+//	sys          "version" → schema version
+//	meta         key → value (PutMeta)
+//	schools      school id → School (JSON)
+//	users        user id → User (JSON)
+//	logins       lower(login) → user id
+//	creds        token hash → Credential (JSON without the hash): CredentialByHash is one Get
+//	credids      credential id → token hash
+//	usercreds    user id+\0+credential id → nil
+//	sessions     credential id → T(ExpiresAt), sessions only
+//	loginhist    user id → {failed, events} (JSON)
+//	devkeys      user id+\0+device id → public key
+//	convs        conversation id → Conversation (JSON, without LastSeq)
+//	userconvs    user id+\0+conversation id → nil
+//	directs      school+\0+min(a,b)+\0+max(a,b) → conversation id
+//	seqs         conversation id → BE(last allocated seq)
+//	msgs         conversation id+\0+BE(seq) → T(ExpiresAt)+Message (JSON, Seq 0)
+//	msgids       message id → conversation id+\0+BE(seq)
+//	clientids    conversation id+\0+sender user+\0+uvarint(len(device))+device+client id → message id
+//	msgexp       T(ExpiresAt)+message id → nil
+//	attachments  attachment id → Attachment (JSON)
+//	attexp       T(ExpiresAt)+attachment id → nil
+//
+// Record IDs (schools, users, credentials, conversations, messages,
+// attachments) must be non-empty and must not contain a NUL byte; writes
+// that break this fail. Device IDs and client IDs may hold any bytes in
+// keys; as record fields they go through JSON, so they should be valid UTF-8
+// (they arrive as JSON strings anyway).
+//
+// # Choices the interface leaves open
+//
+//   - AppendMessage judges whether an earlier message with the same client
+//     id has expired against m.SentAt (the caller's "now"). An empty
+//     ClientID is never deduplicated. Appending to an unknown conversation
+//     is ErrNotFound; attachments m names that do not exist are skipped; a
+//     message ID that exists already is ErrConflict.
+//   - RecordLoginFailure and RecordLoginSuccess on an unknown user are
+//     ErrNotFound.
+//   - CreateConversation accepts only ConvGroup, CreateDirect only ConvDirect
+//     with exactly two distinct members.
+//   - An UpdateX whose fn changes a field it must not change fails without
+//     writing.
+//   - List results are never nil. A User's Countries keeps the difference
+//     between nil (no restriction) and empty (no country allowed).
+type Bolt struct {
+	db *bolt.DB
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Store = (*Bolt)(nil)
+
+// BoltOptions configures OpenBolt. The zero value (or nil) is the
+// production setting.
+type BoltOptions struct {
+	// NoSync skips the fsync on commit. Tests and benchmarks only: a crash
+	// loses writes that were reported durable.
+	NoSync bool
+	// MaxBatchDelay is how long a batched write waits for others to join
+	// its transaction. Zero means 2ms.
+	MaxBatchDelay time.Duration
+	// MaxBatchSize is the most writes one batch transaction holds. Zero
+	// means 1000.
+	MaxBatchSize int
+	// Clock tells the time. Zero means time.Now. Reserved: every method
+	// that depends on the time takes it as an argument (AppendMessage uses
+	// m.SentAt), so Bolt does not consult the clock today.
+	Clock func() time.Time
+}
+
+// Defaults of BoltOptions.
+const (
+	defaultMaxBatchDelay = 2 * time.Millisecond
+	defaultMaxBatchSize  = 1000
+	lockTimeout          = time.Second
+	schemaVersion        = 1
+)
+
+// OpenBolt opens or creates the database file at path (mode 0600). nil opt
+// means the defaults. If another process holds the file, OpenBolt fails
+// after one second with an error that says so.
+func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
+	var o BoltOptions
+	if opt != nil {
+		o = *opt
+	}
+	if o.MaxBatchDelay == 0 {
+		o.MaxBatchDelay = defaultMaxBatchDelay
+	}
+	if o.MaxBatchSize == 0 {
+		o.MaxBatchSize = defaultMaxBatchSize
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, NoSync: o.NoSync})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("storage: open %s: database is locked by another process (waited %v): %w", path, lockTimeout, err)
+		}
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	db.MaxBatchDelay = o.MaxBatchDelay
+	db.MaxBatchSize = o.MaxBatchSize
+	if err := db.Update(initBuckets); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	return &Bolt{db: db}, nil
+}
+
+// Bucket names.
+var (
+	bktSys         = []byte("sys")
+	bktMeta        = []byte("meta")
+	bktSchools     = []byte("schools")
+	bktUsers       = []byte("users")
+	bktLogins      = []byte("logins")
+	bktCreds       = []byte("creds")
+	bktCredIDs     = []byte("credids")
+	bktUserCreds   = []byte("usercreds")
+	bktSessions    = []byte("sessions")
+	bktLoginHist   = []byte("loginhist")
+	bktDevKeys     = []byte("devkeys")
+	bktConvs       = []byte("convs")
+	bktUserConvs   = []byte("userconvs")
+	bktDirects     = []byte("directs")
+	bktSeqs        = []byte("seqs")
+	bktMsgs        = []byte("msgs")
+	bktMsgIDs      = []byte("msgids")
+	bktClientIDs   = []byte("clientids")
+	bktMsgExp      = []byte("msgexp")
+	bktAttachments = []byte("attachments")
+	bktAttExp      = []byte("attexp")
+
+	allBuckets = [][]byte{
+		bktSys, bktMeta, bktSchools, bktUsers, bktLogins, bktCreds, bktCredIDs,
+		bktUserCreds, bktSessions, bktLoginHist, bktDevKeys, bktConvs,
+		bktUserConvs, bktDirects, bktSeqs, bktMsgs, bktMsgIDs, bktClientIDs,
+		bktMsgExp, bktAttachments, bktAttExp,
+	}
+
+	keyVersion = []byte("version")
+)
+
+func initBuckets(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	sys := tx.Bucket(bktSys)
+	if v := sys.Get(keyVersion); v != nil {
+		if len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion {
+			return fmt.Errorf("unsupported schema version %x (want %d)", v, schemaVersion)
+		}
+		return nil
+	}
+	return sys.Put(keyVersion, be64(schemaVersion))
+}
+
+// Ping reports whether the database is open and readable.
+func (b *Bolt) Ping(ctx context.Context) error {
+	return b.view(ctx, func(*bolt.Tx) error { return nil })
+}
+
+// Close closes the database file. Safe to call twice; later calls return
+// the first call's result. Methods called after Close return ErrClosed.
+func (b *Bolt) Close() error {
+	b.closeOnce.Do(func() {
+		b.closeErr = b.db.Close()
+	})
+	return b.closeErr
+}
+
+// Check runs bbolt's consistency check over the whole file and returns every
+// problem it finds, joined. For tests.
+func (b *Bolt) Check() error {
+	return mapErr(b.db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}))
+}
+
+func (b *Bolt) view(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return mapErr(b.db.View(fn))
+}
+
+func (b *Bolt) update(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return mapErr(b.db.Update(fn))
+}
+
+// batch runs fn in a shared transaction. fn may run more than once and must
+// reset whatever it reports to its caller at its start. It should return an
+// error only for failures of the database itself: an error rolls back the
+// whole batch and makes bbolt re-run fn alone.
+func (b *Bolt) batch(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return mapErr(b.db.Batch(fn))
+}
+
+func mapErr(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// checkID rejects IDs that would break the key layout.
+func checkID(what, id string) error {
+	if !validID(id) {
+		return fmt.Errorf("storage: invalid %s id %q: empty or contains NUL", what, id)
+	}
+	return nil
+}
+
+func validID(id string) bool {
+	return id != "" && strings.IndexByte(id, 0) < 0
+}
+
+// Key helpers. bbolt needs keys and values to stay untouched until the
+// transaction ends, so each helper returns a fresh slice.
+
+func be64(n uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], n)
+	return k[:]
+}
+
+// pair returns a+\0+b.
+func pair(a, b string) []byte {
+	k := make([]byte, 0, len(a)+1+len(b))
+	k = append(k, a...)
+	k = append(k, 0)
+	return append(k, b...)
+}
+
+// prefix returns a+\0.
+func prefix(a string) []byte {
+	k := make([]byte, 0, len(a)+1)
+	k = append(k, a...)
+	return append(k, 0)
+}
+
+// timeKeyLen is the length of the sortable time encoding.
+const timeKeyLen = 12
+
+// timeKey encodes t so that bytes.Compare orders like t.Compare. It covers
+// every time.Time, the zero time included.
+func timeKey(t time.Time) [timeKeyLen]byte {
+	var k [timeKeyLen]byte
+	binary.BigEndian.PutUint64(k[:8], uint64(t.Unix())^(1<<63))
+	binary.BigEndian.PutUint32(k[8:], uint32(t.Nanosecond()))
+	return k
+}
+
+// expiredAt reports whether an encoded expiry is not after now.
+func expiredAt(exp []byte, now *[timeKeyLen]byte) bool {
+	return bytes.Compare(exp[:timeKeyLen], now[:]) <= 0
+}
+
+// expKey returns T(t)+id, the key of the expiry indexes.
+func expKey(t time.Time, id string) []byte {
+	tk := timeKey(t)
+	k := make([]byte, 0, timeKeyLen+len(id))
+	k = append(k, tk[:]...)
+	return append(k, id...)
+}
+
+// seqKey returns conv+\0+BE(seq).
+func seqKey(conv string, seq uint64) []byte {
+	k := make([]byte, 0, len(conv)+9)
+	k = append(k, conv...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// clientKey returns the clientids key. The device id is length-prefixed, so
+// device and client ids may hold any bytes.
+func clientKey(conv, user, device, client string) []byte {
+	k := make([]byte, 0, len(conv)+len(user)+len(device)+len(client)+2+binary.MaxVarintLen64)
+	k = append(k, conv...)
+	k = append(k, 0)
+	k = append(k, user...)
+	k = append(k, 0)
+	k = binary.AppendUvarint(k, uint64(len(device)))
+	k = append(k, device...)
+	return append(k, client...)
+}
+
+// scanPrefix calls fn for every key of bk that starts with p, in order.
+func scanPrefix(bk *bolt.Bucket, p []byte, fn func(k, v []byte) error) error {
+	c := bk.Cursor()
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// collectExpired returns copies of up to max keys of an expiry index whose
+// time is not after now.
+func collectExpired(bk *bolt.Bucket, now time.Time, max int) [][]byte {
+	if max <= 0 {
+		return nil
+	}
+	nowKey := timeKey(now)
+	var keys [][]byte
+	c := bk.Cursor()
+	for k, _ := c.First(); k != nil && len(keys) < max; k, _ = c.Next() {
+		if len(k) < timeKeyLen || !expiredAt(k, &nowKey) {
+			break
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	return keys
+}

@@ -1,0 +1,340 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// A message is stored under conversation+\0+BE(seq) as T(ExpiresAt)
+// followed by its JSON with Seq 0 (the seq is in the key). The expiry prefix
+// lets reads skip expired messages without decoding them, and leaving Seq
+// out lets AppendMessage encode the record before it enters the shared
+// write transaction.
+
+// decodeMsg decodes a msgs value stored under key loc.
+func decodeMsg(loc, v []byte) (Message, error) {
+	var m Message
+	if len(v) < timeKeyLen || len(loc) < 8 {
+		return m, fmt.Errorf("storage: corrupt message record %x", loc)
+	}
+	if err := decode(v[timeKeyLen:], &m, "message"); err != nil {
+		return m, err
+	}
+	m.Seq = binary.BigEndian.Uint64(loc[len(loc)-8:])
+	return m, nil
+}
+
+// AppendMessage implements Messages. It is batched.
+//
+// Whether an earlier message with the same sender and client id has expired
+// is judged against m.SentAt, which the caller sets to the current time. An
+// empty ClientID is never deduplicated. ErrNotFound when the conversation
+// does not exist; ErrConflict when m.ID is taken by another message.
+// Attachments that do not exist are skipped.
+func (b *Bolt) AppendMessage(ctx context.Context, m Message) (Message, bool, error) {
+	if err := checkID("message", m.ID); err != nil {
+		return Message{}, false, err
+	}
+	if err := checkID("conversation", m.Conversation); err != nil {
+		return Message{}, false, err
+	}
+	if err := checkID("user", m.SenderUser); err != nil {
+		return Message{}, false, err
+	}
+	m.Seq = 0
+	body, err := json.Marshal(m)
+	if err != nil {
+		return Message{}, false, fmt.Errorf("storage: encode message: %w", err)
+	}
+	exp := timeKey(m.ExpiresAt)
+	val := make([]byte, 0, timeKeyLen+len(body))
+	val = append(append(val, exp[:]...), body...)
+	sentAt := timeKey(m.SentAt)
+	var ck []byte
+	if m.ClientID != "" {
+		ck = clientKey(m.Conversation, m.SenderUser, m.SenderDevice, m.ClientID)
+	}
+	convKey, idKey := []byte(m.Conversation), []byte(m.ID)
+	attIDs := slices.Compact(slices.Sorted(slices.Values(m.Attachments)))
+
+	var (
+		out               Message
+		created           bool
+		notFound, idTaken bool
+	)
+	err = b.batch(ctx, func(tx *bolt.Tx) error {
+		out, created, notFound, idTaken = Message{}, false, false, false
+		if tx.Bucket(bktConvs).Get(convKey) == nil {
+			notFound = true
+			return nil
+		}
+		msgs, msgIDs := tx.Bucket(bktMsgs), tx.Bucket(bktMsgIDs)
+		if ck != nil {
+			if prev := tx.Bucket(bktClientIDs).Get(ck); prev != nil {
+				if loc := msgIDs.Get(prev); loc != nil {
+					if v := msgs.Get(loc); v != nil && !expiredAt(v, &sentAt) {
+						var err error
+						out, err = decodeMsg(loc, v)
+						return err
+					}
+				}
+			}
+		}
+		if msgIDs.Get(idKey) != nil {
+			idTaken = true
+			return nil
+		}
+		seq := lastSeq(tx, m.Conversation)
+		if seq == math.MaxUint64 {
+			return fmt.Errorf("storage: conversation %q: seqs exhausted", m.Conversation)
+		}
+		seq++
+		if err := tx.Bucket(bktSeqs).Put(convKey, be64(seq)); err != nil {
+			return err
+		}
+		loc := seqKey(m.Conversation, seq)
+		if err := msgs.Put(loc, val); err != nil {
+			return err
+		}
+		if err := msgIDs.Put(idKey, loc); err != nil {
+			return err
+		}
+		if ck != nil {
+			if err := tx.Bucket(bktClientIDs).Put(ck, idKey); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bktMsgExp).Put(expKey(m.ExpiresAt, m.ID), nil); err != nil {
+			return err
+		}
+		if err := linkAttachments(tx, attIDs, m.Conversation); err != nil {
+			return err
+		}
+		out, created = m, true
+		out.Seq = seq
+		return nil
+	})
+	switch {
+	case err != nil:
+		return Message{}, false, err
+	case notFound:
+		return Message{}, false, ErrNotFound
+	case idTaken:
+		return Message{}, false, ErrConflict
+	}
+	return out, created, nil
+}
+
+// linkAttachments adds conv to the Conversations of each existing
+// attachment in ids.
+func linkAttachments(tx *bolt.Tx, ids []string, conv string) error {
+	bk := tx.Bucket(bktAttachments)
+	for _, id := range ids {
+		v := bk.Get([]byte(id))
+		if v == nil {
+			continue
+		}
+		var a Attachment
+		if err := decode(v, &a, "attachment"); err != nil {
+			return err
+		}
+		if slices.Contains(a.Conversations, conv) {
+			continue
+		}
+		a.Conversations = append(a.Conversations, conv)
+		nv, err := json.Marshal(a)
+		if err != nil {
+			return fmt.Errorf("storage: encode attachment: %w", err)
+		}
+		if err := bk.Put([]byte(id), nv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Message implements Messages.
+func (b *Bolt) Message(ctx context.Context, id string, now time.Time) (Message, error) {
+	var m Message
+	nowKey := timeKey(now)
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		loc := tx.Bucket(bktMsgIDs).Get([]byte(id))
+		if loc == nil {
+			return ErrNotFound
+		}
+		v := tx.Bucket(bktMsgs).Get(loc)
+		if v == nil || len(v) < timeKeyLen || expiredAt(v, &nowKey) {
+			return ErrNotFound
+		}
+		var err error
+		m, err = decodeMsg(loc, v)
+		return err
+	})
+	return m, err
+}
+
+// MessagesAfter implements Messages. A limit of zero or less returns no
+// messages and reports in more whether any follow.
+func (b *Bolt) MessagesAfter(ctx context.Context, conv string, afterSeq uint64, limit int, now time.Time) ([]Message, bool, error) {
+	out := []Message{}
+	if !validID(conv) || afterSeq == math.MaxUint64 {
+		return out, false, nil
+	}
+	var more bool
+	nowKey := timeKey(now)
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		p := prefix(conv)
+		c := tx.Bucket(bktMsgs).Cursor()
+		for k, v := c.Seek(seqKey(conv, afterSeq+1)); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if len(v) < timeKeyLen || expiredAt(v, &nowKey) {
+				continue
+			}
+			if len(out) >= limit {
+				more = true
+				return nil
+			}
+			m, err := decodeMsg(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, more, nil
+}
+
+// DeleteExpiredMessages implements Messages. It removes the message and its
+// entries in msgids, msgexp and (when it still names this message)
+// clientids. The conversation's LastSeq stays.
+func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int) (int, error) {
+	var n int
+	err := b.update(ctx, func(tx *bolt.Tx) error {
+		n = 0
+		exp, msgIDs, msgs, clientIDs := tx.Bucket(bktMsgExp), tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgs), tx.Bucket(bktClientIDs)
+		for _, k := range collectExpired(exp, now, max) {
+			id := k[timeKeyLen:]
+			if loc := msgIDs.Get(id); loc != nil {
+				loc = bytes.Clone(loc)
+				if v := msgs.Get(loc); v != nil {
+					m, err := decodeMsg(loc, v)
+					if err != nil {
+						return err
+					}
+					if m.ClientID != "" {
+						ck := clientKey(m.Conversation, m.SenderUser, m.SenderDevice, m.ClientID)
+						if bytes.Equal(clientIDs.Get(ck), id) {
+							if err := clientIDs.Delete(ck); err != nil {
+								return err
+							}
+						}
+					}
+					if err := msgs.Delete(loc); err != nil {
+						return err
+					}
+				}
+				if err := msgIDs.Delete(id); err != nil {
+					return err
+				}
+			}
+			if err := exp.Delete(k); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// CountMessages implements Messages. Expired messages count until the
+// sweep removes them.
+func (b *Bolt) CountMessages(ctx context.Context) (int, error) {
+	var n int
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		n = tx.Bucket(bktMsgIDs).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// Attachments.
+
+// PutAttachment implements Attachments.
+func (b *Bolt) PutAttachment(ctx context.Context, a Attachment) error {
+	if err := checkID("attachment", a.ID); err != nil {
+		return err
+	}
+	v, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("storage: encode attachment: %w", err)
+	}
+	return b.update(ctx, func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bktAttachments)
+		if bk.Get([]byte(a.ID)) != nil {
+			return ErrConflict
+		}
+		if err := bk.Put([]byte(a.ID), v); err != nil {
+			return err
+		}
+		return tx.Bucket(bktAttExp).Put(expKey(a.ExpiresAt, a.ID), nil)
+	})
+}
+
+// Attachment implements Attachments.
+func (b *Bolt) Attachment(ctx context.Context, id string, now time.Time) (Attachment, error) {
+	var a Attachment
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bktAttachments).Get([]byte(id))
+		if v == nil {
+			return ErrNotFound
+		}
+		if err := decode(v, &a, "attachment"); err != nil {
+			return err
+		}
+		if !a.ExpiresAt.After(now) {
+			a = Attachment{}
+			return ErrNotFound
+		}
+		return nil
+	})
+	return a, err
+}
+
+// DeleteExpiredAttachments implements Attachments.
+func (b *Bolt) DeleteExpiredAttachments(ctx context.Context, now time.Time, max int) ([]string, error) {
+	var ids []string
+	err := b.update(ctx, func(tx *bolt.Tx) error {
+		ids = []string{}
+		exp, atts := tx.Bucket(bktAttExp), tx.Bucket(bktAttachments)
+		for _, k := range collectExpired(exp, now, max) {
+			id := k[timeKeyLen:]
+			if err := atts.Delete(id); err != nil {
+				return err
+			}
+			if err := exp.Delete(k); err != nil {
+				return err
+			}
+			ids = append(ids, string(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
