@@ -46,6 +46,32 @@ func (b *Bolt) School(ctx context.Context, id string) (School, error) {
 	return s, err
 }
 
+// UpdateSchool implements Accounts.
+func (b *Bolt) UpdateSchool(ctx context.Context, id string, fn func(*School) error) error {
+	return b.update(ctx, func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bktSchools)
+		v := bk.Get([]byte(id))
+		if v == nil {
+			return ErrNotFound
+		}
+		var sc School
+		if err := decode(v, &sc, "school"); err != nil {
+			return err
+		}
+		if err := fn(&sc); err != nil {
+			return err
+		}
+		if sc.ID != id {
+			return fmt.Errorf("storage: UpdateSchool %q: fn changed ID", id)
+		}
+		nv, err := json.Marshal(sc)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte(id), nv)
+	})
+}
+
 // Schools implements Accounts.
 func (b *Bolt) Schools(ctx context.Context) ([]School, error) {
 	out := []School{}

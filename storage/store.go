@@ -36,6 +36,9 @@ type Accounts interface {
 	School(ctx context.Context, id string) (School, error)
 	// Schools lists every school, ordered by name.
 	Schools(ctx context.Context) ([]School, error)
+	// UpdateSchool applies fn to the stored school atomically (settings).
+	// fn must not change ID. An error from fn aborts without writing.
+	UpdateSchool(ctx context.Context, id string, fn func(*School) error) error
 	// CreateUser stores a new user; ErrConflict if its ID exists or its
 	// login is taken (logins compare case-insensitively, server-wide).
 	CreateUser(ctx context.Context, u User) error
@@ -138,7 +141,8 @@ type Messages interface {
 	// returns it with Seq set, created=true. If the conversation already
 	// holds a message with the same SenderUser, SenderDevice and ClientID
 	// (and that message has not expired), that message is returned
-	// instead, created=false. The caller sets ID, SentAt and ExpiresAt.
+	// instead, created=false; whether that earlier message has expired is
+	// judged at m.SentAt. The caller sets ID, SentAt and ExpiresAt.
 	// The attachments m names get m.Conversation added to their
 	// Conversations in the same transaction. Seqs start at 1 and have no
 	// gaps. Durable on return; concurrent appends share fsyncs.

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"Users", testUsers},
 		{"UserCountries", testUserCountries},
 		{"UpdateUser", testUpdateUser},
+		{"UpdateSchool", testUpdateSchool},
 		{"CountUsers", testCountUsers},
 		{"Credentials", testCredentials},
 		{"TouchCredential", testTouchCredential},
@@ -1699,4 +1700,32 @@ func testClose(t *testing.T, s storage.Store) {
 	isErr(t, s.PutMeta(ctx, "k", []byte("v")), storage.ErrClosed, "PutMeta after Close")
 	_, _, err = s.AppendMessage(ctx, newMsg("m1", "g1", "c1", 0, day))
 	isErr(t, err, storage.ErrClosed, "AppendMessage after Close")
+}
+
+func testUpdateSchool(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	sc := storage.School{ID: "s1", Name: "Gymnasium", CreatedAt: base}
+	noErr(t, s.CreateSchool(ctx, sc), "CreateSchool")
+	noErr(t, s.UpdateSchool(ctx, "s1", func(x *storage.School) error {
+		x.NoStudentDirect = true
+		return nil
+	}), "UpdateSchool")
+	got, err := s.School(ctx, "s1")
+	noErr(t, err, "School")
+	if !got.NoStudentDirect || got.Name != "Gymnasium" {
+		t.Fatalf("School after UpdateSchool = %+v", got)
+	}
+	err = s.UpdateSchool(ctx, "s1", func(x *storage.School) error {
+		x.NoStudentDirect = false
+		return errBoom
+	})
+	isErr(t, err, errBoom, "UpdateSchool returns fn's error")
+	got, _ = s.School(ctx, "s1")
+	if !got.NoStudentDirect {
+		t.Fatal("an aborted UpdateSchool was written")
+	}
+	isErr(t, s.UpdateSchool(ctx, "nope", func(*storage.School) error { return nil }), storage.ErrNotFound, "UpdateSchool of an unknown school")
+	if err := s.UpdateSchool(ctx, "s1", func(x *storage.School) error { x.ID = "s2"; return nil }); err == nil {
+		t.Fatal("UpdateSchool allowed changing the ID")
+	}
 }
