@@ -1,0 +1,578 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"klassenfunk/internal/httpapi"
+	"klassenfunk/internal/ids"
+	"klassenfunk/proto"
+	"klassenfunk/storage"
+)
+
+// Store is what auth needs from storage.
+type Store interface {
+	storage.Accounts
+	storage.Credentials
+	storage.LoginHistory
+	storage.Meta
+}
+
+// Config configures a Service. Zero fields take the documented defaults.
+type Config struct {
+	Store Store        // required
+	Log   *slog.Logger // nil: slog.Default()
+
+	Argon2 Argon2Params
+	// SessionIdle is how long a session credential lives without use. Zero
+	// means 30 minutes.
+	SessionIdle time.Duration
+	// TouchInterval is how often the use of a credential is written back
+	// (last_used_at, a session's deadline). Zero means 1 minute.
+	TouchInterval time.Duration
+	// MaxFailuresPerLogin within FailureWindow locks a login. Zero means 5.
+	MaxFailuresPerLogin int
+	// MaxFailuresPerAddr within FailureWindow locks a client address.
+	// Zero means 20.
+	MaxFailuresPerAddr int
+	// FailureWindow is the brute-force window. Zero means 15 minutes.
+	FailureWindow time.Duration
+	// MaxConcurrentHashes bounds concurrent Argon2 computations (each uses
+	// Argon2.Memory). Zero means 4.
+	MaxConcurrentHashes int
+	// LoginHistory is how many successful logins are kept. Zero means 10.
+	LoginHistory int
+
+	// OnRevoke is called after a credential was deleted (logout,
+	// revocation, replacement by a new login on the same device, expiry),
+	// so that open sockets are closed and pushes stopped. Must not block.
+	OnRevoke func(storage.Credential)
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Service implements accounts, login and credentials.
+type Service struct {
+	cfg       Config
+	store     Store
+	log       *slog.Logger
+	now       func() time.Time
+	hashSem   chan struct{}
+	dummyHash string
+	byLogin   *throttle
+	byAddr    *throttle
+	opHash    [32]byte // SHA-256 of the operator token; zero when none
+}
+
+// Principal is the authenticated caller of a request.
+type Principal struct {
+	User storage.User
+	Cred storage.Credential
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("auth: Config.Store is required")
+	}
+	cfg.Argon2 = cfg.Argon2.withDefaults()
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.SessionIdle, 30*time.Minute)
+	def(&cfg.TouchInterval, time.Minute)
+	def(&cfg.FailureWindow, 15*time.Minute)
+	defInt(&cfg.MaxFailuresPerLogin, 5)
+	defInt(&cfg.MaxFailuresPerAddr, 20)
+	defInt(&cfg.MaxConcurrentHashes, 4)
+	defInt(&cfg.LoginHistory, 10)
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.OnRevoke == nil {
+		cfg.OnRevoke = func(storage.Credential) {}
+	}
+	s := &Service{
+		cfg:     cfg,
+		store:   cfg.Store,
+		log:     cfg.Log,
+		now:     cfg.Now,
+		hashSem: make(chan struct{}, cfg.MaxConcurrentHashes),
+		byLogin: newThrottle(cfg.MaxFailuresPerLogin, cfg.FailureWindow),
+		byAddr:  newThrottle(cfg.MaxFailuresPerAddr, cfg.FailureWindow),
+	}
+	s.dummyHash = hashPassword(make([]byte, ClientHashLen), cfg.Argon2)
+	return s, nil
+}
+
+// operatorTokenKey is the meta key of the operator token's SHA-256.
+const operatorTokenKey = "operator_token_sha256"
+
+// InitOperatorToken makes the operator token known. With a configured
+// token, that one is used (and its hash stored). Without one, a stored hash
+// is used; only when there is none a token is generated, stored hashed and
+// returned so the caller can print it once. generated is "" otherwise.
+func (s *Service) InitOperatorToken(ctx context.Context, configured string) (generated string, err error) {
+	if configured != "" {
+		h := sha256.Sum256([]byte(configured))
+		s.opHash = h
+		return "", s.store.PutMeta(ctx, operatorTokenKey, h[:])
+	}
+	v, err := s.store.GetMeta(ctx, operatorTokenKey)
+	switch {
+	case err == nil && len(v) == 32:
+		copy(s.opHash[:], v)
+		return "", nil
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
+		return "", fmt.Errorf("read operator token: %w", err)
+	}
+	tok := "kfop_" + ids.Random(32)
+	h := sha256.Sum256([]byte(tok))
+	if err := s.store.PutMeta(ctx, operatorTokenKey, h[:]); err != nil {
+		return "", fmt.Errorf("store operator token: %w", err)
+	}
+	s.opHash = h
+	return tok, nil
+}
+
+// ResetOperatorToken replaces the operator token with a new one and returns
+// it (admin CLI).
+func (s *Service) ResetOperatorToken(ctx context.Context) (string, error) {
+	tok := "kfop_" + ids.Random(32)
+	h := sha256.Sum256([]byte(tok))
+	if err := s.store.PutMeta(ctx, operatorTokenKey, h[:]); err != nil {
+		return "", fmt.Errorf("store operator token: %w", err)
+	}
+	s.opHash = h
+	return tok, nil
+}
+
+// IsOperator reports whether token is the operator token.
+func (s *Service) IsOperator(token string) bool {
+	if token == "" || s.opHash == ([32]byte{}) {
+		return false
+	}
+	h := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(h[:], s.opHash[:]) == 1
+}
+
+// CreateSchool creates a school.
+func (s *Service) CreateSchool(ctx context.Context, name string) (storage.School, error) {
+	name = strings.TrimSpace(name)
+	if name == "" || utf8.RuneCountInString(name) > 200 {
+		return storage.School{}, proto.Errorf(proto.CodeInvalidRequest, "name must be 1 to 200 characters")
+	}
+	sc := storage.School{ID: ids.New(), Name: name, CreatedAt: s.now().UTC()}
+	if err := s.store.CreateSchool(ctx, sc); err != nil {
+		return storage.School{}, err
+	}
+	return sc, nil
+}
+
+// NewUser is the input of CreateUser.
+type NewUser struct {
+	School      string
+	Login       string
+	DisplayName string
+	Role        storage.Role
+	ClientHash  []byte
+}
+
+// CreateUser creates a user after validating every field. A taken login is
+// 409 conflict; an unknown school is 404.
+func (s *Service) CreateUser(ctx context.Context, nu NewUser) (storage.User, error) {
+	if err := validLogin(nu.Login); err != nil {
+		return storage.User{}, err
+	}
+	nu.DisplayName = strings.TrimSpace(nu.DisplayName)
+	if nu.DisplayName == "" || utf8.RuneCountInString(nu.DisplayName) > 200 {
+		return storage.User{}, proto.Errorf(proto.CodeInvalidRequest, "display_name must be 1 to 200 characters")
+	}
+	if !nu.Role.Valid() {
+		return storage.User{}, proto.Errorf(proto.CodeInvalidRequest, "role must be admin, teacher, student or parent")
+	}
+	if len(nu.ClientHash) != ClientHashLen {
+		return storage.User{}, proto.Errorf(proto.CodeInvalidRequest, "client_hash must be 32 bytes, base64")
+	}
+	if _, err := s.store.School(ctx, nu.School); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return storage.User{}, errNotFound
+		}
+		return storage.User{}, err
+	}
+	if _, err := s.store.UserByLogin(ctx, nu.Login); err == nil {
+		return storage.User{}, proto.Errorf(proto.CodeConflict, "login is taken")
+	}
+	u := storage.User{
+		ID:          ids.New(),
+		School:      nu.School,
+		Login:       nu.Login,
+		DisplayName: nu.DisplayName,
+		Role:        nu.Role,
+		CreatedAt:   s.now().UTC(),
+	}
+	if err := s.withHashSlot(ctx, func() { u.PasswordHash = hashPassword(nu.ClientHash, s.cfg.Argon2) }); err != nil {
+		return storage.User{}, err
+	}
+	if err := s.store.CreateUser(ctx, u); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return storage.User{}, proto.Errorf(proto.CodeConflict, "login is taken")
+		}
+		return storage.User{}, err
+	}
+	return u, nil
+}
+
+func validLogin(l string) error {
+	if l == "" || len(l) > 128 || strings.TrimSpace(l) != l {
+		return proto.Errorf(proto.CodeInvalidRequest, "login must be 1 to 128 characters without surrounding spaces")
+	}
+	for _, r := range l {
+		if r < 0x20 || r == 0x7f || r == '/' {
+			return proto.Errorf(proto.CodeInvalidRequest, "login must not contain control characters or '/'")
+		}
+	}
+	return nil
+}
+
+// withHashSlot runs fn (an Argon2 computation) when a slot is free.
+func (s *Service) withHashSlot(ctx context.Context, fn func()) error {
+	select {
+	case s.hashSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.hashSem }()
+	fn()
+	return nil
+}
+
+// Device is the device part of a login request.
+type Device struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	OS       string `json:"os"`
+	Personal *bool  `json:"personal"`
+}
+
+// ValidOS reports whether os is one API.md allows.
+func ValidOS(os string) bool {
+	switch os {
+	case "ios", "android", "web", "macos", "windows", "linux":
+		return true
+	}
+	return false
+}
+
+func (d *Device) validate() error {
+	if d.ID == "" || len(d.ID) > proto.MaxIDLen || !utf8.ValidString(d.ID) || strings.ContainsRune(d.ID, 0) {
+		return proto.Errorf(proto.CodeInvalidRequest, "device.id must be 1 to %d characters", proto.MaxIDLen)
+	}
+	if utf8.RuneCountInString(d.Name) > 128 || !utf8.ValidString(d.Name) {
+		return proto.Errorf(proto.CodeInvalidRequest, "device.name must be at most 128 characters")
+	}
+	if !ValidOS(d.OS) {
+		return proto.Errorf(proto.CodeInvalidRequest, "device.os must be ios, android, web, macos, windows or linux")
+	}
+	if d.Personal == nil {
+		return proto.Errorf(proto.CodeInvalidRequest, "device.personal is required")
+	}
+	return nil
+}
+
+// LoginResult is what a successful login returns.
+type LoginResult struct {
+	User       storage.User
+	Credential storage.Credential
+	Token      string
+}
+
+// Login checks a login and client_hash and issues a credential for the
+// device. addr is the client's address (throttling, history).
+func (s *Service) Login(ctx context.Context, login string, clientHash []byte, dev Device, addr netip.Addr) (LoginResult, error) {
+	if login == "" || len(login) > 128 {
+		return LoginResult{}, proto.Errorf(proto.CodeInvalidRequest, "login is required")
+	}
+	if len(clientHash) != ClientHashLen {
+		return LoginResult{}, proto.Errorf(proto.CodeInvalidRequest, "client_hash must be 32 bytes, base64")
+	}
+	if err := dev.validate(); err != nil {
+		return LoginResult{}, err
+	}
+	now := s.now()
+	loginKey := strings.ToLower(login)
+	addrKey := addr.String()
+	if wait := max(s.byLogin.blocked(loginKey, now), s.byAddr.blocked(addrKey, now)); wait > 0 {
+		return LoginResult{}, &proto.Error{Code: proto.CodeRateLimited, Message: "too many failed logins; try again later", RetryAfter: wait}
+	}
+
+	u, err := s.store.UserByLogin(ctx, login)
+	found := err == nil
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return LoginResult{}, err
+	}
+	encoded := s.dummyHash
+	if found {
+		encoded = u.PasswordHash
+	}
+	var ok bool
+	var verr error
+	if err := s.withHashSlot(ctx, func() { ok, verr = verifyPassword(clientHash, encoded) }); err != nil {
+		return LoginResult{}, err
+	}
+	if verr != nil {
+		return LoginResult{}, fmt.Errorf("verify password of user %s: %w", u.ID, verr)
+	}
+	if !found || !ok || u.Disabled {
+		s.byLogin.fail(loginKey, now)
+		s.byAddr.fail(addrKey, now)
+		if found {
+			if err := s.store.RecordLoginFailure(ctx, u.ID); err != nil {
+				s.log.Warn("record login failure", "err", err)
+			}
+		}
+		return LoginResult{}, errBadLogin
+	}
+	s.byLogin.reset(loginKey)
+
+	// A personal device that logs in again replaces its trust relationship.
+	personal := *dev.Personal
+	if personal {
+		creds, err := s.store.CredentialsOf(ctx, u.ID)
+		if err != nil {
+			return LoginResult{}, err
+		}
+		for _, c := range creds {
+			if c.Kind == storage.CredTrust && c.DeviceID == dev.ID {
+				s.deleteCredential(ctx, c.ID)
+			}
+		}
+	}
+	token, hash := newToken()
+	name := dev.Name
+	if name == "" {
+		name = dev.OS
+	}
+	c := storage.Credential{
+		ID:         ids.New(),
+		TokenHash:  hash,
+		UserID:     u.ID,
+		School:     u.School,
+		DeviceID:   dev.ID,
+		DeviceName: name,
+		OS:         dev.OS,
+		CreatedAt:  now.UTC(),
+		LastUsedAt: now.UTC(),
+	}
+	if personal {
+		c.Kind = storage.CredTrust
+		c.ServiceID = ids.New()
+	} else {
+		c.Kind = storage.CredSession
+		c.ExpiresAt = now.Add(s.cfg.SessionIdle).UTC()
+	}
+	if err := s.store.PutCredential(ctx, c); err != nil {
+		return LoginResult{}, err
+	}
+	ev := storage.LoginEvent{At: now.UTC(), IP: httpapi.Anonymize(addr), DeviceName: name}
+	if err := s.store.RecordLoginSuccess(ctx, u.ID, ev, s.cfg.LoginHistory); err != nil {
+		s.log.Warn("record login", "err", err)
+	}
+	return LoginResult{User: u, Credential: c, Token: token}, nil
+}
+
+// Authenticate resolves a bearer token to its principal. It is on the path
+// of every request: one hash and two reads, plus a write at most once per
+// TouchInterval.
+func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
+	if !plausibleToken(token) {
+		return Principal{}, errUnauthorized
+	}
+	c, err := s.store.CredentialByHash(ctx, hashToken(token))
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return Principal{}, errUnauthorized
+		}
+		return Principal{}, err
+	}
+	now := s.now()
+	if c.Kind == storage.CredSession && !now.Before(c.ExpiresAt) {
+		s.deleteCredential(ctx, c.ID)
+		return Principal{}, errUnauthorized
+	}
+	u, err := s.store.User(ctx, c.UserID)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return Principal{}, errUnauthorized
+		}
+		return Principal{}, err
+	}
+	if u.Disabled {
+		return Principal{}, errUnauthorized
+	}
+	s.touch(ctx, &c, now)
+	return Principal{User: u, Cred: c}, nil
+}
+
+// Logout deletes the caller's credential (and with it a trust
+// relationship's push registration).
+func (s *Service) Logout(ctx context.Context, p Principal) error {
+	s.deleteCredential(ctx, p.Cred.ID)
+	return nil
+}
+
+// TrustInfo is one entry of GET /trust.
+type TrustInfo struct {
+	ID         string    `json:"id"`
+	DeviceName string    `json:"device_name"`
+	OS         string    `json:"os"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastUsedAt time.Time `json:"last_used_at"`
+	Push       bool      `json:"push"`
+	Current    bool      `json:"current"`
+}
+
+// Trusts lists the caller's trust relationships.
+func (s *Service) Trusts(ctx context.Context, p Principal) ([]TrustInfo, error) {
+	creds, err := s.store.CredentialsOf(ctx, p.User.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TrustInfo, 0, len(creds))
+	for _, c := range creds {
+		if c.Kind != storage.CredTrust {
+			continue
+		}
+		out = append(out, TrustInfo{
+			ID: c.ID, DeviceName: c.DeviceName, OS: c.OS,
+			CreatedAt: c.CreatedAt, LastUsedAt: c.LastUsedAt,
+			Push: c.Push != nil, Current: c.ID == p.Cred.ID,
+		})
+	}
+	return out, nil
+}
+
+// ownTrust returns the caller's trust relationship id, or 404.
+func (s *Service) ownTrust(ctx context.Context, p Principal, id string) (storage.Credential, error) {
+	c, err := s.store.Credential(ctx, id)
+	if err != nil || c.UserID != p.User.ID || c.Kind != storage.CredTrust {
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return c, err
+		}
+		return c, errNotFound
+	}
+	return c, nil
+}
+
+// RevokeTrust deletes one of the caller's trust relationships.
+func (s *Service) RevokeTrust(ctx context.Context, p Principal, id string) error {
+	if _, err := s.ownTrust(ctx, p, id); err != nil {
+		return err
+	}
+	s.deleteCredential(ctx, id)
+	return nil
+}
+
+// DeleteTrustPush deletes only the push registration of one of the caller's
+// trust relationships.
+func (s *Service) DeleteTrustPush(ctx context.Context, p Principal, id string) error {
+	if _, err := s.ownTrust(ctx, p, id); err != nil {
+		return err
+	}
+	err := s.store.UpdateCredential(ctx, id, func(c *storage.Credential) error {
+		c.Push = nil
+		return nil
+	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return errNotFound
+	}
+	return err
+}
+
+// deleteCredential removes a credential and announces it. Failures are
+// logged: the caller's request has already been authorised.
+func (s *Service) deleteCredential(ctx context.Context, id string) {
+	c, err := s.store.DeleteCredential(ctx, id)
+	if err != nil {
+		if !errors.Is(err, storage.ErrNotFound) {
+			s.log.Error("delete credential", "err", err)
+		}
+		return
+	}
+	s.cfg.OnRevoke(c)
+}
+
+// SweepSessions deletes sessions idle past their deadline.
+func (s *Service) SweepSessions(ctx context.Context) (int, error) {
+	gone, err := s.store.DeleteExpiredSessions(ctx, s.now())
+	for _, c := range gone {
+		s.cfg.OnRevoke(c)
+	}
+	return len(gone), err
+}
+
+// Logins returns the caller's login history.
+func (s *Service) Logins(ctx context.Context, p Principal) ([]storage.LoginEvent, error) {
+	ev, err := s.store.Logins(ctx, p.User.ID)
+	if ev == nil {
+		ev = []storage.LoginEvent{}
+	}
+	return ev, err
+}
+
+// Recheck confirms that p's credential still exists and has not expired,
+// and records its use like Authenticate does. Long-lived WebSockets call it
+// now and then; revocation closes them at once anyway, this is the safety
+// net. It returns errUnauthorized when the credential is gone.
+func (s *Service) Recheck(ctx context.Context, p *Principal) error {
+	c, err := s.store.Credential(ctx, p.Cred.ID)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return errUnauthorized
+		}
+		return err
+	}
+	now := s.now()
+	if c.Kind == storage.CredSession && !now.Before(c.ExpiresAt) {
+		s.deleteCredential(ctx, c.ID)
+		return errUnauthorized
+	}
+	s.touch(ctx, &c, now)
+	p.Cred = c
+	return nil
+}
+
+// touch records the use of c at most once per TouchInterval, moving a
+// session's idle deadline on.
+func (s *Service) touch(ctx context.Context, c *storage.Credential, now time.Time) {
+	if now.Sub(c.LastUsedAt) < s.cfg.TouchInterval {
+		return
+	}
+	var exp time.Time
+	if c.Kind == storage.CredSession {
+		exp = now.Add(s.cfg.SessionIdle).UTC()
+		c.ExpiresAt = exp
+	}
+	c.LastUsedAt = now.UTC()
+	if err := s.store.TouchCredential(ctx, c.ID, c.LastUsedAt, exp); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		s.log.Warn("touch credential", "err", err)
+	}
+}
