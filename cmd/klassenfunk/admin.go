@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"klassenfunk/auth"
+	"klassenfunk/storage"
+)
+
+const adminUsage = `Usage: klassenfunk admin [flags] <task> [task flags]
+
+Operator tasks. By default they go through the operator API of the running
+server (POST /api/v1/schools, …), authenticated with the operator token from
+KLASSENFUNK_OPERATOR_TOKEN or --token-file. With --offline they open the data
+directory directly; the server must be stopped then (the database is locked
+while it runs).
+
+Tasks:
+  create-school NAME                 create a school, print its id
+  list-schools                       list schools (id and name)
+  create-user --school ID --login LOGIN --name "DISPLAY NAME" --role admin|teacher|student|parent
+                                     create a user; the password is read from the
+                                     terminal (twice) or from the first line of stdin.
+                                     It never appears on the command line.
+  operator-token --reset             (--offline only) replace the operator token and
+                                     print the new one once
+
+Flags:
+`
+
+type adminEnv struct {
+	server    string
+	tokenFile string
+	offline   bool
+	config    string
+	data      string
+	stdin     io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
+}
+
+func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	env := adminEnv{stdin: stdin, stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, adminUsage); fs.PrintDefaults() }
+	fs.StringVar(&env.server, "server", "", "base URL of the running server (default: http:// + the configured listen address)")
+	fs.StringVar(&env.tokenFile, "token-file", "", "file holding the operator token (default: $KLASSENFUNK_OPERATOR_TOKEN)")
+	fs.BoolVar(&env.offline, "offline", false, "work on the data directory of a stopped server")
+	fs.StringVar(&env.config, "config", defaultConfigFile, "configuration file (for the listen address and data directory)")
+	fs.StringVar(&env.data, "data", "", "data directory (with --offline; overrides the configuration)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	task, targs := rest[0], rest[1:]
+	var ops adminOps
+	if env.offline {
+		o, err := openOffline(env)
+		if err != nil {
+			return err
+		}
+		defer o.close()
+		ops = o
+	} else {
+		a, err := newAPIOps(env)
+		if err != nil {
+			return err
+		}
+		ops = a
+	}
+	ctx := context.Background()
+	switch task {
+	case "create-school":
+		if len(targs) != 1 {
+			return errors.New("usage: klassenfunk admin create-school NAME")
+		}
+		id, err := ops.createSchool(ctx, targs[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, id)
+		return nil
+	case "list-schools":
+		schools, err := ops.listSchools(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range schools {
+			fmt.Fprintf(stdout, "%s\t%s\n", s.ID, s.Name)
+		}
+		return nil
+	case "create-user":
+		return createUser(ctx, ops, env, targs)
+	case "operator-token":
+		o, ok := ops.(*offlineOps)
+		if !ok || len(targs) != 1 || targs[0] != "--reset" {
+			return errors.New("usage: klassenfunk admin --offline operator-token --reset (the server must be stopped)")
+		}
+		tok, err := o.auth.ResetOperatorToken(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, tok)
+		return nil
+	default:
+		fs.Usage()
+		return fmt.Errorf("unknown admin task %q", task)
+	}
+}
+
+func createUser(ctx context.Context, ops adminOps, env adminEnv, args []string) error {
+	fs := flag.NewFlagSet("create-user", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	school := fs.String("school", "", "school id")
+	login := fs.String("login", "", "login name")
+	name := fs.String("name", "", "display name")
+	role := fs.String("role", "", "admin, teacher, student or parent")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *school == "" || *login == "" || *name == "" || *role == "" || fs.NArg() > 0 {
+		return errors.New("usage: klassenfunk admin create-user --school ID --login LOGIN --name NAME --role ROLE")
+	}
+	if !storage.Role(*role).Valid() {
+		return fmt.Errorf("role must be admin, teacher, student or parent, not %q", *role)
+	}
+	pw, err := readPassword(env)
+	if err != nil {
+		return err
+	}
+	u, err := ops.createUser(ctx, auth.NewUser{
+		School: *school, Login: *login, DisplayName: *name, Role: storage.Role(*role),
+		ClientHash: auth.ClientHash(*login, pw),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s\t%s\t%s\n", u.ID, u.Login, u.Role)
+	return nil
+}
+
+// readPassword reads the new password without echo from a terminal (asked
+// twice), or as the first line of stdin otherwise.
+func readPassword(env adminEnv) (string, error) {
+	if f, ok := env.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(env.stderr, "Password: ")
+		a, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(env.stderr)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(env.stderr, "Again: ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(env.stderr)
+		if err != nil {
+			return "", err
+		}
+		if !bytes.Equal(a, b) {
+			return "", errors.New("the passwords differ")
+		}
+		return checkPassword(string(a))
+	}
+	line, err := bufio.NewReader(env.stdin).ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return "", errors.New("no password on stdin")
+	}
+	return checkPassword(strings.TrimRight(line, "\r\n"))
+}
+
+func checkPassword(pw string) (string, error) {
+	if len(pw) < 8 {
+		return "", errors.New("the password must have at least 8 characters")
+	}
+	return pw, nil
+}
+
+type schoolRow struct{ ID, Name string }
+
+// adminOps is one way of doing the operator tasks.
+type adminOps interface {
+	createSchool(ctx context.Context, name string) (string, error)
+	listSchools(ctx context.Context) ([]schoolRow, error)
+	createUser(ctx context.Context, nu auth.NewUser) (auth.UserView, error)
+}
+
+type offlineOps struct {
+	store *storage.Bolt
+	auth  *auth.Service
+}
+
+func openOffline(env adminEnv) (*offlineOps, error) {
+	cfg, err := loadConfig(env.config, env.config != defaultConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	if env.data != "" {
+		cfg.DataDir = env.data
+	}
+	cfg.Defaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	st, err := storage.OpenBolt(filepath.Join(cfg.DataDir, "klassenfunk.db"), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w (is the server running? then leave out --offline)", err)
+	}
+	a, err := auth.New(auth.Config{Store: st, Argon2: cfg.Auth.Argon2})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &offlineOps{store: st, auth: a}, nil
+}
+
+func (o *offlineOps) close() { o.store.Close() }
+
+func (o *offlineOps) createSchool(ctx context.Context, name string) (string, error) {
+	s, err := o.auth.CreateSchool(ctx, name)
+	return s.ID, err
+}
+
+func (o *offlineOps) listSchools(ctx context.Context) ([]schoolRow, error) {
+	ss, err := o.store.Schools(ctx)
+	out := make([]schoolRow, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, schoolRow{s.ID, s.Name})
+	}
+	return out, err
+}
+
+func (o *offlineOps) createUser(ctx context.Context, nu auth.NewUser) (auth.UserView, error) {
+	u, err := o.auth.CreateUser(ctx, nu)
+	return auth.ViewUser(u), err
+}
+
+type apiOps struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+func newAPIOps(env adminEnv) (*apiOps, error) {
+	base := env.server
+	if base == "" {
+		cfg, err := loadConfig(env.config, env.config != defaultConfigFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Defaults()
+		base = "http://" + cfg.Listen
+	}
+	tok := os.Getenv("KLASSENFUNK_OPERATOR_TOKEN")
+	if env.tokenFile != "" {
+		b, err := os.ReadFile(env.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok == "" {
+		return nil, errors.New("no operator token: set KLASSENFUNK_OPERATOR_TOKEN or --token-file (or use --offline with the server stopped)")
+	}
+	return &apiOps{base: strings.TrimRight(base, "/"), token: tok, hc: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+func (a *apiOps) call(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+"/api/v1"+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w (is the server running? with it stopped, use --offline)", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
+		return fmt.Errorf("server: %s: %s (HTTP %d)", e.Error.Code, e.Error.Message, resp.StatusCode)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func (a *apiOps) createSchool(ctx context.Context, name string) (string, error) {
+	var out struct{ ID string }
+	err := a.call(ctx, "POST", "/schools", map[string]string{"name": name}, &out)
+	return out.ID, err
+}
+
+func (a *apiOps) listSchools(ctx context.Context) ([]schoolRow, error) {
+	var out []schoolRow
+	err := a.call(ctx, "GET", "/schools", nil, &out)
+	return out, err
+}
+
+func (a *apiOps) createUser(ctx context.Context, nu auth.NewUser) (auth.UserView, error) {
+	var out auth.UserView
+	err := a.call(ctx, "POST", "/schools/"+nu.School+"/users", map[string]string{
+		"login": nu.Login, "display_name": nu.DisplayName, "role": string(nu.Role),
+		"client_hash": base64.StdEncoding.EncodeToString(nu.ClientHash),
+	}, &out)
+	return out, err
+}

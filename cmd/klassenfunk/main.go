@@ -1,0 +1,149 @@
+// Command klassenfunk is the Klassenfunk server and its operator tools.
+//
+//	klassenfunk serve [--config FILE] [--listen ADDR] [--data DIR]
+//	klassenfunk admin <task> …   (klassenfunk admin --help)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"klassenfunk/server"
+)
+
+const usage = `Usage: klassenfunk <command> [flags]
+
+Commands:
+  serve    run the server (klassenfunk serve --help)
+  admin    operator tasks: schools, users, operator token (klassenfunk admin --help)
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "klassenfunk:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "admin":
+		return admin(args[1:], stdin, stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", defaultConfigFile, "configuration file (YAML)")
+	listen := fs.String("listen", "", "listen address (overrides config and KLASSENFUNK_LISTEN)")
+	data := fs.String("data", "", "data directory (overrides config and KLASSENFUNK_DATA)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := loadConfig(*configPath, explicit)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *data != "" {
+		cfg.DataDir = *data
+	}
+	cfg.Defaults()
+	log := newLogger(cfg, stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	if tok := srv.OperatorTokenGenerated; tok != "" {
+		fmt.Fprintf(stderr, "\nOperator token (shown once, stored only hashed; keep it safe):\n\n    %s\n\n", tok)
+	}
+	if empty, err := srv.Empty(ctx); err == nil && empty {
+		fmt.Fprint(stderr, firstSteps)
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	srv.Start()
+	log.Info("serving", "addr", ln.Addr().String(), "data", cfg.DataDir, "mode", srv.Mode())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	srv.Drain(shutCtx) // closes WebSockets with 1001
+	if err := hs.Shutdown(shutCtx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	return srv.Close()
+}
+
+const firstSteps = `
+The database is empty. Create the first school and its admin:
+
+    klassenfunk admin create-school "Gymnasium Musterstadt"
+    klassenfunk admin create-user --school <school id> --login admin --name "Admin" --role admin
+
+(with the server running, admin talks to it: export KLASSENFUNK_OPERATOR_TOKEN=<token> first;
+ with the server stopped, add --offline to work on the data directory directly)
+
+`
+
+func newLogger(cfg server.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

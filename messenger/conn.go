@@ -1,0 +1,431 @@
+package messenger
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"klassenfunk/auth"
+	"klassenfunk/proto"
+	"klassenfunk/storage"
+)
+
+// outItem is one entry of a connection's send queue. Exactly one of its
+// fields is set.
+type outItem struct {
+	frame []byte           // a pre-encoded frame (ready, sent, error, pong)
+	msg   *storage.Message // a live message; the writer filters the keys
+	sync  *syncJob         // a sync request
+	// sentConv/sentSeq accompany a "sent" frame so the writer knows the
+	// client has that seq.
+	sentConv string
+	sentSeq  uint64
+}
+
+type syncJob struct{ cursors map[string]uint64 }
+
+// conn is one WebSocket connection.
+type conn struct {
+	n  *Node
+	ws *websocket.Conn
+	p  auth.Principal
+
+	userID    string // immutable after creation
+	deviceID  string
+	deviceKey string // "<user>/<device>": the entry of keys this device reads
+	credID    string
+
+	mu        sync.Mutex
+	queue     []outItem       // guarded by mu
+	closeCode proto.CloseCode // guarded by mu; set once, when closing starts
+	notify    chan struct{}   // cap 1: "queue or closeCode changed"
+
+	writerDone chan struct{} // closed when the writer returns
+	readerDone chan struct{} // closed when the reader returns
+
+	// Owned by the writer goroutine.
+	lastSeq map[string]uint64
+
+	// Owned by the reader goroutine.
+	invalidInRow int
+	limiter      *rate.Limiter
+	limitedInRow int
+	lastRecheck  time.Time
+}
+
+func newConn(n *Node, ws *websocket.Conn, p auth.Principal) *conn {
+	return &conn{
+		n:          n,
+		ws:         ws,
+		p:          p,
+		userID:     p.User.ID,
+		deviceID:   p.Cred.DeviceID,
+		deviceKey:  proto.KeyName(p.User.ID, p.Cred.DeviceID),
+		credID:     p.Cred.ID,
+		notify:     make(chan struct{}, 1),
+		writerDone: make(chan struct{}),
+		readerDone: make(chan struct{}),
+		limiter:    rate.NewLimiter(rate.Limit(n.cfg.Gateway.SendRate), n.cfg.Gateway.SendBurst),
+	}
+}
+
+func (c *conn) signal() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue adds it to the send queue without blocking. A full queue starts
+// closing the connection with 4429: the client recovers through sync.
+func (c *conn) enqueue(it outItem) {
+	c.mu.Lock()
+	if c.closeCode != 0 {
+		c.mu.Unlock()
+		return
+	}
+	if len(c.queue) >= c.n.cfg.Gateway.SendQueue {
+		c.closeCode = proto.CloseTooSlow
+		c.queue = nil
+		c.mu.Unlock()
+		c.n.metrics.slowConsumers.Inc()
+		c.signal()
+		return
+	}
+	c.queue = append(c.queue, it)
+	c.mu.Unlock()
+	c.signal()
+}
+
+// closeWith starts closing the connection with code. The first code wins.
+func (c *conn) closeWith(code proto.CloseCode) {
+	c.mu.Lock()
+	if c.closeCode == 0 {
+		c.closeCode = code
+		c.queue = nil
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *conn) closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeCode != 0
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// writeLoop owns the write side of the socket.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	cfg := &c.n.cfg.Gateway
+	ping := time.NewTicker(cfg.PingInterval)
+	defer ping.Stop()
+	var spare []outItem
+	for {
+		select {
+		case <-c.notify:
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				c.ws.NetConn().Close()
+				return
+			}
+			continue
+		case <-c.readerDone:
+			return
+		}
+		c.mu.Lock()
+		items, code := c.queue, c.closeCode
+		c.queue = spare[:0]
+		c.mu.Unlock()
+		if code != 0 {
+			c.sendClose(code)
+			return
+		}
+		bp := bufPool.Get().(*[]byte)
+		err := c.writeItems(items, bp)
+		bufPool.Put(bp)
+		if err != nil {
+			c.ws.NetConn().Close()
+			return
+		}
+		clear(items)
+		spare = items
+		if cap(spare) > 64 { // do not keep a burst's memory on an idle connection
+			spare = nil
+		}
+	}
+}
+
+func (c *conn) writeItems(items []outItem, bp *[]byte) error {
+	for i := range items {
+		if c.closing() {
+			return nil // the next round sends the close frame
+		}
+		it := &items[i]
+		var err error
+		switch {
+		case it.frame != nil:
+			err = c.writeFrame(it.frame)
+			if err == nil && it.sentConv != "" {
+				c.noteSent(it.sentConv, it.sentSeq)
+			}
+		case it.msg != nil:
+			err = c.writeLive(it.msg, bp)
+		case it.sync != nil:
+			err = c.runSync(it.sync, bp)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *conn) writeFrame(b []byte) error {
+	c.ws.SetWriteDeadline(time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
+	return c.ws.WriteMessage(websocket.TextMessage, b)
+}
+
+// writeMessage writes one message frame with only this device's key.
+func (c *conn) writeMessage(m *storage.Message, bp *[]byte) error {
+	pm := toProto(m)
+	*bp = proto.AppendMessage((*bp)[:0], &pm, c.deviceKey)
+	if err := c.writeFrame(*bp); err != nil {
+		return err
+	}
+	c.n.metrics.delivered.Inc()
+	return nil
+}
+
+// writeLive writes a live message in seq order: duplicates are dropped, and
+// a gap before it is filled from the store first.
+func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
+	if c.lastSeq == nil {
+		c.lastSeq = make(map[string]uint64)
+	}
+	last, known := c.lastSeq[m.Conversation]
+	if known && m.Seq <= last {
+		return nil
+	}
+	if known && m.Seq > last+1 {
+		c.n.metrics.gapFills.Inc()
+		gap, _, err := c.n.store.MessagesAfter(context.Background(), m.Conversation, last, int(m.Seq-last-1), c.n.now())
+		if err != nil {
+			c.n.log.Warn("gap fill", "conv", m.Conversation, "err", err)
+		}
+		for i := range gap {
+			g := &gap[i]
+			if g.Seq >= m.Seq {
+				break
+			}
+			if proto.KeyName(g.SenderUser, g.SenderDevice) != c.deviceKey { // own messages got "sent"
+				if err := c.writeMessage(g, bp); err != nil {
+					return err
+				}
+			}
+			c.lastSeq[m.Conversation] = g.Seq
+		}
+	}
+	if err := c.writeMessage(m, bp); err != nil {
+		return err
+	}
+	c.lastSeq[m.Conversation] = m.Seq
+	return nil
+}
+
+// noteSent records that the client has seq through its own send, so the
+// next live message of the conversation is not taken for a gap.
+func (c *conn) noteSent(conv string, seq uint64) {
+	if last, ok := c.lastSeq[conv]; ok && last+1 == seq {
+		c.lastSeq[conv] = seq
+	}
+}
+
+// runSync replays every stored message after the client's cursors, then
+// writes "synced".
+func (c *conn) runSync(job *syncJob, bp *[]byte) error {
+	ctx := context.Background()
+	convs, err := c.n.store.ConversationsOf(ctx, c.userID)
+	if err != nil {
+		c.n.log.Error("sync: conversations", "err", err)
+		return c.writeFrame(proto.AppendError(nil, "", proto.CodeInternal, "sync failed; try again"))
+	}
+	if c.lastSeq == nil {
+		c.lastSeq = make(map[string]uint64, len(convs))
+	}
+	for _, cv := range convs {
+		after := min(job.cursors[cv.ID], cv.LastSeq)
+		for {
+			if c.closing() {
+				return nil
+			}
+			msgs, more, err := c.n.store.MessagesAfter(ctx, cv.ID, after, syncPage, c.n.now())
+			if err != nil {
+				c.n.log.Error("sync: messages", "err", err)
+				return c.writeFrame(proto.AppendError(nil, "", proto.CodeInternal, "sync failed; try again"))
+			}
+			for i := range msgs {
+				if err := c.writeMessage(&msgs[i], bp); err != nil {
+					return err
+				}
+				after = msgs[i].Seq
+			}
+			if !more {
+				break
+			}
+		}
+		if after > c.lastSeq[cv.ID] {
+			c.lastSeq[cv.ID] = after
+		}
+	}
+	return c.writeFrame(proto.AppendSynced(nil))
+}
+
+const syncPage = 200
+
+// sendClose writes the close frame and gives the client a moment to answer
+// it; the reader sees the answer (or the deadline) and ends the connection.
+func (c *conn) sendClose(code proto.CloseCode) {
+	c.n.metrics.closes.WithLabelValues(code.String()).Inc()
+	deadline := time.Now().Add(c.n.cfg.Gateway.WriteTimeout)
+	msg := websocket.FormatCloseMessage(int(code), code.String())
+	if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil {
+		c.ws.NetConn().Close()
+		return
+	}
+	c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+const closeGrace = 2 * time.Second
+
+// readLoop runs on the handler's goroutine until the connection ends.
+func (c *conn) readLoop() {
+	cfg := &c.n.cfg.Gateway
+	readTimeout := cfg.PingInterval*2 + 10*time.Second
+	c.ws.SetReadDeadline(time.Now().Add(readTimeout))
+	c.ws.SetPongHandler(func(string) error {
+		if !c.closing() {
+			c.ws.SetReadDeadline(time.Now().Add(readTimeout))
+		}
+		return nil
+	})
+	buf := new(bytes.Buffer)
+	for {
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			return
+		}
+		if c.closing() {
+			continue // wait for the client's close answer
+		}
+		if !c.closing() {
+			c.ws.SetReadDeadline(time.Now().Add(readTimeout))
+		}
+		buf.Reset()
+		n, err := io.Copy(buf, io.LimitReader(r, proto.MaxFrameSize+1))
+		if err != nil {
+			return
+		}
+		if n > proto.MaxFrameSize {
+			c.closeWith(proto.CloseTooLarge)
+			continue
+		}
+		if mt != websocket.TextMessage {
+			c.reject("", proto.Errorf(proto.CodeInvalidRequest, "frames must be text frames with one JSON object"))
+			continue
+		}
+		c.handle(buf.Bytes())
+		if buf.Cap() > 64<<10 {
+			buf = new(bytes.Buffer) // do not keep a large frame's buffer on an idle connection
+		}
+	}
+}
+
+// reject answers a frame with an error frame; three invalid_request frames
+// in a row close the connection with 4400.
+func (c *conn) reject(ref string, e *proto.Error) {
+	if e.Code == proto.CodeInvalidRequest {
+		c.invalidInRow++
+		if c.invalidInRow >= 3 {
+			c.enqueue(outItem{frame: proto.AppendError(nil, ref, e.Code, e.Message)})
+			c.closeWith(proto.CloseMalformed)
+			return
+		}
+	} else {
+		c.invalidInRow = 0
+	}
+	c.enqueue(outItem{frame: proto.AppendError(nil, ref, e.Code, e.Message)})
+}
+
+func (c *conn) handle(data []byte) {
+	f, perr := proto.DecodeClientFrame(data)
+	if perr != nil {
+		c.reject(f.Ref, perr)
+		return
+	}
+	if !c.recheck() {
+		return
+	}
+	switch f.Type {
+	case proto.TypeSend:
+		if !c.limiter.Allow() {
+			c.limitedInRow++
+			if c.limitedInRow >= maxLimitedInRow {
+				c.closeWith(proto.CloseTooSlow)
+				return
+			}
+			c.reject(f.Ref, proto.Errorf(proto.CodeRateLimited, "sending too fast; slow down"))
+			return
+		}
+		c.limitedInRow = 0
+		m, _, err := c.n.Send(context.Background(), c.p, f.Send)
+		if err != nil {
+			c.reject(f.Ref, asProtoError(c.n, err))
+			return
+		}
+		c.invalidInRow = 0
+		c.enqueue(outItem{
+			frame:    proto.AppendSent(nil, f.Ref, m.ID, m.Seq, m.SentAt),
+			sentConv: m.Conversation, sentSeq: m.Seq,
+		})
+	case proto.TypeSync:
+		c.invalidInRow = 0
+		c.enqueue(outItem{sync: &syncJob{cursors: f.Cursors}})
+	case proto.TypePing:
+		c.invalidInRow = 0
+		c.enqueue(outItem{frame: proto.AppendPong(nil)})
+	default: // auth after auth
+		c.reject(f.Ref, proto.Errorf(proto.CodeInvalidRequest, "unexpected %q frame", f.Type))
+	}
+}
+
+// maxLimitedInRow rate-limited sends in a row close the connection with
+// 4429.
+const maxLimitedInRow = 50
+
+// recheck confirms, at most once per touch interval, that the credential
+// still exists (and keeps a session alive while its socket is used).
+func (c *conn) recheck() bool {
+	now := c.n.now()
+	if now.Sub(c.lastRecheck) < c.n.cfg.RecheckInterval {
+		return true
+	}
+	c.lastRecheck = now
+	if err := c.n.auth.Recheck(context.Background(), &c.p); err != nil {
+		var pe *proto.Error
+		if errors.As(err, &pe) {
+			c.closeWith(proto.CloseUnauthorized)
+			return false
+		}
+		c.n.log.Warn("recheck credential", "err", err)
+	}
+	return true
+}

@@ -1,0 +1,5 @@
+package messenger_test
+
+import "klassenfunk/server"
+
+type serverConfig = server.Config

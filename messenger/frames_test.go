@@ -1,0 +1,220 @@
+package messenger_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"klassenfunk/proto"
+)
+
+func TestHeaderAuthRejectedBeforeUpgrade(t *testing.T) {
+	c := newChat(t)
+	tests := map[string]string{
+		"unknown token": "Bearer kf1_" + strings.Repeat("A", 43),
+		"garbage":       "Bearer nope",
+		"wrong scheme":  "Basic " + c.b1,
+		"revoked":       "Bearer " + c.alice2,
+	}
+	c.env.JSON("POST", "/api/v1/logout", c.alice2, nil, http.StatusNoContent, nil)
+	for name, h := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, resp, err := c.env.DialRaw(http.Header{"Authorization": {h}})
+			if err == nil {
+				t.Fatal("upgrade succeeded")
+			}
+			if resp == nil || resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("response %v, want 401", resp)
+			}
+		})
+	}
+	// A token in the query string is ignored: no credential, so the
+	// socket waits for an auth frame instead of being authenticated.
+	ws, _, err := c.env.DialRaw(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.Send(`{"type":"ping"}`)
+	if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseUnauthorized) {
+		t.Fatalf("a ping before auth: close %d, want 4401", code)
+	}
+}
+
+func TestFirstFrameAuth(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) { cfg.Messenger.AuthTimeout = 300 * time.Millisecond })
+	tests := map[string]struct {
+		frame string // "" sends nothing
+		want  int    // close code; 0 means ready
+	}{
+		"valid token":     {frame: string(proto.AppendAuth(nil, c.b1)), want: 0},
+		"unknown token":   {frame: string(proto.AppendAuth(nil, "kf1_"+strings.Repeat("B", 43))), want: int(proto.CloseUnauthorized)},
+		"malformed":       {frame: `{"type":"auth","token":`, want: int(proto.CloseUnauthorized)},
+		"other frame":     {frame: `{"type":"sync"}`, want: int(proto.CloseUnauthorized)},
+		"nothing in time": {frame: "", want: int(proto.CloseAuthTimeout)},
+		"oversized frame": {frame: `{"type":"auth","token":"` + strings.Repeat("x", proto.MaxFrameSize) + `"}`, want: int(proto.CloseTooLarge)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ws, _, err := c.env.DialRaw(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.frame != "" {
+				ws.Send(tc.frame)
+			}
+			if tc.want == 0 {
+				if f := ws.Read(); f.Type != proto.TypeReady || f.UserID != c.bob || f.DeviceID != "b-phone" {
+					t.Fatalf("got %+v, want ready for bob's phone", f)
+				}
+				return
+			}
+			if code := ws.CloseCode(5 * time.Second); code != tc.want {
+				t.Fatalf("close %d, want %d", code, tc.want)
+			}
+		})
+	}
+}
+
+func TestBadFrames(t *testing.T) {
+	c := newChat(t)
+	tooBig := `{"type":"send","ref":"big","conversation":"` + c.conv + `","client_id":"x","keys":{"a/b":"AAAA"},"ciphertext":"` +
+		strings.Repeat("A", (proto.MaxCiphertextSize/3+1)*4) + `"}`
+	tests := map[string]struct {
+		frame string
+		ref   string
+		code  proto.Code
+	}{
+		"malformed JSON":       {frame: `{"type":`, code: proto.CodeInvalidRequest},
+		"not an object":        {frame: `[1,2]`, code: proto.CodeInvalidRequest},
+		"unknown type":         {frame: `{"type":"dance","ref":"r9"}`, ref: "r9", code: proto.CodeInvalidRequest},
+		"missing type":         {frame: `{"ref":"r8"}`, ref: "r8", code: proto.CodeInvalidRequest},
+		"send without keys":    {frame: `{"type":"send","ref":"r7","conversation":"` + c.conv + `","client_id":"a","ciphertext":"AAAA"}`, ref: "r7", code: proto.CodeInvalidRequest},
+		"bad base64":           {frame: `{"type":"send","ref":"r6","conversation":"` + c.conv + `","client_id":"a","ciphertext":"@@@","keys":{"a/b":"AAAA"}}`, ref: "r6", code: proto.CodeInvalidRequest},
+		"ciphertext too big":   {frame: tooBig, ref: "big", code: proto.CodePayloadTooLarge},
+		"unknown conversation": {frame: c.sendFrameTo("r5", "nope", "x"), ref: "r5", code: proto.CodeNotFound},
+		"auth after auth":      {frame: string(proto.AppendAuth(nil, c.b1)), code: proto.CodeInvalidRequest},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ws := c.env.Dial(c.b1)
+			ws.Send(tc.frame)
+			f := ws.Read()
+			if f.Type != proto.TypeError || f.Code != tc.code || f.Ref != tc.ref || f.ErrMessage == "" {
+				t.Fatalf("got %+v, want error %s with ref %q", f, tc.code, tc.ref)
+			}
+			// The socket stays usable.
+			ws.Send(`{"type":"ping"}`)
+			if f := ws.Read(); f.Type != proto.TypePong {
+				t.Fatalf("after the error: %q, want pong", f.Type)
+			}
+		})
+	}
+
+	t.Run("binary frame", func(t *testing.T) {
+		ws := c.env.Dial(c.b1)
+		ws.Conn.WriteMessage(websocket.BinaryMessage, []byte(`{"type":"ping"}`))
+		if f := ws.Read(); f.Type != proto.TypeError || f.Code != proto.CodeInvalidRequest {
+			t.Fatalf("got %+v", f)
+		}
+	})
+	t.Run("three invalid in a row close 4400", func(t *testing.T) {
+		ws := c.env.Dial(c.b1)
+		for i := 0; i < 3; i++ {
+			ws.Send(`nope`)
+		}
+		if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseMalformed) {
+			t.Fatalf("close %d, want 4400", code)
+		}
+	})
+	t.Run("a valid frame resets the count", func(t *testing.T) {
+		ws := c.env.Dial(c.b1)
+		for _, f := range []string{`nope`, `nope`, `{"type":"ping"}`, `nope`, `nope`, `{"type":"ping"}`} {
+			ws.Send(f)
+		}
+		var types []string
+		for len(types) < 6 {
+			types = append(types, ws.Read().Type)
+		}
+		if strings.Join(types, ",") != "error,error,pong,error,error,pong" {
+			t.Fatalf("frames %v", types)
+		}
+	})
+	t.Run("frame over 1 MiB closes 4413", func(t *testing.T) {
+		ws := c.env.Dial(c.b1)
+		ws.Send(`{"type":"ping","pad":"` + strings.Repeat("x", proto.MaxFrameSize) + `"}`)
+		if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseTooLarge) {
+			t.Fatalf("close %d, want 4413", code)
+		}
+	})
+}
+
+// sendFrameTo is a valid send frame for any conversation id.
+func (c *chat) sendFrameTo(ref, conv, clientID string) string {
+	s := &proto.Send{Conversation: conv, ClientID: clientID, Ciphertext: []byte("x"),
+		Keys: map[string][]byte{proto.KeyName(c.bob, "b-phone"): []byte("k")}}
+	return string(proto.AppendSendFrame(nil, ref, s))
+}
+
+func TestSendForbiddenWithoutWriteRight(t *testing.T) {
+	c := newChat(t)
+	var g struct{ ID string }
+	c.env.JSON("POST", "/api/v1/conversations", c.alice1, map[string]any{
+		"kind": "group", "title": "5b", "members": []map[string]any{{"user_id": c.bob, "can_write": false}},
+	}, http.StatusCreated, &g)
+	ws := c.env.Dial(c.b1)
+	ws.Send(c.sendFrameTo("r1", g.ID, "x"))
+	if f := ws.Read(); f.Type != proto.TypeError || f.Code != proto.CodeForbidden || f.Ref != "r1" {
+		t.Fatalf("got %+v, want forbidden", f)
+	}
+}
+
+func TestSendRateLimit(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) { cfg.Messenger.SendRate = 0.001; cfg.Messenger.SendBurst = 2 })
+	ws := c.env.Dial(c.b1)
+	for i := 0; i < 3; i++ {
+		ws.Send(c.sendFrame("r"+string(rune('0'+i)), "c"+string(rune('0'+i)), "x"))
+	}
+	var codes []string
+	for len(codes) < 3 {
+		f := ws.Read()
+		if f.Type == proto.TypeError {
+			codes = append(codes, string(f.Code))
+		} else {
+			codes = append(codes, f.Type)
+		}
+	}
+	if strings.Join(codes, ",") != "sent,sent,rate_limited" {
+		t.Fatalf("frames %v, want two sent then rate_limited", codes)
+	}
+	// A client that keeps hammering is disconnected.
+	for i := 0; i < 60; i++ {
+		ws.Send(c.sendFrame("x", "y", "z"))
+	}
+	if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseTooSlow) {
+		t.Fatalf("close %d, want 4429", code)
+	}
+}
+
+func TestDrainClosesWithGoingAway(t *testing.T) {
+	c := newChat(t)
+	ws := c.env.Dial(c.b1)
+	done := make(chan struct{})
+	go func() {
+		c.env.Srv.Drain(context.Background())
+		close(done)
+	}()
+	if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseGoingAway) {
+		t.Fatalf("close %d, want 1001", code)
+	}
+	<-done
+	if r := c.env.Do("GET", "/readyz", "", nil); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while draining: %d", r.Status)
+	}
+	if _, resp, err := c.env.DialRaw(http.Header{"Authorization": {"Bearer " + c.b1}}); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("dial while draining: %v", err)
+	}
+}

@@ -1,0 +1,116 @@
+package messenger
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"klassenfunk/auth"
+	"klassenfunk/internal/httpapi"
+	"klassenfunk/proto"
+)
+
+var errDraining = errors.New("messenger: node is draining")
+
+// upgrader keeps per-connection memory small: a 1 KiB read buffer of its
+// own (the HTTP server's buffers are not kept), and write buffers that are
+// borrowed from a pool only while a frame is being written.
+var upgrader = websocket.Upgrader{
+	ReadBufferSize:  1024,
+	WriteBufferSize: 4096,
+	WriteBufferPool: &sync.Pool{},
+	// Credentials never come from cookies here, so a cross-site page
+	// cannot borrow a user's session: any origin may connect.
+	CheckOrigin: func(*http.Request) bool { return true },
+}
+
+// serveWS is GET /api/v1/ws. With an Authorization header the credential
+// is checked before the upgrade (401 when bad); without one the first frame
+// must be {"type":"auth"} within the auth timeout.
+func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-n.hub.draining:
+		httpapi.WriteError(w, nil, &proto.Error{Code: proto.CodeRateLimited, Message: "server is restarting; reconnect", RetryAfter: time.Second})
+		return
+	default:
+	}
+	var p auth.Principal
+	headerAuth := false
+	if tok := httpapi.Bearer(r); tok != "" {
+		var err error
+		p, err = n.auth.Authenticate(r.Context(), tok)
+		if err != nil {
+			httpapi.WriteError(w, n.log, err)
+			return
+		}
+		headerAuth = true
+	} else if r.Header.Get("Authorization") != "" {
+		httpapi.WriteError(w, nil, proto.Errorf(proto.CodeUnauthorized, "unsupported Authorization scheme"))
+		return
+	}
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	if !headerAuth {
+		var code proto.CloseCode
+		p, code = n.firstFrameAuth(ws)
+		if code != 0 {
+			n.metrics.closes.WithLabelValues(code.String()).Inc()
+			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.String()), time.Now().Add(time.Second))
+			ws.Close()
+			return
+		}
+	}
+	c := newConn(n, ws, p)
+	if err := n.hub.add(c); err != nil {
+		code := proto.CloseGoingAway
+		if !errors.Is(err, errDraining) {
+			n.log.Error("register connection", "err", err)
+		}
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.String()), time.Now().Add(time.Second))
+		ws.Close()
+		return
+	}
+	c.enqueue(outItem{frame: proto.AppendReady(nil, c.userID, c.deviceID)})
+	go c.writeLoop()
+	c.readLoop()
+	close(c.readerDone)
+	n.hub.remove(c)
+	<-c.writerDone
+	ws.Close()
+}
+
+// firstFrameAuth waits for the auth frame. It returns a close code when the
+// connection must end.
+func (n *Node) firstFrameAuth(ws *websocket.Conn) (auth.Principal, proto.CloseCode) {
+	ws.SetReadDeadline(time.Now().Add(n.cfg.Gateway.AuthTimeout))
+	var buf bytes.Buffer
+	_, r, err := ws.NextReader()
+	if err != nil {
+		return auth.Principal{}, proto.CloseAuthTimeout
+	}
+	if size, err := io.Copy(&buf, io.LimitReader(r, proto.MaxFrameSize+1)); err != nil {
+		return auth.Principal{}, proto.CloseAuthTimeout
+	} else if size > proto.MaxFrameSize {
+		return auth.Principal{}, proto.CloseTooLarge
+	}
+	data := buf.Bytes()
+	f, perr := proto.DecodeClientFrame(data)
+	if perr != nil || f.Type != proto.TypeAuth {
+		return auth.Principal{}, proto.CloseUnauthorized
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p, err := n.auth.Authenticate(ctx, f.Token)
+	if err != nil {
+		return auth.Principal{}, proto.CloseUnauthorized
+	}
+	return p, 0
+}

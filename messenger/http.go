@@ -1,0 +1,253 @@
+package messenger
+
+import (
+	"encoding/base64"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"klassenfunk/auth"
+	"klassenfunk/internal/httpapi"
+	"klassenfunk/proto"
+	"klassenfunk/storage"
+)
+
+func (n *Node) fail(w http.ResponseWriter, err error) {
+	httpapi.WriteError(w, nil, asProtoError(n, err))
+}
+
+func (n *Node) putKey(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	var req struct {
+		PublicKey string `json:"public_key"`
+	}
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		n.fail(w, err)
+		return
+	}
+	pub, err := base64.StdEncoding.Strict().DecodeString(req.PublicKey)
+	if err != nil {
+		pub = nil
+	}
+	if err := n.PutKey(r.Context(), p, pub); err != nil {
+		n.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// conversationView is the API shape of a conversation.
+type conversationView struct {
+	ID      string           `json:"id"`
+	Kind    storage.ConvKind `json:"kind"`
+	Title   string           `json:"title,omitempty"`
+	Members []storage.Member `json:"members"`
+	LastSeq uint64           `json:"last_seq"`
+}
+
+func viewConversation(c storage.Conversation) conversationView {
+	return conversationView{ID: c.ID, Kind: c.Kind, Title: c.Title, Members: c.Members, LastSeq: c.LastSeq}
+}
+
+func (n *Node) listConversations(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	cs, err := n.Conversations(r.Context(), p)
+	if err != nil {
+		n.fail(w, err)
+		return
+	}
+	out := make([]conversationView, len(cs))
+	for i, c := range cs {
+		out[i] = viewConversation(c)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+func (n *Node) createConversation(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	var req struct {
+		Kind    storage.ConvKind `json:"kind"`
+		Peer    string           `json:"peer"`
+		Title   string           `json:"title"`
+		Members []NewMember      `json:"members"`
+	}
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		n.fail(w, err)
+		return
+	}
+	switch req.Kind {
+	case storage.ConvDirect:
+		c, created, err := n.CreateDirect(r.Context(), p, req.Peer)
+		if err != nil {
+			n.fail(w, err)
+			return
+		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		httpapi.WriteJSON(w, status, viewConversation(c))
+	case storage.ConvGroup:
+		c, err := n.CreateGroup(r.Context(), p, req.Title, req.Members)
+		if err != nil {
+			n.fail(w, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusCreated, viewConversation(c))
+	default:
+		n.fail(w, proto.Errorf(proto.CodeInvalidRequest, `kind must be "direct" or "group"`))
+	}
+}
+
+func (n *Node) conversationDevices(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	keys, err := n.Devices(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		n.fail(w, err)
+		return
+	}
+	if keys == nil {
+		keys = []storage.DeviceKey{}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, keys)
+}
+
+func (n *Node) putMember(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	var req struct {
+		CanWrite *bool `json:"can_write"`
+	}
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		n.fail(w, err)
+		return
+	}
+	if req.CanWrite == nil {
+		n.fail(w, proto.Errorf(proto.CodeInvalidRequest, "can_write is required"))
+		return
+	}
+	if err := n.SetMember(r.Context(), p, r.PathValue("id"), r.PathValue("user"), *req.CanWrite); err != nil {
+		n.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (n *Node) deleteMember(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if err := n.RemoveMember(r.Context(), p, r.PathValue("id"), r.PathValue("user")); err != nil {
+		n.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// writeMessage writes one message with only the caller's device key.
+func writeMessage(w http.ResponseWriter, status int, m *storage.Message, p auth.Principal) {
+	pm := toProto(m)
+	httpapi.WriteRaw(w, status, proto.AppendMessageJSON(nil, &pm, proto.KeyName(p.User.ID, p.Cred.DeviceID)))
+}
+
+func (n *Node) postMessage(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	body, err := httpapi.ReadBody(w, r)
+	if err != nil {
+		n.fail(w, err)
+		return
+	}
+	// proto decodes the body with the same rules as a send frame (strict
+	// base64, limits).
+	s, perr := proto.DecodeSend(body)
+	if perr != nil {
+		n.fail(w, perr)
+		return
+	}
+	s.Conversation = r.PathValue("id")
+	m, created, err := n.Send(r.Context(), p, s)
+	if err != nil {
+		n.fail(w, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeMessage(w, status, &m, p)
+}
+
+// maxHistoryLimit is the largest page of GET …/messages (API.md).
+const maxHistoryLimit = 500
+
+func (n *Node) listMessages(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	q := r.URL.Query()
+	var after uint64
+	if v := q.Get("after_seq"); v != "" {
+		var err error
+		if after, err = strconv.ParseUint(v, 10, 64); err != nil {
+			n.fail(w, proto.Errorf(proto.CodeInvalidRequest, "after_seq must be a non-negative integer"))
+			return
+		}
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		l, err := strconv.Atoi(v)
+		if err != nil || l < 1 || l > maxHistoryLimit {
+			n.fail(w, proto.Errorf(proto.CodeInvalidRequest, "limit must be 1 to %d", maxHistoryLimit))
+			return
+		}
+		limit = l
+	}
+	msgs, more, err := n.History(r.Context(), p, r.PathValue("id"), after, limit)
+	if err != nil {
+		n.fail(w, err)
+		return
+	}
+	key := p.User.ID + "/" + p.Cred.DeviceID
+	buf := append(make([]byte, 0, 1024), `{"messages":[`...)
+	for i := range msgs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		pm := toProto(&msgs[i])
+		buf = proto.AppendMessageJSON(buf, &pm, key)
+	}
+	buf = append(buf, `],"more":`...)
+	buf = strconv.AppendBool(buf, more)
+	buf = append(buf, '}')
+	httpapi.WriteRaw(w, http.StatusOK, buf)
+}
+
+func (n *Node) getMessage(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	m, err := n.Message(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		n.fail(w, err)
+		return
+	}
+	writeMessage(w, http.StatusOK, &m, p)
+}
+
+func (n *Node) postAttachment(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if r.ContentLength > n.cfg.MaxAttachmentBytes {
+		n.fail(w, proto.Errorf(proto.CodePayloadTooLarge, "attachments are limited to %d bytes", n.cfg.MaxAttachmentBytes))
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, n.cfg.MaxAttachmentBytes+1)
+	a, err := n.Upload(r.Context(), p, body)
+	if err != nil {
+		n.fail(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, struct {
+		ID        string    `json:"id"`
+		Size      int64     `json:"size"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}{a.ID, a.Size, a.ExpiresAt})
+}
+
+func (n *Node) getAttachment(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	a, f, err := n.OpenAttachment(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		n.fail(w, err)
+		return
+	}
+	defer f.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.FormatInt(a.Size, 10))
+	h.Set("Cache-Control", "private, no-store")
+	w.WriteHeader(http.StatusOK)
+	io.Copy(w, f)
+}

@@ -1,0 +1,160 @@
+package messenger
+
+import (
+	"context"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+
+	"klassenfunk/proto"
+)
+
+const numHubShards = 64
+
+// Hub is the registry of this node's connections, sharded by user. It
+// receives broker events and hands them to the right connections without
+// blocking.
+type Hub struct {
+	broker  Broker
+	log     *slog.Logger
+	metrics *metrics
+	seed    maphash.Seed
+	shards  [numHubShards]hubShard
+
+	active    sync.WaitGroup // one per registered connection
+	drainOnce sync.Once
+	draining  chan struct{}
+}
+
+type hubShard struct {
+	mu    sync.RWMutex
+	users map[string]map[*conn]struct{} // guarded by mu
+}
+
+func newHub(b Broker, log *slog.Logger, m *metrics) *Hub {
+	h := &Hub{broker: b, log: log, metrics: m, seed: maphash.MakeSeed(), draining: make(chan struct{})}
+	for i := range h.shards {
+		h.shards[i].users = make(map[string]map[*conn]struct{})
+	}
+	b.SetDeliver(h.deliver)
+	return h
+}
+
+func (h *Hub) shard(userID string) *hubShard {
+	return &h.shards[maphash.String(h.seed, userID)%numHubShards]
+}
+
+// add registers c. The user's first connection on this node subscribes
+// to the user's events. Subscribing happens under the shard lock so that a
+// concurrent last-leave cannot unsubscribe after it.
+func (h *Hub) add(c *conn) error {
+	s := h.shard(c.userID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-h.draining:
+		return errDraining
+	default:
+	}
+	set := s.users[c.userID]
+	if set == nil {
+		if err := h.broker.Subscribe(c.userID); err != nil {
+			return err
+		}
+		set = make(map[*conn]struct{}, 1)
+		s.users[c.userID] = set
+	}
+	set[c] = struct{}{}
+	h.active.Add(1)
+	h.metrics.connections.Inc()
+	return nil
+}
+
+func (h *Hub) remove(c *conn) {
+	s := h.shard(c.userID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := s.users[c.userID]
+	if _, ok := set[c]; !ok {
+		return
+	}
+	delete(set, c)
+	h.active.Done()
+	h.metrics.connections.Dec()
+	if len(set) == 0 {
+		delete(s.users, c.userID)
+		if err := h.broker.Unsubscribe(c.userID); err != nil {
+			h.log.Warn("broker unsubscribe", "err", err)
+		}
+	}
+}
+
+// deliver is the broker's entry point. It never blocks.
+func (h *Hub) deliver(userID string, ev *Event) {
+	s := h.shard(userID)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for c := range s.users[userID] {
+		switch ev.Kind {
+		case EventMessage:
+			if c.deviceKey == ev.ExcludeDevice {
+				continue
+			}
+			c.enqueue(outItem{msg: ev.Message})
+		case EventClose:
+			if ev.CredID == "" || ev.CredID == c.credID {
+				c.closeWith(ev.Code)
+			}
+		}
+	}
+}
+
+// Online reports whether a device of the user has a connection on this
+// node (node-local presence).
+func (h *Hub) Online(userID, deviceID string) bool {
+	s := h.shard(userID)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for c := range s.users[userID] {
+		if c.deviceID == deviceID {
+			return true
+		}
+	}
+	return false
+}
+
+// count returns the number of connections on this node.
+func (h *Hub) count() int {
+	n := 0
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for _, set := range s.users {
+			n += len(set)
+		}
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// drain closes every connection with 1001 and waits until they are gone or
+// ctx ends. New connections are refused from the start of the drain.
+func (h *Hub) drain(ctx context.Context) {
+	h.drainOnce.Do(func() { close(h.draining) })
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for _, set := range s.users {
+			for c := range set {
+				c.closeWith(proto.CloseGoingAway)
+			}
+		}
+		s.mu.RUnlock()
+	}
+	done := make(chan struct{})
+	go func() { h.active.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}

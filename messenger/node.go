@@ -1,0 +1,213 @@
+package messenger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"klassenfunk/auth"
+	"klassenfunk/proto"
+	"klassenfunk/storage"
+)
+
+// Store is what the messenger needs from storage.
+type Store interface {
+	storage.Accounts
+	storage.Credentials
+	storage.DeviceKeys
+	storage.Conversations
+	storage.Messages
+	storage.Attachments
+}
+
+// GatewayConfig configures the WebSocket gateway. Zero fields take the
+// documented defaults.
+type GatewayConfig struct {
+	// SendQueue is the number of frames queued for one connection before
+	// it counts as a slow reader and is closed with 4429. Zero means 256.
+	SendQueue int
+	// SendRate is the sustained rate of send frames per connection, and
+	// SendBurst the burst. Zero means 20/s and 100.
+	SendRate  float64
+	SendBurst int
+	// PingInterval is the time between server pings. Zero means 30s.
+	PingInterval time.Duration
+	// AuthTimeout is how long the server waits for the first frame's
+	// auth. Zero means 10s (API.md: at least 10, at most 12).
+	AuthTimeout time.Duration
+	// WriteTimeout bounds every write to a socket. Zero means 10s.
+	WriteTimeout time.Duration
+}
+
+// Config configures a Node. Zero fields take the documented defaults.
+type Config struct {
+	Store  Store         // required
+	Auth   *auth.Service // required
+	Broker Broker        // nil: an in-process MemoryBroker
+	Log    *slog.Logger  // nil: slog.Default()
+	// Registerer receives the metrics. Nil: a private registry.
+	Registerer prometheus.Registerer
+	// AttachmentDir holds the attachment blobs. Required for attachments.
+	AttachmentDir string
+	// MessageRetention is how long messages are kept. Zero means 720h.
+	MessageRetention time.Duration
+	// AttachmentRetention is how long attachments are kept. Zero means
+	// 720h.
+	AttachmentRetention time.Duration
+	// MaxAttachmentBytes caps one attachment. Zero means 25 MiB.
+	MaxAttachmentBytes int64
+	// RecheckInterval is how often an open socket re-reads its credential
+	// on client activity. Zero means 1 minute.
+	RecheckInterval time.Duration
+	Gateway         GatewayConfig
+	// OnMessage is called after a message is stored and published (the
+	// push relay). Must not block.
+	OnMessage func(conv *storage.Conversation, m *storage.Message)
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Node is the messenger of one server node.
+type Node struct {
+	cfg     Config
+	store   Store
+	auth    *auth.Service
+	broker  Broker
+	hub     *Hub
+	log     *slog.Logger
+	metrics *metrics
+	now     func() time.Time
+}
+
+// New returns a Node.
+func New(cfg Config) (*Node, error) {
+	if cfg.Store == nil || cfg.Auth == nil {
+		return nil, errors.New("messenger: Config.Store and Config.Auth are required")
+	}
+	if cfg.Broker == nil {
+		cfg.Broker = NewMemoryBroker()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	if cfg.MessageRetention == 0 {
+		cfg.MessageRetention = 720 * time.Hour
+	}
+	if cfg.AttachmentRetention == 0 {
+		cfg.AttachmentRetention = 720 * time.Hour
+	}
+	if cfg.MaxAttachmentBytes == 0 {
+		cfg.MaxAttachmentBytes = 25 << 20
+	}
+	if cfg.RecheckInterval == 0 {
+		cfg.RecheckInterval = time.Minute
+	}
+	g := &cfg.Gateway
+	if g.SendQueue == 0 {
+		g.SendQueue = 256
+	}
+	if g.SendRate == 0 {
+		g.SendRate = 20
+	}
+	if g.SendBurst == 0 {
+		g.SendBurst = 100
+	}
+	if g.PingInterval == 0 {
+		g.PingInterval = 30 * time.Second
+	}
+	if g.AuthTimeout == 0 {
+		g.AuthTimeout = 10 * time.Second
+	}
+	if g.WriteTimeout == 0 {
+		g.WriteTimeout = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.OnMessage == nil {
+		cfg.OnMessage = func(*storage.Conversation, *storage.Message) {}
+	}
+	if cfg.AttachmentDir != "" {
+		if err := os.MkdirAll(cfg.AttachmentDir, 0o700); err != nil {
+			return nil, fmt.Errorf("attachment dir: %w", err)
+		}
+		// Leftovers of uploads interrupted by a crash.
+		tmps, _ := filepath.Glob(filepath.Join(cfg.AttachmentDir, "*.tmp"))
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:     cfg,
+		store:   cfg.Store,
+		auth:    cfg.Auth,
+		broker:  cfg.Broker,
+		log:     cfg.Log,
+		metrics: m,
+		now:     cfg.Now,
+	}
+	n.hub = newHub(cfg.Broker, cfg.Log, m)
+	return n, nil
+}
+
+// Register adds the messenger's routes to mux.
+func (n *Node) Register(mux *http.ServeMux, h *auth.HTTP) {
+	mux.HandleFunc("GET /api/v1/ws", n.serveWS)
+	mux.HandleFunc("PUT /api/v1/keys", h.Authed(n.putKey))
+	mux.HandleFunc("GET /api/v1/conversations", h.Authed(n.listConversations))
+	mux.HandleFunc("POST /api/v1/conversations", h.Authed(n.createConversation))
+	mux.HandleFunc("GET /api/v1/conversations/{id}/devices", h.Authed(n.conversationDevices))
+	mux.HandleFunc("PUT /api/v1/conversations/{id}/members/{user}", h.Authed(n.putMember))
+	mux.HandleFunc("DELETE /api/v1/conversations/{id}/members/{user}", h.Authed(n.deleteMember))
+	mux.HandleFunc("POST /api/v1/conversations/{id}/messages", h.Authed(n.postMessage))
+	mux.HandleFunc("GET /api/v1/conversations/{id}/messages", h.Authed(n.listMessages))
+	mux.HandleFunc("GET /api/v1/messages/{id}", h.Authed(n.getMessage))
+	mux.HandleFunc("POST /api/v1/attachments", h.Authed(n.postAttachment))
+	mux.HandleFunc("GET /api/v1/attachments/{id}", h.Authed(n.getAttachment))
+}
+
+// CredentialGone closes the sockets of a deleted credential on every node
+// and removes the device's public key when no other credential of the user
+// holds that device. Wire it to auth's OnRevoke.
+func (n *Node) CredentialGone(c storage.Credential) {
+	ctx := context.Background()
+	if err := n.broker.Publish(ctx, []string{c.UserID}, &Event{Kind: EventClose, CredID: c.ID, Code: proto.CloseUnauthorized}); err != nil {
+		n.log.Error("publish revocation", "err", err)
+	}
+	others, err := n.store.CredentialsOf(ctx, c.UserID)
+	if err != nil {
+		n.log.Warn("revocation: list credentials", "err", err)
+		return
+	}
+	for _, o := range others {
+		if o.DeviceID == c.DeviceID {
+			return
+		}
+	}
+	if err := n.store.DeleteDeviceKey(ctx, c.UserID, c.DeviceID); err != nil {
+		n.log.Warn("revocation: delete device key", "err", err)
+	}
+}
+
+// Online reports whether the device has an open socket on this node.
+func (n *Node) Online(userID, deviceID string) bool { return n.hub.Online(userID, deviceID) }
+
+// Drain closes every socket with 1001 and waits for them (or ctx).
+func (n *Node) Drain(ctx context.Context) { n.hub.drain(ctx) }
+
+// Connections is the number of open sockets on this node.
+func (n *Node) Connections() int { return n.hub.count() }

@@ -1,0 +1,340 @@
+package messenger
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"klassenfunk/auth"
+	"klassenfunk/internal/ids"
+	"klassenfunk/proto"
+	"klassenfunk/storage"
+)
+
+var (
+	errNotFound  = proto.Errorf(proto.CodeNotFound, "not found")
+	errForbidden = proto.Errorf(proto.CodeForbidden, "not allowed")
+)
+
+// MaxGroupMembers caps a group's size (every member device needs a wrapped
+// key in each message, and a send holds at most proto.MaxKeys keys).
+const MaxGroupMembers = 500
+
+// asProtoError maps store errors to API errors; other errors are logged
+// and become internal.
+func asProtoError(n *Node, err error) *proto.Error {
+	var pe *proto.Error
+	switch {
+	case errors.As(err, &pe):
+		return pe
+	case errors.Is(err, storage.ErrNotFound):
+		return errNotFound
+	case errors.Is(err, storage.ErrConflict):
+		return proto.Errorf(proto.CodeConflict, "conflict")
+	}
+	n.log.Error("internal error", "err", err)
+	return proto.Errorf(proto.CodeInternal, "internal error")
+}
+
+// conversationFor returns the conversation when p is a member, else 404.
+func (n *Node) conversationFor(ctx context.Context, p auth.Principal, id string) (storage.Conversation, storage.Member, error) {
+	c, err := n.store.Conversation(ctx, id)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return c, storage.Member{}, errNotFound
+		}
+		return c, storage.Member{}, err
+	}
+	m, ok := c.Member(p.User.ID)
+	if !ok || c.School != p.User.School {
+		return c, storage.Member{}, errNotFound
+	}
+	return c, m, nil
+}
+
+// schoolUser returns a user of p's school, else 404.
+func (n *Node) schoolUser(ctx context.Context, p auth.Principal, id string) (storage.User, error) {
+	u, err := n.store.User(ctx, id)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return u, errNotFound
+		}
+		return u, err
+	}
+	if u.School != p.User.School {
+		return u, errNotFound
+	}
+	return u, nil
+}
+
+// CreateDirect returns the direct conversation of p and peer, creating it
+// when needed.
+func (n *Node) CreateDirect(ctx context.Context, p auth.Principal, peerID string) (storage.Conversation, bool, error) {
+	if peerID == "" {
+		return storage.Conversation{}, false, proto.Errorf(proto.CodeInvalidRequest, "peer is required")
+	}
+	if peerID == p.User.ID {
+		return storage.Conversation{}, false, proto.Errorf(proto.CodeInvalidRequest, "a direct conversation needs another user")
+	}
+	peer, err := n.schoolUser(ctx, p, peerID)
+	if err != nil {
+		return storage.Conversation{}, false, err
+	}
+	if p.User.Role == storage.RoleStudent && peer.Role == storage.RoleStudent {
+		school, err := n.store.School(ctx, p.User.School)
+		if err != nil {
+			return storage.Conversation{}, false, err
+		}
+		if school.NoStudentDirect {
+			return storage.Conversation{}, false, proto.Errorf(proto.CodeForbidden, "this school does not allow direct conversations between students")
+		}
+	}
+	c := storage.Conversation{
+		ID:      ids.New(),
+		School:  p.User.School,
+		Kind:    storage.ConvDirect,
+		Creator: p.User.ID,
+		Members: []storage.Member{
+			{UserID: p.User.ID, CanWrite: true},
+			{UserID: peer.ID, CanWrite: true},
+		},
+		CreatedAt: n.now().UTC(),
+	}
+	return n.store.CreateDirect(ctx, c)
+}
+
+// NewMember is one entry of a new group's member list.
+type NewMember struct {
+	UserID   string `json:"user_id"`
+	CanWrite bool   `json:"can_write"`
+}
+
+// CreateGroup creates a group conversation. Teachers and admins only; the
+// creator is always a member with can_write.
+func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, members []NewMember) (storage.Conversation, error) {
+	if p.User.Role != storage.RoleTeacher && p.User.Role != storage.RoleAdmin {
+		return storage.Conversation{}, proto.Errorf(proto.CodeForbidden, "only teachers and admins create groups")
+	}
+	title = strings.TrimSpace(title)
+	if title == "" || utf8.RuneCountInString(title) > 200 {
+		return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "title must be 1 to 200 characters")
+	}
+	if len(members) > MaxGroupMembers {
+		return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "a group has at most %d members", MaxGroupMembers)
+	}
+	list := []storage.Member{{UserID: p.User.ID, CanWrite: true}}
+	seen := map[string]bool{p.User.ID: true}
+	for _, m := range members {
+		if m.UserID == "" {
+			return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "members[].user_id is required")
+		}
+		if seen[m.UserID] {
+			continue
+		}
+		seen[m.UserID] = true
+		if _, err := n.schoolUser(ctx, p, m.UserID); err != nil {
+			return storage.Conversation{}, err
+		}
+		list = append(list, storage.Member{UserID: m.UserID, CanWrite: m.CanWrite})
+	}
+	c := storage.Conversation{
+		ID: ids.New(), School: p.User.School, Kind: storage.ConvGroup, Title: title,
+		Creator: p.User.ID, Members: list, CreatedAt: n.now().UTC(),
+	}
+	if err := n.store.CreateConversation(ctx, c); err != nil {
+		return storage.Conversation{}, err
+	}
+	return c, nil
+}
+
+// Conversations lists p's conversations.
+func (n *Node) Conversations(ctx context.Context, p auth.Principal) ([]storage.Conversation, error) {
+	return n.store.ConversationsOf(ctx, p.User.ID)
+}
+
+// manageable returns a group p may manage: its creator or an admin of its
+// school. Others get 404 if they cannot see it, 403 if they can.
+func (n *Node) manageable(ctx context.Context, p auth.Principal, id string) (storage.Conversation, error) {
+	c, err := n.store.Conversation(ctx, id)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return c, errNotFound
+		}
+		return c, err
+	}
+	if c.School != p.User.School {
+		return c, errNotFound
+	}
+	_, member := c.Member(p.User.ID)
+	isAdmin := p.User.Role == storage.RoleAdmin
+	if !member && !isAdmin {
+		return c, errNotFound
+	}
+	if c.Kind != storage.ConvGroup {
+		return c, proto.Errorf(proto.CodeForbidden, "members of a direct conversation cannot change")
+	}
+	if c.Creator != p.User.ID && !isAdmin {
+		return c, errForbidden
+	}
+	return c, nil
+}
+
+// SetMember adds a member to a group or changes its right.
+func (n *Node) SetMember(ctx context.Context, p auth.Principal, convID, userID string, canWrite bool) error {
+	if _, err := n.manageable(ctx, p, convID); err != nil {
+		return err
+	}
+	if _, err := n.schoolUser(ctx, p, userID); err != nil {
+		return err
+	}
+	return n.store.UpdateConversation(ctx, convID, func(c *storage.Conversation) error {
+		for i := range c.Members {
+			if c.Members[i].UserID == userID {
+				c.Members[i].CanWrite = canWrite
+				return nil
+			}
+		}
+		if len(c.Members) >= MaxGroupMembers {
+			return proto.Errorf(proto.CodeConflict, "the group is full (%d members)", MaxGroupMembers)
+		}
+		c.Members = append(c.Members, storage.Member{UserID: userID, CanWrite: canWrite})
+		return nil
+	})
+}
+
+// RemoveMember removes a member from a group: its creator, a school admin
+// or the member itself may.
+func (n *Node) RemoveMember(ctx context.Context, p auth.Principal, convID, userID string) error {
+	if userID == p.User.ID {
+		c, _, err := n.conversationFor(ctx, p, convID)
+		if err != nil {
+			return err
+		}
+		if c.Kind != storage.ConvGroup {
+			return proto.Errorf(proto.CodeForbidden, "members of a direct conversation cannot change")
+		}
+	} else if _, err := n.manageable(ctx, p, convID); err != nil {
+		return err
+	}
+	return n.store.UpdateConversation(ctx, convID, func(c *storage.Conversation) error {
+		i := slices.IndexFunc(c.Members, func(m storage.Member) bool { return m.UserID == userID })
+		if i < 0 {
+			return errNotFound
+		}
+		c.Members = slices.Delete(c.Members, i, i+1)
+		return nil
+	})
+}
+
+// PutKey sets the public key of the caller's device.
+func (n *Node) PutKey(ctx context.Context, p auth.Principal, pub []byte) error {
+	if len(pub) != 32 {
+		return proto.Errorf(proto.CodeInvalidRequest, "public_key must be a 32-byte X25519 key in padded standard base64")
+	}
+	return n.store.PutDeviceKey(ctx, storage.DeviceKey{UserID: p.User.ID, DeviceID: p.Cred.DeviceID, PublicKey: pub})
+}
+
+// Devices lists the keys of every member device of a conversation.
+func (n *Node) Devices(ctx context.Context, p auth.Principal, convID string) ([]storage.DeviceKey, error) {
+	c, _, err := n.conversationFor(ctx, p, convID)
+	if err != nil {
+		return nil, err
+	}
+	users := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		users[i] = m.UserID
+	}
+	return n.store.DeviceKeysOf(ctx, users)
+}
+
+// Send stores a message and publishes it: the one code path behind the
+// send frame and POST /conversations/{id}/messages. created is false for a
+// repeated client_id (the stored message is returned, nothing is sent
+// again).
+func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (storage.Message, bool, error) {
+	start := time.Now()
+	if err := s.Validate(true); err != nil {
+		return storage.Message{}, false, err
+	}
+	c, member, err := n.conversationFor(ctx, p, s.Conversation)
+	if err != nil {
+		return storage.Message{}, false, err
+	}
+	if !member.CanWrite {
+		return storage.Message{}, false, proto.Errorf(proto.CodeForbidden, "you may not write in this conversation")
+	}
+	now := n.now().UTC()
+	for _, a := range s.Attachments {
+		if err := n.attachmentUsable(ctx, p, a, now); err != nil {
+			return storage.Message{}, false, err
+		}
+	}
+	m := storage.Message{
+		ID:           ids.New(),
+		Conversation: c.ID,
+		SenderUser:   p.User.ID,
+		SenderDevice: p.Cred.DeviceID,
+		ClientID:     s.ClientID,
+		SentAt:       now,
+		ExpiresAt:    now.Add(n.cfg.MessageRetention),
+		Ciphertext:   s.Ciphertext,
+		Keys:         s.Keys,
+		Attachments:  s.Attachments,
+	}
+	stored, created, err := n.store.AppendMessage(ctx, m)
+	if err != nil {
+		return storage.Message{}, false, err
+	}
+	if !created {
+		return stored, false, nil
+	}
+	n.metrics.stored.Inc()
+	users := make([]string, len(c.Members))
+	for i, mb := range c.Members {
+		users[i] = mb.UserID
+	}
+	ev := &Event{Kind: EventMessage, Message: &stored, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID)}
+	if err := n.broker.Publish(ctx, users, ev); err != nil {
+		// Stored is what counts: receivers recover through sync.
+		n.log.Warn("publish", "conv", c.ID, "err", err)
+	}
+	n.cfg.OnMessage(&c, &stored)
+	n.metrics.sendLatency.Observe(time.Since(start).Seconds())
+	return stored, true, nil
+}
+
+// History returns messages of a conversation after a seq.
+func (n *Node) History(ctx context.Context, p auth.Principal, convID string, afterSeq uint64, limit int) ([]storage.Message, bool, error) {
+	if _, _, err := n.conversationFor(ctx, p, convID); err != nil {
+		return nil, false, err
+	}
+	return n.store.MessagesAfter(ctx, convID, afterSeq, limit, n.now())
+}
+
+// Message returns one message for a member of its conversation.
+func (n *Node) Message(ctx context.Context, p auth.Principal, id string) (storage.Message, error) {
+	m, err := n.store.Message(ctx, id, n.now())
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return m, errNotFound
+		}
+		return m, err
+	}
+	if _, _, err := n.conversationFor(ctx, p, m.Conversation); err != nil {
+		return storage.Message{}, err
+	}
+	return m, nil
+}
+
+// toProto converts a stored message to its wire form (slices shared).
+func toProto(m *storage.Message) proto.Message {
+	return proto.Message{
+		ID: m.ID, Conversation: m.Conversation, Seq: m.Seq,
+		Sender: proto.Sender{UserID: m.SenderUser, DeviceID: m.SenderDevice},
+		SentAt: m.SentAt, ExpiresAt: m.ExpiresAt,
+		Ciphertext: m.Ciphertext, Keys: m.Keys, Attachments: m.Attachments,
+	}
+}

@@ -1,0 +1,223 @@
+package messenger_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"klassenfunk/internal/testenv"
+	"klassenfunk/proto"
+)
+
+// chat is a school with a teacher (two devices) and a student in a direct
+// conversation, every device with a public key.
+type chat struct {
+	env                *testenv.Env
+	school             string
+	alice, bob         string // user ids
+	alice1, alice2, b1 string // tokens
+	aliceTrust1        string
+	bobTrust           string
+	conv               string
+}
+
+func newChat(t *testing.T, opts ...testenv.Option) *chat {
+	t.Helper()
+	env := testenv.New(t, opts...)
+	c := &chat{env: env}
+	c.school = env.CreateSchool("Schule am See")
+	c.alice = env.CreateUser(c.school, "alice", "teacher")
+	c.bob = env.CreateUser(c.school, "bob", "student")
+	c.alice1, c.aliceTrust1 = env.Login("alice", "a-phone", true)
+	c.alice2, _ = env.Login("alice", "a-tablet", true)
+	c.b1, c.bobTrust = env.Login("bob", "b-phone", true)
+	for i, tok := range []string{c.alice1, c.alice2, c.b1} {
+		key := make([]byte, 32)
+		key[0] = byte(i + 1)
+		env.JSON("PUT", "/api/v1/keys", tok, map[string]string{"public_key": base64.StdEncoding.EncodeToString(key)}, http.StatusNoContent, nil)
+	}
+	var conv struct{ ID string }
+	env.JSON("POST", "/api/v1/conversations", c.alice1, map[string]string{"kind": "direct", "peer": c.bob}, http.StatusCreated, &conv)
+	c.conv = conv.ID
+	return c
+}
+
+// sendFrame builds a send frame with a wrapped key for every device.
+func (c *chat) sendFrame(ref, clientID, text string) string {
+	s := &proto.Send{
+		Conversation: c.conv,
+		ClientID:     clientID,
+		Ciphertext:   []byte(text),
+		Keys: map[string][]byte{
+			c.alice + "/a-phone":  []byte("k-a1-" + clientID),
+			c.alice + "/a-tablet": []byte("k-a2-" + clientID),
+			c.bob + "/b-phone":    []byte("k-b1-" + clientID),
+		},
+	}
+	return string(proto.AppendSendFrame(nil, ref, s))
+}
+
+func (c *chat) post(tok, clientID, text string) *proto.Message {
+	var m proto.Message
+	c.env.JSON("POST", "/api/v1/conversations/"+c.conv+"/messages", tok, map[string]any{
+		"client_id":  clientID,
+		"ciphertext": base64.StdEncoding.EncodeToString([]byte(text)),
+		"keys": map[string]string{
+			c.alice + "/a-phone":  base64.StdEncoding.EncodeToString([]byte("ka1")),
+			c.alice + "/a-tablet": base64.StdEncoding.EncodeToString([]byte("ka2")),
+			c.bob + "/b-phone":    base64.StdEncoding.EncodeToString([]byte("kb1")),
+		},
+	}, http.StatusCreated, &m)
+	return &m
+}
+
+func TestExchange(t *testing.T) {
+	c := newChat(t)
+	a1, a2, b := c.env.Dial(c.alice1), c.env.Dial(c.alice2), c.env.Dial(c.b1)
+
+	a1.Send(c.sendFrame("r1", "c1", "hello bob"))
+	sent, _ := a1.ReadType(proto.TypeSent)
+	if sent.Ref != "r1" || sent.Seq != 1 || sent.ID == "" {
+		t.Fatalf("sent = %+v", sent)
+	}
+	for name, ws := range map[string]*testenv.WS{"bob": b, "alice's tablet": a2} {
+		f := ws.Read()
+		if f.Type != proto.TypeMessage || f.Message.ID != sent.ID || string(f.Message.Ciphertext) != "hello bob" {
+			t.Fatalf("%s got %+v", name, f)
+		}
+		if len(f.Message.Keys) != 1 {
+			t.Fatalf("%s got %d keys, want only its own: %v", name, len(f.Message.Keys), f.Message.Keys)
+		}
+		if f.Message.Sender.UserID != c.alice || f.Message.Sender.DeviceID != "a-phone" {
+			t.Fatalf("%s: sender %+v", name, f.Message.Sender)
+		}
+	}
+	if k := b.Read; k == nil {
+		t.Fatal()
+	}
+
+	b.Send(c.sendFrame("r2", "c2", "hi alice"))
+	if s, _ := b.ReadType(proto.TypeSent); s.Seq != 2 {
+		t.Fatalf("bob's sent seq %d, want 2", s.Seq)
+	}
+	for name, ws := range map[string]*testenv.WS{"alice's phone": a1, "alice's tablet": a2} {
+		f := ws.Read()
+		if f.Type != proto.TypeMessage || string(f.Message.Ciphertext) != "hi alice" || f.Message.Seq != 2 {
+			t.Fatalf("%s got %+v", name, f)
+		}
+		want := c.alice + "/" + map[string]string{"alice's phone": "a-phone", "alice's tablet": "a-tablet"}[name]
+		if _, ok := f.Message.Keys[want]; !ok || len(f.Message.Keys) != 1 {
+			t.Fatalf("%s got keys %v, want only %s", name, f.Message.Keys, want)
+		}
+	}
+	// The sender's own device got "sent", never its own message.
+	b.Send(`{"type":"ping"}`)
+	if f := b.Read(); f.Type != proto.TypePong {
+		t.Fatalf("bob: after his own send got %q before pong", f.Type)
+	}
+}
+
+func TestSyncAfterDisconnect(t *testing.T) {
+	c := newChat(t)
+	b := c.env.Dial(c.b1)
+	first := c.post(c.alice1, "m1", "one")
+	if f := b.Read(); f.Message.ID != first.ID {
+		t.Fatalf("live: %+v", f)
+	}
+	b.Conn.Close()
+
+	var missed []string
+	for i := 2; i <= 6; i++ {
+		missed = append(missed, c.post(c.alice1, fmt.Sprint("m", i), fmt.Sprint("text ", i)).ID)
+	}
+	b = c.env.Dial(c.b1)
+	b.SendBytes(proto.AppendSync(nil, map[string]uint64{c.conv: 1}))
+	var got []string
+	for {
+		f := b.Read()
+		if f.Type == proto.TypeSynced {
+			break
+		}
+		if f.Type != proto.TypeMessage {
+			t.Fatalf("unexpected %q during sync", f.Type)
+		}
+		if int(f.Message.Seq) != len(got)+2 {
+			t.Fatalf("sync out of order: seq %d at position %d", f.Message.Seq, len(got))
+		}
+		got = append(got, f.Message.ID)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(missed) {
+		t.Fatalf("sync replayed %v, want %v", got, missed)
+	}
+
+	// Without a cursor, sync starts at the oldest stored message.
+	b.Send(`{"type":"sync"}`)
+	n := 0
+	for f := b.Read(); f.Type != proto.TypeSynced; f = b.Read() {
+		n++
+	}
+	if n != 6 {
+		t.Fatalf("cursorless sync replayed %d messages, want 6", n)
+	}
+}
+
+func TestSlowReaderClosedAndRecovers(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) { cfg.Messenger.SendQueue = 8 })
+	slow, _, err := c.env.DialSlow(http.Header{"Authorization": {"Bearer " + c.b1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bob reads nothing while alice posts until the socket buffers and the
+	// queue are full and the server gives up on him.
+	big := string(make([]byte, 60<<10))
+	var ids []string
+	for i := 0; c.env.Metric("klassenfunk_ws_slow_consumers_total") == 0; i++ {
+		if i == 2000 {
+			t.Fatal("no slow-consumer disconnect after 2000 messages")
+		}
+		ids = append(ids, c.post(c.alice1, fmt.Sprint("big", i), big).ID)
+	}
+	if code := slow.CloseCode(5 * time.Second); code != int(proto.CloseTooSlow) {
+		t.Fatalf("slow reader closed with %d, want %d", code, proto.CloseTooSlow)
+	}
+	t.Logf("disconnected after %d messages", len(ids))
+	b := c.env.Dial(c.b1)
+	b.Send(`{"type":"sync","cursors":{}}`)
+	var got []string
+	for f := b.Read(); f.Type != proto.TypeSynced; f = b.Read() {
+		got = append(got, f.Message.ID)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Fatalf("after 4429, sync returned %d messages, want all %d in order", len(got), len(ids))
+	}
+}
+
+func TestRevocationClosesSocket(t *testing.T) {
+	c := newChat(t)
+	b := c.env.Dial(c.b1)
+	a2 := c.env.Dial(c.alice2)
+	start := time.Now()
+	c.env.JSON("DELETE", "/api/v1/trust/"+c.bobTrust, c.b1, nil, http.StatusNoContent, nil)
+	if code := b.CloseCode(time.Second); code != int(proto.CloseUnauthorized) {
+		t.Fatalf("revoked socket closed with %d, want 4401", code)
+	}
+	t.Logf("closed %v after revocation", time.Since(start))
+	if r := c.env.Do("GET", "/api/v1/me", c.b1, nil); r.Status != http.StatusUnauthorized {
+		t.Fatalf("revoked token: %d", r.Status)
+	}
+	if _, resp, err := c.env.DialRaw(http.Header{"Authorization": {"Bearer " + c.b1}}); err == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("revoked token dialed: err %v", err)
+	}
+	// Logout closes the socket of that device too, and only that one.
+	a1 := c.env.Dial(c.alice1)
+	c.env.JSON("POST", "/api/v1/logout", c.alice2, nil, http.StatusNoContent, nil)
+	if code := a2.CloseCode(time.Second); code != int(proto.CloseUnauthorized) {
+		t.Fatalf("logged-out socket closed with %d, want 4401", code)
+	}
+	a1.Send(`{"type":"ping"}`)
+	if f := a1.Read(); f.Type != proto.TypePong {
+		t.Fatalf("other device's socket: %q", f.Type)
+	}
+}

@@ -1,0 +1,155 @@
+package server
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"klassenfunk/auth"
+)
+
+// Config is the whole configuration of one node. configs/klassenfunk.yaml
+// documents every key; zero values mean the documented defaults, filled in
+// by Defaults.
+type Config struct {
+	// Listen is the HTTP address. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// DataDir holds the bbolt file and attachment blobs. Default ./data.
+	DataDir string `yaml:"data_dir"`
+	// OperatorToken, when set, is the operator token; otherwise one is
+	// generated on first start, printed once and stored hashed.
+	OperatorToken string `yaml:"operator_token"`
+	// RedisURL switches to cluster mode when set.
+	RedisURL string `yaml:"redis_url"`
+	// TrustedProxies may set X-Forwarded-For (CIDR prefixes or addresses).
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// LogFormat is "json" (default) or "text".
+	LogFormat string `yaml:"log_format"`
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string `yaml:"log_level"`
+
+	Auth      AuthConfig      `yaml:"auth"`
+	Retention RetentionConfig `yaml:"retention"`
+	Messenger MessengerConfig `yaml:"messenger"`
+	Push      PushConfig      `yaml:"push"`
+
+	// NoSync turns off fsync of the bbolt file. For tests and benchmarks
+	// only: a crash loses acknowledged writes.
+	NoSync bool `yaml:"-"`
+	// Now is the clock (tests). Nil means time.Now.
+	Now func() time.Time `yaml:"-"`
+}
+
+// AuthConfig configures login and credentials.
+type AuthConfig struct {
+	Argon2              auth.Argon2Params `yaml:"argon2"`
+	SessionIdle         time.Duration     `yaml:"session_idle"`
+	TouchInterval       time.Duration     `yaml:"touch_interval"`
+	MaxFailuresPerLogin int               `yaml:"max_failures_per_login"`
+	MaxFailuresPerAddr  int               `yaml:"max_failures_per_addr"`
+	FailureWindow       time.Duration     `yaml:"failure_window"`
+}
+
+// RetentionConfig says how long each data type is kept.
+type RetentionConfig struct {
+	// Messages: default 720h (30 days).
+	Messages time.Duration `yaml:"messages"`
+	// Attachments: default 720h (30 days).
+	Attachments time.Duration `yaml:"attachments"`
+	// SweepInterval is how often expired data is deleted. Default 1m.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+}
+
+// MessengerConfig configures the gateway and message limits.
+type MessengerConfig struct {
+	// MaxAttachmentBytes caps one attachment. Default 25 MiB.
+	MaxAttachmentBytes int64 `yaml:"max_attachment_bytes"`
+	// SendQueue is the per-connection queue length. Default 256.
+	SendQueue int `yaml:"send_queue"`
+	// SendRate is the sustained send frames per second allowed per
+	// connection; SendBurst the burst. Defaults 20 and 100.
+	SendRate  float64 `yaml:"send_rate"`
+	SendBurst int     `yaml:"send_burst"`
+	// PingInterval between server pings. Default 30s.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	// AuthTimeout waits for the first frame's auth. Default 10s.
+	AuthTimeout time.Duration `yaml:"auth_timeout"`
+}
+
+// PushConfig configures the push providers. A provider is on exactly when
+// its credentials are configured.
+type PushConfig struct {
+	FCMCredentials string `yaml:"fcm_credentials"`
+	FCMEndpoint    string `yaml:"fcm_endpoint"`
+	APNSKeyFile    string `yaml:"apns_key_file"`
+	APNSKeyID      string `yaml:"apns_key_id"`
+	APNSTeamID     string `yaml:"apns_team_id"`
+	APNSEndpoint   string `yaml:"apns_endpoint"`
+	CAFile         string `yaml:"ca_file"`
+}
+
+// Defaults fills zero fields with their defaults.
+func (c *Config) Defaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "json"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.Retention.Messages == 0 {
+		c.Retention.Messages = 30 * 24 * time.Hour
+	}
+	if c.Retention.Attachments == 0 {
+		c.Retention.Attachments = 30 * 24 * time.Hour
+	}
+	if c.Retention.SweepInterval == 0 {
+		c.Retention.SweepInterval = time.Minute
+	}
+	if c.Messenger.MaxAttachmentBytes == 0 {
+		c.Messenger.MaxAttachmentBytes = 25 << 20
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports the first configuration error.
+func (c *Config) Validate() error {
+	if _, err := c.trustedProxies(); err != nil {
+		return err
+	}
+	if c.Retention.Messages < 0 || c.Retention.Attachments < 0 || c.Retention.SweepInterval < 0 {
+		return fmt.Errorf("config: retention durations must not be negative")
+	}
+	if c.Messenger.MaxAttachmentBytes < 0 {
+		return fmt.Errorf("config: messenger.max_attachment_bytes must not be negative")
+	}
+	switch c.LogFormat {
+	case "", "json", "text":
+	default:
+		return fmt.Errorf("config: log_format must be json or text, not %q", c.LogFormat)
+	}
+	return nil
+}
+
+func (c *Config) trustedProxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("config: trusted_proxies: %q is neither an address nor a prefix", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}

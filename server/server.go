@@ -1,0 +1,229 @@
+// Package server wires one Klassenfunk node together: storage, auth,
+// messenger and push behind one HTTP handler. cmd/klassenfunk parses the
+// configuration and runs a Server; tests build one the same way.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"klassenfunk/auth"
+	"klassenfunk/internal/httpapi"
+	"klassenfunk/messenger"
+	"klassenfunk/storage"
+)
+
+// Server is one node.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   storage.Store
+	Auth    *auth.Service
+	Msg     *messenger.Node
+	handler http.Handler
+	reg     *prometheus.Registry
+	metrics *httpMetrics
+
+	// OperatorTokenGenerated is set when this start generated the operator
+	// token; the caller prints it once.
+	OperatorTokenGenerated string
+
+	closeOnce sync.Once
+	drainOnce sync.Once
+	draining  chan struct{} // closed by Drain: /readyz turns unready
+	stop      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New opens the stores and builds the node. It does not listen; serve
+// Handler() and call Start for the background jobs.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	proxies, _ := cfg.trustedProxies()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	store, err := storage.OpenBolt(filepath.Join(cfg.DataDir, "klassenfunk.db"), &storage.BoltOptions{NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, store: store, stop: make(chan struct{}), draining: make(chan struct{})}
+	s.reg = prometheus.NewRegistry()
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = newHTTPMetrics(s.reg)
+
+	s.Auth, err = auth.New(auth.Config{
+		Store:               store,
+		Log:                 log.With("component", "auth"),
+		Argon2:              cfg.Auth.Argon2,
+		SessionIdle:         cfg.Auth.SessionIdle,
+		TouchInterval:       cfg.Auth.TouchInterval,
+		MaxFailuresPerLogin: cfg.Auth.MaxFailuresPerLogin,
+		MaxFailuresPerAddr:  cfg.Auth.MaxFailuresPerAddr,
+		FailureWindow:       cfg.Auth.FailureWindow,
+		OnRevoke:            s.onRevoke,
+		Now:                 cfg.Now,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	s.OperatorTokenGenerated, err = s.Auth.InitOperatorToken(ctx, cfg.OperatorToken)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+
+	s.Msg, err = messenger.New(messenger.Config{
+		Store:               store,
+		Auth:                s.Auth,
+		Log:                 log.With("component", "messenger"),
+		Registerer:          s.reg,
+		AttachmentDir:       filepath.Join(cfg.DataDir, "attachments"),
+		MessageRetention:    cfg.Retention.Messages,
+		AttachmentRetention: cfg.Retention.Attachments,
+		MaxAttachmentBytes:  cfg.Messenger.MaxAttachmentBytes,
+		RecheckInterval:     cfg.Auth.TouchInterval,
+		Gateway: messenger.GatewayConfig{
+			SendQueue:    cfg.Messenger.SendQueue,
+			SendRate:     cfg.Messenger.SendRate,
+			SendBurst:    cfg.Messenger.SendBurst,
+			PingInterval: cfg.Messenger.PingInterval,
+			AuthTimeout:  cfg.Messenger.AuthTimeout,
+		},
+		Now: cfg.Now,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	authHTTP := auth.NewHTTP(s.Auth, proxies)
+	authHTTP.Register(mux)
+	s.Msg.Register(mux, authHTTP)
+	mux.HandleFunc("/api/v1/", httpapi.NotFound)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.handler = s.withLogging(mux, proxies)
+	return s, nil
+}
+
+// Handler is the node's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Store is the node's record store (admin tasks, tests).
+func (s *Server) Store() storage.Store { return s.store }
+
+// Registry is the node's Prometheus registry.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// onRevoke is called by auth after a credential is gone.
+func (s *Server) onRevoke(c storage.Credential) {
+	s.log.Info("credential revoked", "cred", c.ID, "kind", c.Kind)
+	if s.Msg != nil {
+		s.Msg.CredentialGone(c)
+	}
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		http.Error(w, "store unavailable\n", http.StatusServiceUnavailable)
+		return
+	}
+	select {
+	case <-s.draining:
+		http.Error(w, "shutting down\n", http.StatusServiceUnavailable)
+		return
+	default:
+	}
+	w.Write([]byte("ready\n"))
+}
+
+// Start runs the background jobs (retention sweeper) until Close.
+func (s *Server) Start() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(s.cfg.Retention.SweepInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				s.Sweep(context.Background())
+			}
+		}
+	}()
+}
+
+// Sweep runs one round of retention deletes.
+func (s *Server) Sweep(ctx context.Context) {
+	if n, err := s.Auth.SweepSessions(ctx); err != nil {
+		s.log.Error("sweep sessions", "err", err)
+	} else if n > 0 {
+		s.log.Info("expired sessions deleted", "count", n)
+	}
+	if err := s.Msg.Sweep(ctx); err != nil {
+		s.log.Error("sweep", "err", err)
+	}
+}
+
+// Close stops the background jobs and closes the stores. Safe to call
+// twice.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		err = s.store.Close()
+	})
+	if errors.Is(err, storage.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Empty reports whether no school exists yet (first start).
+func (s *Server) Empty(ctx context.Context) (bool, error) {
+	schools, err := s.store.Schools(ctx)
+	return len(schools) == 0, err
+}
+
+// Mode is "embedded" or "cluster".
+func (s *Server) Mode() string {
+	if s.cfg.RedisURL != "" {
+		return "cluster"
+	}
+	return "embedded"
+}
+
+// Drain closes every WebSocket with 1001 (going away) and marks the node
+// unready, before the HTTP server shuts down.
+func (s *Server) Drain(ctx context.Context) {
+	s.drainOnce.Do(func() { close(s.draining) })
+	s.Msg.Drain(ctx)
+}
