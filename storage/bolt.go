@@ -17,11 +17,12 @@ import (
 // Bolt is the embedded backend: every record in one bbolt file.
 //
 // Every write commits with fsync before the method returns. The hot small
-// writes (AppendMessage, TouchCredential, RecordLoginFailure) go through
-// bbolt's Batch, so concurrent callers share one transaction and one fsync;
-// the functions they pass keep all their effects inside the transaction and
-// reset their results on every run, because Batch may run them more than
-// once. Everything else uses Update and View.
+// writes (AppendMessage, TouchCredential, RecordLoginFailure) go through a
+// group commit (groupcommit.go), so concurrent callers share one
+// transaction and one fsync without waiting for a timer; the functions they
+// pass keep all their effects inside the transaction and reset their
+// results on every run, because a function may run more than once.
+// Everything else uses Update and View.
 //
 // # Layout
 //
@@ -74,6 +75,7 @@ import (
 //     between nil (no restriction) and empty (no country allowed).
 type Bolt struct {
 	db *bolt.DB
+	gc groupCommit
 
 	closeOnce sync.Once
 	closeErr  error
@@ -87,11 +89,8 @@ type BoltOptions struct {
 	// NoSync skips the fsync on commit. Tests and benchmarks only: a crash
 	// loses writes that were reported durable.
 	NoSync bool
-	// MaxBatchDelay is how long a batched write waits for others to join
-	// its transaction. Zero means 2ms.
-	MaxBatchDelay time.Duration
-	// MaxBatchSize is the most writes one batch transaction holds. Zero
-	// means 1000.
+	// MaxBatchSize is the most writes one group-commit transaction holds.
+	// Zero means 1000.
 	MaxBatchSize int
 	// Clock tells the time. Zero means time.Now. Reserved: every method
 	// that depends on the time takes it as an argument (AppendMessage uses
@@ -101,7 +100,6 @@ type BoltOptions struct {
 
 // Defaults of BoltOptions.
 const (
-	defaultMaxBatchDelay = 2 * time.Millisecond
 	defaultMaxBatchSize  = 1000
 	lockTimeout          = time.Second
 	schemaVersion        = 1
@@ -115,9 +113,6 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 	if opt != nil {
 		o = *opt
 	}
-	if o.MaxBatchDelay == 0 {
-		o.MaxBatchDelay = defaultMaxBatchDelay
-	}
 	if o.MaxBatchSize == 0 {
 		o.MaxBatchSize = defaultMaxBatchSize
 	}
@@ -128,13 +123,11 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 		}
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
-	db.MaxBatchDelay = o.MaxBatchDelay
-	db.MaxBatchSize = o.MaxBatchSize
 	if err := db.Update(initBuckets); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
-	return &Bolt{db: db}, nil
+	return &Bolt{db: db, gc: groupCommit{db: db, maxSize: o.MaxBatchSize}}, nil
 }
 
 // Bucket names.
@@ -235,7 +228,7 @@ func (b *Bolt) batch(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return mapErr(b.db.Batch(fn))
+	return mapErr(b.gc.do(fn))
 }
 
 func mapErr(err error) error {
