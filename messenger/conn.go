@@ -22,6 +22,7 @@ type outItem struct {
 	frame []byte           // a pre-encoded frame (ready, sent, error, pong)
 	msg   *storage.Message // a live message; the writer filters the keys
 	sync  *syncJob         // a sync request
+	ping  bool             // a WebSocket ping
 	// sentConv/sentSeq accompany a "sent" frame so the writer knows the
 	// client has that seq.
 	sentConv string
@@ -31,6 +32,11 @@ type outItem struct {
 type syncJob struct{ cursors map[string]uint64 }
 
 // conn is one WebSocket connection.
+//
+// Goroutines: the reader runs for the connection's whole life. A writer
+// runs only while the queue has something (or a close is due): idle
+// connections cost one goroutine. All fields under mu are guarded by it;
+// lastSeq is owned by whichever writer runs (there is at most one).
 type conn struct {
 	n  *Node
 	ws *websocket.Conn
@@ -41,15 +47,14 @@ type conn struct {
 	deviceKey string // "<user>/<device>": the entry of keys this device reads
 	credID    string
 
-	mu        sync.Mutex
-	queue     []outItem       // guarded by mu
-	closeCode proto.CloseCode // guarded by mu; set once, when closing starts
-	notify    chan struct{}   // cap 1: "queue or closeCode changed"
+	mu         sync.Mutex
+	queue      []outItem       // guarded by mu
+	closeCode  proto.CloseCode // guarded by mu; set once, when closing starts
+	writing    bool            // guarded by mu; a writer goroutine runs
+	finished   bool            // guarded by mu; the writer is done for good
+	readerDone bool            // guarded by mu; the reader has returned
 
-	writerDone chan struct{} // closed when the writer returns
-	readerDone chan struct{} // closed when the reader returns
-
-	// Owned by the writer goroutine.
+	// Owned by the running writer.
 	lastSeq map[string]uint64
 
 	// Owned by the reader goroutine.
@@ -61,24 +66,23 @@ type conn struct {
 
 func newConn(n *Node, ws *websocket.Conn, p auth.Principal) *conn {
 	return &conn{
-		n:          n,
-		ws:         ws,
-		p:          p,
-		userID:     p.User.ID,
-		deviceID:   p.Cred.DeviceID,
-		deviceKey:  proto.KeyName(p.User.ID, p.Cred.DeviceID),
-		credID:     p.Cred.ID,
-		notify:     make(chan struct{}, 1),
-		writerDone: make(chan struct{}),
-		readerDone: make(chan struct{}),
-		limiter:    rate.NewLimiter(rate.Limit(n.cfg.Gateway.SendRate), n.cfg.Gateway.SendBurst),
+		n:         n,
+		ws:        ws,
+		p:         p,
+		userID:    p.User.ID,
+		deviceID:  p.Cred.DeviceID,
+		deviceKey: proto.KeyName(p.User.ID, p.Cred.DeviceID),
+		credID:    p.Cred.ID,
+		limiter:   rate.NewLimiter(rate.Limit(n.cfg.Gateway.SendRate), n.cfg.Gateway.SendBurst),
 	}
 }
 
-func (c *conn) signal() {
-	select {
-	case c.notify <- struct{}{}:
-	default:
+// kick starts a writer unless one runs or the connection is done. Called
+// with mu held.
+func (c *conn) kick() {
+	if !c.writing && !c.finished {
+		c.writing = true
+		go c.writeLoop()
 	}
 }
 
@@ -86,80 +90,82 @@ func (c *conn) signal() {
 // closing the connection with 4429: the client recovers through sync.
 func (c *conn) enqueue(it outItem) {
 	c.mu.Lock()
-	if c.closeCode != 0 {
-		c.mu.Unlock()
+	defer c.mu.Unlock()
+	if c.closeCode != 0 || c.readerDone || c.finished {
 		return
 	}
 	if len(c.queue) >= c.n.cfg.Gateway.SendQueue {
 		c.closeCode = proto.CloseTooSlow
 		c.queue = nil
-		c.mu.Unlock()
 		c.n.metrics.slowConsumers.Inc()
-		c.signal()
-		return
+	} else {
+		c.queue = append(c.queue, it)
 	}
-	c.queue = append(c.queue, it)
-	c.mu.Unlock()
-	c.signal()
+	c.kick()
 }
 
 // closeWith starts closing the connection with code. The first code wins.
 func (c *conn) closeWith(code proto.CloseCode) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closeCode == 0 {
 		c.closeCode = code
 		c.queue = nil
 	}
-	c.mu.Unlock()
-	c.signal()
+	c.kick()
 }
 
 func (c *conn) closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closeCode != 0
+	return c.closeCode != 0 || c.readerDone
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// writeLoop owns the write side of the socket.
+// writeLoop writes what is queued and returns when the queue is empty.
+// It sends the close frame when a close is due, and closes the socket when
+// the reader has gone.
 func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	cfg := &c.n.cfg.Gateway
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	var spare []outItem
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+	}()
 	for {
-		select {
-		case <-c.notify:
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.ws.NetConn().Close()
-				return
-			}
-			continue
-		case <-c.readerDone:
-			return
-		}
 		c.mu.Lock()
-		items, code := c.queue, c.closeCode
-		c.queue = spare[:0]
+		if c.closeCode != 0 || c.readerDone {
+			code, readerDone := c.closeCode, c.readerDone
+			c.finished, c.writing, c.queue = true, false, nil
+			c.mu.Unlock()
+			if readerDone || code < 0 {
+				c.ws.Close()
+			} else {
+				c.sendClose(code)
+			}
+			return
+		}
+		items := c.queue
+		c.queue = nil
+		if len(items) == 0 {
+			if len(c.lastSeq) == 0 {
+				c.lastSeq = nil // the next writer starts after this unlock
+			}
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
 		c.mu.Unlock()
-		if code != 0 {
-			c.sendClose(code)
-			return
+		if bp == nil {
+			bp = bufPool.Get().(*[]byte)
 		}
-		bp := bufPool.Get().(*[]byte)
-		err := c.writeItems(items, bp)
-		bufPool.Put(bp)
-		if err != nil {
-			c.ws.NetConn().Close()
+		if err := c.writeItems(items, bp); err != nil {
+			c.mu.Lock()
+			c.finished, c.writing = true, false
+			c.mu.Unlock()
+			c.ws.NetConn().Close() // the reader fails and cleans up
 			return
-		}
-		clear(items)
-		spare = items
-		if cap(spare) > 64 { // do not keep a burst's memory on an idle connection
-			spare = nil
 		}
 	}
 }
@@ -167,11 +173,13 @@ func (c *conn) writeLoop() {
 func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 	for i := range items {
 		if c.closing() {
-			return nil // the next round sends the close frame
+			return nil // the loop sends the close frame
 		}
 		it := &items[i]
 		var err error
 		switch {
+		case it.ping:
+			err = c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
 		case it.frame != nil:
 			err = c.writeFrame(it.frame)
 			if err == nil && it.sentConv != "" {
@@ -306,8 +314,10 @@ func (c *conn) sendClose(code proto.CloseCode) {
 
 const closeGrace = 2 * time.Second
 
-// readLoop runs on the handler's goroutine until the connection ends.
+// readLoop runs on its own goroutine for the connection's whole life and
+// cleans up when the connection ends.
 func (c *conn) readLoop() {
+	defer c.readerExit()
 	cfg := &c.n.cfg.Gateway
 	readTimeout := cfg.PingInterval*2 + 10*time.Second
 	c.ws.SetReadDeadline(time.Now().Add(readTimeout))
@@ -317,7 +327,6 @@ func (c *conn) readLoop() {
 		}
 		return nil
 	})
-	buf := new(bytes.Buffer)
 	for {
 		mt, r, err := c.ws.NextReader()
 		if err != nil {
@@ -326,26 +335,40 @@ func (c *conn) readLoop() {
 		if c.closing() {
 			continue // wait for the client's close answer
 		}
-		if !c.closing() {
-			c.ws.SetReadDeadline(time.Now().Add(readTimeout))
-		}
+		c.ws.SetReadDeadline(time.Now().Add(readTimeout))
+		buf := framePool.Get().(*bytes.Buffer)
 		buf.Reset()
 		n, err := io.Copy(buf, io.LimitReader(r, proto.MaxFrameSize+1))
-		if err != nil {
+		switch {
+		case err != nil:
+			framePool.Put(buf)
 			return
-		}
-		if n > proto.MaxFrameSize {
+		case n > proto.MaxFrameSize:
 			c.closeWith(proto.CloseTooLarge)
-			continue
-		}
-		if mt != websocket.TextMessage {
+		case mt != websocket.TextMessage:
 			c.reject("", proto.Errorf(proto.CodeInvalidRequest, "frames must be text frames with one JSON object"))
-			continue
+		default:
+			c.handle(buf.Bytes())
 		}
-		c.handle(buf.Bytes())
-		if buf.Cap() > 64<<10 {
-			buf = new(bytes.Buffer) // do not keep a large frame's buffer on an idle connection
+		if buf.Cap() <= 64<<10 { // do not pool a large frame's buffer
+			framePool.Put(buf)
 		}
+	}
+}
+
+var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readerExit unregisters the connection and closes the socket, or leaves
+// that to a writer still running.
+func (c *conn) readerExit() {
+	c.n.hub.remove(c)
+	c.mu.Lock()
+	c.readerDone = true
+	writing := c.writing
+	c.finished = c.finished || !writing
+	c.mu.Unlock()
+	if !writing {
+		c.ws.Close()
 	}
 }
 

@@ -79,12 +79,9 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.enqueue(outItem{frame: proto.AppendReady(nil, c.userID, c.deviceID)})
-	go c.writeLoop()
-	c.readLoop()
-	close(c.readerDone)
-	n.hub.remove(c)
-	<-c.writerDone
-	ws.Close()
+	// The handler returns: net/http's buffers and this goroutine's grown
+	// stack are freed, and the connection lives on in its reader.
+	go c.readLoop()
 }
 
 // firstFrameAuth waits for the auth frame. It returns a close code when the

@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"sync"
+	"time"
 
 	"klassenfunk/proto"
 )
@@ -156,5 +157,27 @@ func (h *Hub) drain(ctx context.Context) {
 	select {
 	case <-done:
 	case <-ctx.Done():
+	}
+}
+
+// pingLoop pings every connection once per interval, one shard per tick,
+// so that pings (and the writers they start) are spread over the interval.
+func (h *Hub) pingLoop(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval / numHubShards)
+	defer t.Stop()
+	for i := 0; ; i = (i + 1) % numHubShards {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		s := &h.shards[i]
+		s.mu.RLock()
+		for _, set := range s.users {
+			for c := range set {
+				c.enqueue(outItem{ping: true})
+			}
+		}
+		s.mu.RUnlock()
 	}
 }

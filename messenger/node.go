@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,6 +85,10 @@ type Node struct {
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+
+	closeOnce sync.Once
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
 
 // New returns a Node.
@@ -161,7 +166,22 @@ func New(cfg Config) (*Node, error) {
 		now:     cfg.Now,
 	}
 	n.hub = newHub(cfg.Broker, cfg.Log, m)
+	n.stop = make(chan struct{})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.hub.pingLoop(cfg.Gateway.PingInterval, n.stop)
+	}()
 	return n, nil
+}
+
+// Close stops the node's background work. Safe to call twice; Drain first
+// to close the sockets.
+func (n *Node) Close() {
+	n.closeOnce.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+	})
 }
 
 // Register adds the messenger's routes to mux.

@@ -23,7 +23,9 @@ type chat struct {
 	conv               string
 }
 
-func newChat(t *testing.T, opts ...testenv.Option) *chat {
+func newChat(t *testing.T, opts ...testenv.Option) *chat { return newChatTB(t, opts...) }
+
+func newChatTB(t testing.TB, opts ...testenv.Option) *chat {
 	t.Helper()
 	env := testenv.New(t, opts...)
 	c := &chat{env: env}
