@@ -51,6 +51,13 @@ type Broker interface {
 	SetDeliver(d DeliverFunc)
 }
 
+// Recoverer is a Broker that can lose events (a network broker) and says
+// when it is whole again, so that the hub catches its sockets up from the
+// store.
+type Recoverer interface {
+	SetOnRecover(func())
+}
+
 // DeliverFunc receives the events of subscribed users on this node. It
 // must not block.
 type DeliverFunc func(userID string, ev *Event)

@@ -29,7 +29,13 @@ type outItem struct {
 	sentSeq  uint64
 }
 
-type syncJob struct{ cursors map[string]uint64 }
+// syncJob replays stored messages. A client's sync names its cursors and
+// ends with "synced"; a catch-up (after the broker lost events) starts
+// from what the writer last wrote and ends silently.
+type syncJob struct {
+	cursors map[string]uint64
+	catchUp bool
+}
 
 // conn is one WebSocket connection.
 //
@@ -56,6 +62,7 @@ type conn struct {
 
 	// Owned by the running writer.
 	lastSeq map[string]uint64
+	synced  bool // the client has synced: lastSeq covers every conversation
 
 	// Owned by the reader goroutine.
 	invalidInRow int
@@ -271,6 +278,13 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 	}
 	for _, cv := range convs {
 		after := min(job.cursors[cv.ID], cv.LastSeq)
+		if job.catchUp {
+			last, known := c.lastSeq[cv.ID]
+			if !known && !c.synced {
+				continue // the client has not asked for this conversation yet
+			}
+			after = last
+		}
 		for {
 			if c.closing() {
 				return nil
@@ -294,6 +308,10 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 			c.lastSeq[cv.ID] = after
 		}
 	}
+	if job.catchUp {
+		return nil
+	}
+	c.synced = true
 	return c.writeFrame(proto.AppendSynced(nil))
 }
 

@@ -16,11 +16,12 @@ const numHubShards = 64
 // receives broker events and hands them to the right connections without
 // blocking.
 type Hub struct {
-	broker  Broker
-	log     *slog.Logger
-	metrics *metrics
-	seed    maphash.Seed
-	shards  [numHubShards]hubShard
+	broker   Broker
+	presence Presence // nil in the embedded deployment
+	log      *slog.Logger
+	metrics  *metrics
+	seed     maphash.Seed
+	shards   [numHubShards]hubShard
 
 	active    sync.WaitGroup // one per registered connection
 	drainOnce sync.Once
@@ -32,8 +33,8 @@ type hubShard struct {
 	users map[string]map[*conn]struct{} // guarded by mu
 }
 
-func newHub(b Broker, log *slog.Logger, m *metrics) *Hub {
-	h := &Hub{broker: b, log: log, metrics: m, seed: maphash.MakeSeed(), draining: make(chan struct{})}
+func newHub(b Broker, p Presence, log *slog.Logger, m *metrics) *Hub {
+	h := &Hub{broker: b, presence: p, log: log, metrics: m, seed: maphash.MakeSeed(), draining: make(chan struct{})}
 	for i := range h.shards {
 		h.shards[i].users = make(map[string]map[*conn]struct{})
 	}
@@ -68,6 +69,9 @@ func (h *Hub) add(c *conn) error {
 	set[c] = struct{}{}
 	h.active.Add(1)
 	h.metrics.connections.Inc()
+	if h.presence != nil {
+		h.presence.Connected(c.userID, c.deviceID)
+	}
 	return nil
 }
 
@@ -82,6 +86,9 @@ func (h *Hub) remove(c *conn) {
 	delete(set, c)
 	h.active.Done()
 	h.metrics.connections.Dec()
+	if h.presence != nil {
+		h.presence.Disconnected(c.userID, c.deviceID)
+	}
 	if len(set) == 0 {
 		delete(s.users, c.userID)
 		if err := h.broker.Unsubscribe(c.userID); err != nil {
@@ -110,9 +117,9 @@ func (h *Hub) deliver(userID string, ev *Event) {
 	}
 }
 
-// Online reports whether a device of the user has a connection on this
+// online reports whether a device of the user has a connection on this
 // node (node-local presence).
-func (h *Hub) Online(userID, deviceID string) bool {
+func (h *Hub) online(userID, deviceID string) bool {
 	s := h.shard(userID)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -176,6 +183,22 @@ func (h *Hub) pingLoop(interval time.Duration, stop <-chan struct{}) {
 		for _, set := range s.users {
 			for c := range set {
 				c.enqueue(outItem{ping: true})
+			}
+		}
+		s.mu.RUnlock()
+	}
+}
+
+// catchUp makes every connection replay what it may have missed from the
+// store: the broker lost events (a Redis outage) and cannot say which.
+func (h *Hub) catchUp() {
+	h.metrics.catchUps.Inc()
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for _, set := range s.users {
+			for c := range set {
+				c.enqueue(outItem{sync: &syncJob{catchUp: true}})
 			}
 		}
 		s.mu.RUnlock()

@@ -11,6 +11,7 @@ type metrics struct {
 	closes        *prometheus.CounterVec
 	sendLatency   prometheus.Histogram
 	expired       *prometheus.CounterVec
+	catchUps      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,10 +31,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		sendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "klassenfunk_send_duration_seconds", Help: "Time from a send's arrival to its durable store and publish.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}),
+		catchUps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "klassenfunk_broker_catchups_total", Help: "Times the broker lost events (e.g. a Redis outage) and every socket was caught up from the store."}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "klassenfunk_retention_deleted_total", Help: "Records deleted by the retention sweeper, by type."}, []string{"type"}),
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.delivered, m.stored, m.gapFills, m.slowConsumers, m.closes, m.sendLatency, m.expired} {
+	for _, c := range []prometheus.Collector{m.connections, m.delivered, m.stored, m.gapFills, m.slowConsumers, m.closes, m.sendLatency, m.expired, m.catchUps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -52,7 +52,9 @@ type Config struct {
 	Store  Store         // required
 	Auth   *auth.Service // required
 	Broker Broker        // nil: an in-process MemoryBroker
-	Log    *slog.Logger  // nil: slog.Default()
+	// Presence shares open sockets across nodes; nil: this node's only.
+	Presence Presence
+	Log      *slog.Logger // nil: slog.Default()
 	// Registerer receives the metrics. Nil: a private registry.
 	Registerer prometheus.Registerer
 	// AttachmentDir holds the attachment blobs. Required for attachments.
@@ -165,7 +167,10 @@ func New(cfg Config) (*Node, error) {
 		metrics: m,
 		now:     cfg.Now,
 	}
-	n.hub = newHub(cfg.Broker, cfg.Log, m)
+	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)
+	if r, ok := cfg.Broker.(Recoverer); ok {
+		r.SetOnRecover(n.hub.catchUp)
+	}
 	n.stop = make(chan struct{})
 	n.wg.Add(1)
 	go func() {
@@ -223,8 +228,16 @@ func (n *Node) CredentialGone(c storage.Credential) {
 	}
 }
 
-// Online reports whether the device has an open socket on this node.
-func (n *Node) Online(userID, deviceID string) bool { return n.hub.Online(userID, deviceID) }
+// Online reports whether the device has an open socket on any node.
+func (n *Node) Online(ctx context.Context, userID, deviceID string) (bool, error) {
+	if n.hub.online(userID, deviceID) {
+		return true, nil
+	}
+	if n.cfg.Presence == nil {
+		return false, nil
+	}
+	return n.cfg.Presence.Online(ctx, userID, deviceID)
+}
 
 // Drain closes every socket with 1001 and waits for them (or ctx).
 func (n *Node) Drain(ctx context.Context) { n.hub.drain(ctx) }

@@ -199,6 +199,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
+		s.Msg.Close()
 		err = s.store.Close()
 	})
 	if errors.Is(err, storage.ErrClosed) {
