@@ -13,6 +13,10 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
+// maxArgon2Memory bounds the memory parameter read from a stored hash
+// (4 GiB in KiB).
+const maxArgon2Memory = 4 << 20
+
 // ClientHashLen is the length of a decoded client_hash.
 const ClientHashLen = 32
 
@@ -78,7 +82,8 @@ func verifyPassword(secret []byte, encoded string) (bool, error) {
 	}
 	var p Argon2Params
 	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.Memory, &p.Time, &p.Threads); err != nil ||
-		p.Time == 0 || p.Threads == 0 { // argon2.IDKey panics on these
+		p.Time == 0 || p.Threads == 0 || // argon2.IDKey panics on these
+		p.Memory > maxArgon2Memory || p.Time > 64 { // a corrupt record must not exhaust the machine
 		return false, errBadHash
 	}
 	b64 := base64.RawStdEncoding

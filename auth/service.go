@@ -320,13 +320,26 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 	now := s.now()
 	loginKey := strings.ToLower(login)
 	addrKey := addr.String()
-	if wait := max(s.byLogin.blocked(loginKey, now), s.byAddr.blocked(addrKey, now)); wait > 0 {
+	// The attempt counts as a failure until it succeeds: checking and
+	// counting in one step keeps concurrent attempts within the limit.
+	wl, wa := s.byLogin.acquire(loginKey, now), s.byAddr.acquire(addrKey, now)
+	release := func() {
+		if wl == 0 {
+			s.byLogin.release(loginKey, now)
+		}
+		if wa == 0 {
+			s.byAddr.release(addrKey, now)
+		}
+	}
+	if wait := max(wl, wa); wait > 0 {
+		release()
 		return LoginResult{}, &proto.Error{Code: proto.CodeRateLimited, Message: "too many failed logins; try again later", RetryAfter: wait}
 	}
 
 	u, err := s.store.UserByLogin(ctx, login)
 	found := err == nil
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		release()
 		return LoginResult{}, err
 	}
 	encoded := s.dummyHash
@@ -336,14 +349,15 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 	var ok bool
 	var verr error
 	if err := s.withHashSlot(ctx, func() { ok, verr = verifyPassword(clientHash, encoded) }); err != nil {
+		release()
 		return LoginResult{}, err
 	}
 	if verr != nil {
+		release()
 		return LoginResult{}, fmt.Errorf("verify password of user %s: %w", u.ID, verr)
 	}
 	if !found || !ok || u.Disabled {
-		s.byLogin.fail(loginKey, now)
-		s.byAddr.fail(addrKey, now)
+		// Already counted by acquire.
 		if found {
 			if err := s.store.RecordLoginFailure(ctx, u.ID); err != nil {
 				s.log.Warn("record login failure", "err", err)
@@ -352,20 +366,8 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 		return LoginResult{}, errBadLogin
 	}
 	s.byLogin.reset(loginKey)
+	s.byAddr.release(addrKey, now)
 
-	// A personal device that logs in again replaces its trust relationship.
-	personal := *dev.Personal
-	if personal {
-		creds, err := s.store.CredentialsOf(ctx, u.ID)
-		if err != nil {
-			return LoginResult{}, err
-		}
-		for _, c := range creds {
-			if c.Kind == storage.CredTrust && c.DeviceID == dev.ID {
-				s.deleteCredential(ctx, c.ID)
-			}
-		}
-	}
 	token, hash := newToken()
 	name := dev.Name
 	if name == "" {
@@ -382,6 +384,7 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 		CreatedAt:  now.UTC(),
 		LastUsedAt: now.UTC(),
 	}
+	personal := *dev.Personal
 	if personal {
 		c.Kind = storage.CredTrust
 		c.ServiceID = ids.New()
@@ -391,6 +394,20 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 	}
 	if err := s.store.PutCredential(ctx, c); err != nil {
 		return LoginResult{}, err
+	}
+	if personal {
+		// A personal device that logs in again replaces its trust
+		// relationship. The new one is stored first, so the device never
+		// has no credential (its public key stays in the directory).
+		creds, err := s.store.CredentialsOf(ctx, u.ID)
+		if err != nil {
+			return LoginResult{}, err
+		}
+		for _, old := range creds {
+			if old.Kind == storage.CredTrust && old.DeviceID == dev.ID && old.ID != c.ID {
+				s.deleteCredential(ctx, old.ID)
+			}
+		}
 	}
 	ev := storage.LoginEvent{At: now.UTC(), IP: httpapi.Anonymize(addr), DeviceName: name}
 	if err := s.store.RecordLoginSuccess(ctx, u.ID, ev, s.cfg.LoginHistory); err != nil {

@@ -24,6 +24,41 @@ func newThrottle(limit int, window time.Duration) *throttle {
 func (t *throttle) blocked(key string, now time.Time) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.blockedLocked(key, now)
+}
+
+// acquire is blocked and, when key may try, fail in one step: the attempt
+// counts as a failure from the start, so that attempts in flight together
+// cannot exceed the limit. A successful attempt is taken back with release.
+func (t *throttle) acquire(key string, now time.Time) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if wait := t.blockedLocked(key, now); wait > 0 {
+		return wait
+	}
+	t.failLocked(key, now)
+	return 0
+}
+
+// release takes back one failure of key recorded at at (by acquire).
+func (t *throttle) release(key string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.failures[key]
+	for i := len(f) - 1; i >= 0; i-- {
+		if f[i].Equal(at) {
+			f = append(f[:i], f[i+1:]...)
+			break
+		}
+	}
+	if len(f) == 0 {
+		delete(t.failures, key)
+	} else {
+		t.failures[key] = f
+	}
+}
+
+func (t *throttle) blockedLocked(key string, now time.Time) time.Duration {
 	f := t.prune(key, now)
 	if len(f) < t.limit {
 		return 0
@@ -37,6 +72,10 @@ func (t *throttle) blocked(key string, now time.Time) time.Duration {
 func (t *throttle) fail(key string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.failLocked(key, now)
+}
+
+func (t *throttle) failLocked(key string, now time.Time) {
 	f := t.prune(key, now)
 	if len(f) >= 4*t.limit { // bounded memory per key
 		f = f[1:]

@@ -3,9 +3,11 @@ package server
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"klassenfunk/auth"
+	"klassenfunk/push"
 )
 
 // Config is the whole configuration of one node. configs/klassenfunk.yaml
@@ -86,6 +88,9 @@ type PushConfig struct {
 	APNSTeamID     string `yaml:"apns_team_id"`
 	APNSEndpoint   string `yaml:"apns_endpoint"`
 	CAFile         string `yaml:"ca_file"`
+	// Tuning holds the relay's knobs (workers, coalesce window, backoff);
+	// zero values are push's defaults. Not in the file: tests set them.
+	Tuning push.Tuning `yaml:"-"`
 }
 
 // Defaults fills zero fields with their defaults.
@@ -141,6 +146,10 @@ func (c *Config) Validate() error {
 func (c *Config) trustedProxies() ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range c.TrustedProxies {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
 		if p, err := netip.ParsePrefix(s); err == nil {
 			out = append(out, p.Masked())
 			continue

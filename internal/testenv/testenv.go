@@ -56,7 +56,14 @@ type Env struct {
 	HTTP  *httptest.Server
 	URL   string // base URL, no trailing slash
 	Clock *Clock
-	Logs  *bytes.Buffer // everything the node logged (JSON lines)
+	logs  *lockedBuffer
+}
+
+// Logs returns everything the node has logged so far (JSON lines).
+func (e *Env) Logs() string {
+	e.logs.mu.Lock()
+	defer e.logs.mu.Unlock()
+	return e.logs.buf.String()
 }
 
 // Option changes the configuration of a test node.
@@ -85,7 +92,7 @@ func New(t testing.TB, opts ...Option) *Env {
 		t.Fatalf("server.New: %v", err)
 	}
 	hs := httptest.NewServer(srv.Handler())
-	e := &Env{T: t, Srv: srv, HTTP: hs, URL: hs.URL, Clock: clock, Logs: &logs.buf}
+	e := &Env{T: t, Srv: srv, HTTP: hs, URL: hs.URL, Clock: clock, logs: logs}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

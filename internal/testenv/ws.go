@@ -14,7 +14,10 @@ import (
 
 // WS is a test WebSocket client.
 type WS struct {
-	t    interface{ Helper(); Fatalf(string, ...any) }
+	t interface {
+		Helper()
+		Fatalf(string, ...any)
+	}
 	Conn *websocket.Conn
 }
 
