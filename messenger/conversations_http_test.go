@@ -2,15 +2,19 @@ package messenger_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
 	"klassenfunk/internal/testenv"
+	"klassenfunk/messenger"
 	"klassenfunk/proto"
+	"klassenfunk/storage"
 )
 
 func TestHTTPDirectConversationIdempotent(t *testing.T) {
@@ -426,4 +430,49 @@ func TestHTTPRemoveMember(t *testing.T) {
 	w.post(sol.tok, g, httpMsg("s1", "noch da", []string{tina.key()}))
 	var devs []json.RawMessage
 	w.env.JSON("GET", "/api/v1/conversations/"+g+"/devices", sol.tok, nil, http.StatusOK, &devs)
+}
+
+func TestHTTPGroupSizeCap(t *testing.T) {
+	w := newHTTPWorld(t)
+	tina := w.u["tina"]
+	// Enough users for a full group, written straight to the store (the
+	// API would hash 500 passwords).
+	ctx := context.Background()
+	var others []storage.Member
+	for i := range messenger.MaxGroupMembers {
+		u := storage.User{ID: fmt.Sprintf("cap-user-%03d", i), School: w.a, Login: fmt.Sprintf("cap%03d", i),
+			DisplayName: "Kind", Role: storage.RoleStudent, PasswordHash: "x", CreatedAt: w.env.Clock.Now()}
+		if err := w.env.Srv.Store().CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		others = append(others, httpMember(u.ID, false))
+	}
+	capN := messenger.MaxGroupMembers
+
+	// The creator counts: creator + MaxGroupMembers others is one too many.
+	httpWantError(t, w.env.Do("POST", "/api/v1/conversations", tina.tok, httpGroup("zu groß", others...)),
+		400, proto.CodeInvalidRequest)
+	if got := w.conversations(tina.tok); len(got) != 0 {
+		t.Fatalf("an oversized group was created: %v", got)
+	}
+
+	// Duplicates do not count: creator + capN-1 others, each listed twice
+	// (and the creator once more), is a full group.
+	list := append(slices.Clone(others[:capN-1]), others[:capN-1]...)
+	list = append(list, httpMember(tina.id, false))
+	var c convView
+	w.env.JSON("POST", "/api/v1/conversations", tina.tok, httpGroup("voll", list...), http.StatusCreated, &c)
+	if len(c.Members) != capN {
+		t.Fatalf("full group has %d members, want %d", len(c.Members), capN)
+	}
+	// A full group takes no one else, but rights still change.
+	httpWantError(t, w.env.Do("PUT", "/api/v1/conversations/"+c.ID+"/members/"+others[capN-1].UserID, tina.tok,
+		map[string]bool{"can_write": true}), 409, proto.CodeConflict)
+	r := w.env.Do("PUT", "/api/v1/conversations/"+c.ID+"/members/"+others[0].UserID, tina.tok, map[string]bool{"can_write": true})
+	if r.Status != http.StatusNoContent {
+		t.Fatalf("changing a right in a full group: %d %s", r.Status, r.Body)
+	}
+	if got := w.members(tina.tok, c.ID); len(got) != capN || !got[others[0].UserID] {
+		t.Fatalf("members after the changes: %d", len(got))
+	}
 }

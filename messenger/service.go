@@ -122,9 +122,6 @@ func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, 
 	if title == "" || utf8.RuneCountInString(title) > 200 {
 		return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "title must be 1 to 200 characters")
 	}
-	if len(members) > MaxGroupMembers {
-		return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "a group has at most %d members", MaxGroupMembers)
-	}
 	list := []storage.Member{{UserID: p.User.ID, CanWrite: true}}
 	seen := map[string]bool{p.User.ID: true}
 	for _, m := range members {
@@ -135,6 +132,10 @@ func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, 
 			continue
 		}
 		seen[m.UserID] = true
+		// The creator counts; duplicates do not.
+		if len(list) >= MaxGroupMembers {
+			return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "a group has at most %d members", MaxGroupMembers)
+		}
 		if _, err := n.schoolUser(ctx, p, m.UserID); err != nil {
 			return storage.Conversation{}, err
 		}

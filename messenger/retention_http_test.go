@@ -1,0 +1,122 @@
+package messenger_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"klassenfunk/proto"
+	"klassenfunk/storage"
+)
+
+func TestHTTPRetention(t *testing.T) {
+	var dataDir string
+	c := newChat(t, httpCaptureDataDir(&dataDir))
+	a := httpAPI{t, c.env}
+	ctx := context.Background()
+	store := c.env.Srv.Store()
+	dir := httpAttachmentDir(dataDir)
+
+	att := a.mustUpload(c.alice1, httpBlob(100))
+	body := httpChatBody(c, "m1", "vergänglich")
+	body["attachments"] = []string{att}
+	m := a.post(c.alice1, c.conv, body)
+	if !m.ExpiresAt.Equal(m.SentAt.Add(720 * time.Hour)) {
+		t.Fatalf("expires_at %v, sent_at %v", m.ExpiresAt, m.SentAt)
+	}
+
+	// One second before the end everything is still there.
+	c.env.Clock.Advance(720*time.Hour - time.Second)
+	c.env.JSON("GET", "/api/v1/messages/"+m.ID, c.b1, nil, http.StatusOK, nil)
+	if r := c.env.Do("GET", "/api/v1/attachments/"+att, c.b1, nil); r.Status != http.StatusOK || !bytes.Equal(r.Body, httpBlob(100)) {
+		t.Fatalf("attachment before expiry: %d", r.Status)
+	}
+
+	c.env.Clock.Advance(2 * time.Second)
+	for name, tok := range map[string]string{"bob": c.b1, "alice": c.alice1} {
+		t.Run(name, func(t *testing.T) {
+			httpWantError(t, c.env.Do("GET", "/api/v1/messages/"+m.ID, tok, nil), 404, proto.CodeNotFound)
+			httpWantError(t, c.env.Do("GET", "/api/v1/attachments/"+att, tok, nil), 404, proto.CodeNotFound)
+			r := c.env.JSON("GET", "/api/v1/conversations/"+c.conv+"/messages", tok, nil, http.StatusOK, nil)
+			if got := string(bytes.TrimSpace(r.Body)); got != `{"messages":[],"more":false}` {
+				t.Fatalf("history after expiry: %s", got)
+			}
+			ws := c.env.Dial(tok)
+			ws.Send(`{"type":"sync"}`)
+			if f := ws.Read(); f.Type != proto.TypeSynced {
+				t.Fatalf("sync after expiry sent %q (%+v) before synced", f.Type, f.Message)
+			}
+			ws.Send(`{"type":"sync","cursors":{"` + c.conv + `":0}}`)
+			if f := ws.Read(); f.Type != proto.TypeSynced {
+				t.Fatalf("sync from cursor 0 after expiry sent %q before synced", f.Type)
+			}
+		})
+	}
+	// An expired attachment cannot be referenced any more.
+	again := httpChatBody(c, "m2", "noch einmal")
+	again["attachments"] = []string{att}
+	httpWantError(t, c.env.Do("POST", "/api/v1/conversations/"+c.conv+"/messages", c.alice1, again), 400, proto.CodeInvalidRequest)
+
+	if got := httpDirFiles(t, dir); !slices.Equal(got, []string{att}) {
+		t.Fatalf("before the sweep the blob is still on disk: dir %v", got)
+	}
+	c.env.Srv.Sweep(ctx)
+	if n, err := store.CountMessages(ctx); err != nil || n != 0 {
+		t.Fatalf("after the sweep %d messages are stored (%v), want 0", n, err)
+	}
+	if got := httpDirFiles(t, dir); len(got) != 0 {
+		t.Fatalf("after the sweep the attachment dir holds %v", got)
+	}
+	if _, err := store.Attachment(ctx, att, time.Time{}); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("attachment metadata after the sweep: %v, want ErrNotFound", err)
+	}
+	if got := c.env.Metric("klassenfunk_retention_deleted_total"); got < 2 {
+		t.Fatalf("klassenfunk_retention_deleted_total %v, want >= 2", got)
+	}
+
+	// Seqs go on after expiry, and a fresh message survives a sweep.
+	fresh := c.post(c.alice1, "m3", "neu")
+	if fresh.Seq != 2 {
+		t.Fatalf("seq after expiry %d, want 2", fresh.Seq)
+	}
+	c.env.Srv.Sweep(ctx)
+	if n, err := store.CountMessages(ctx); err != nil || n != 1 {
+		t.Fatalf("after a second sweep %d messages are stored (%v), want 1", n, err)
+	}
+	c.env.JSON("GET", "/api/v1/messages/"+fresh.ID, c.b1, nil, http.StatusOK, nil)
+}
+
+func TestHTTPRetentionConfigured(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) {
+		cfg.Retention.Messages = time.Hour
+		cfg.Retention.Attachments = 2 * time.Hour
+	})
+	a := httpAPI{t, c.env}
+	m := c.post(c.alice1, "m1", "kurzlebig")
+	if !m.ExpiresAt.Equal(m.SentAt.Add(time.Hour)) {
+		t.Fatalf("expires_at %v, want sent_at %v + 1h", m.ExpiresAt, m.SentAt)
+	}
+	r := a.upload(c.alice1, httpBlob(5), false)
+	var up struct {
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if r.Status != http.StatusCreated || json.Unmarshal(r.Body, &up) != nil || !up.ExpiresAt.Equal(c.env.Clock.Now().Add(2*time.Hour)) {
+		t.Fatalf("attachment with 2h retention: %d %s", r.Status, r.Body)
+	}
+
+	c.env.Clock.Advance(time.Hour - time.Second)
+	var got struct {
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	c.env.JSON("GET", "/api/v1/messages/"+m.ID, c.b1, nil, http.StatusOK, &got)
+	if !got.ExpiresAt.Equal(m.ExpiresAt) {
+		t.Fatalf("GET expires_at %v, want %v", got.ExpiresAt, m.ExpiresAt)
+	}
+	c.env.Clock.Advance(time.Second)
+	httpWantError(t, c.env.Do("GET", "/api/v1/messages/"+m.ID, c.b1, nil), 404, proto.CodeNotFound)
+}
