@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"klassenfunk/auth"
-	"klassenfunk/push"
 )
 
 // Config is the whole configuration of one node. configs/klassenfunk.yaml
@@ -88,9 +87,6 @@ type PushConfig struct {
 	APNSTeamID     string `yaml:"apns_team_id"`
 	APNSEndpoint   string `yaml:"apns_endpoint"`
 	CAFile         string `yaml:"ca_file"`
-	// Tuning holds the relay's knobs (workers, coalesce window, backoff);
-	// zero values are push's defaults. Not in the file: tests set them.
-	Tuning push.Tuning `yaml:"-"`
 }
 
 // Defaults fills zero fields with their defaults.
