@@ -76,6 +76,10 @@ import (
 type Bolt struct {
 	db *bolt.DB
 	gc groupCommit
+	// Decoded hot records, validated against the stored bytes on every
+	// read (decodecache.go): Authenticate reads both on every request.
+	credCache *decodeCache[Credential]
+	userCache *decodeCache[User]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -100,9 +104,10 @@ type BoltOptions struct {
 
 // Defaults of BoltOptions.
 const (
-	defaultMaxBatchSize  = 1000
-	lockTimeout          = time.Second
-	schemaVersion        = 1
+	defaultMaxBatchSize = 1000
+	lockTimeout         = time.Second
+	decodeCacheSize     = 50000
+	schemaVersion       = 1
 )
 
 // OpenBolt opens or creates the database file at path (mode 0600). nil opt
@@ -127,7 +132,12 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
-	return &Bolt{db: db, gc: groupCommit{db: db, maxSize: o.MaxBatchSize}}, nil
+	return &Bolt{
+		db:        db,
+		gc:        groupCommit{db: db, maxSize: o.MaxBatchSize},
+		credCache: newDecodeCache[Credential](decodeCacheSize),
+		userCache: newDecodeCache[User](decodeCacheSize),
+	}, nil
 }
 
 // Bucket names.

@@ -165,7 +165,7 @@ func (b *Bolt) User(ctx context.Context, id string) (User, error) {
 			return ErrNotFound
 		}
 		var err error
-		u, err = decodeUser(v)
+		u, err = b.userCache.get([]byte(id), v, decodeUser, cloneUser)
 		return err
 	})
 	return u, err

@@ -150,7 +150,7 @@ func (b *Bolt) CredentialByHash(ctx context.Context, h TokenHash) (Credential, e
 			return ErrNotFound
 		}
 		var err error
-		c, err = decodeCred(h[:], v)
+		c, err = b.credCache.get(h[:], v, func(v []byte) (Credential, error) { return decodeCred(h[:], v) }, cloneCredential)
 		return err
 	})
 	return c, err
