@@ -29,6 +29,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	store   storage.Store
+	cluster *clusterParts // nil in embedded mode
 	Auth    *auth.Service
 	Msg     *messenger.Node
 	handler http.Handler
@@ -60,11 +61,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	store, err := storage.OpenBolt(filepath.Join(cfg.DataDir, "klassenfunk.db"), &storage.BoltOptions{NoSync: cfg.NoSync})
+	s := &Server{cfg: cfg, log: log, stop: make(chan struct{}), draining: make(chan struct{})}
+	var err error
+	if cfg.RedisURL != "" {
+		err = s.openCluster(ctx)
+	} else {
+		s.store, err = storage.OpenBolt(filepath.Join(cfg.DataDir, "klassenfunk.db"), &storage.BoltOptions{NoSync: cfg.NoSync})
+	}
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: store, stop: make(chan struct{}), draining: make(chan struct{})}
+	store := s.store
 	s.reg = prometheus.NewRegistry()
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newHTTPMetrics(s.reg)
@@ -82,18 +89,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Now:                 cfg.Now,
 	})
 	if err != nil {
-		store.Close()
+		s.closeStores()
 		return nil, err
 	}
 	s.OperatorTokenGenerated, err = s.Auth.InitOperatorToken(ctx, cfg.OperatorToken)
 	if err != nil {
-		store.Close()
+		s.closeStores()
 		return nil, err
 	}
 
 	s.Msg, err = messenger.New(messenger.Config{
 		Store:               store,
 		Auth:                s.Auth,
+		Broker:              s.broker(),
+		Presence:            s.presence(),
 		Log:                 log.With("component", "messenger"),
 		Registerer:          s.reg,
 		AttachmentDir:       filepath.Join(cfg.DataDir, "attachments"),
@@ -111,8 +120,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Now: cfg.Now,
 	})
 	if err != nil {
-		store.Close()
+		s.closeStores()
 		return nil, err
+	}
+	if s.cluster != nil {
+		s.cluster.broker.Start()
 	}
 
 	mux := http.NewServeMux()
@@ -151,6 +163,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
 		http.Error(w, "store unavailable\n", http.StatusServiceUnavailable)
+		return
+	}
+	if s.cluster != nil && !s.cluster.broker.Healthy() {
+		http.Error(w, "broker unavailable\n", http.StatusServiceUnavailable)
 		return
 	}
 	select {
@@ -200,7 +216,7 @@ func (s *Server) Close() error {
 		close(s.stop)
 		s.wg.Wait()
 		s.Msg.Close()
-		err = s.store.Close()
+		err = s.closeStores()
 	})
 	if errors.Is(err, storage.ErrClosed) {
 		err = nil

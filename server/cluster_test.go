@@ -1,0 +1,154 @@
+package server_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"klassenfunk/internal/redistest"
+	"klassenfunk/internal/testenv"
+	"klassenfunk/proto"
+	"klassenfunk/server"
+)
+
+// twoNodes starts a Redis and two nodes sharing it, with a teacher (alice)
+// and a student (bob) in a direct conversation.
+type twoNodes struct {
+	redis        *redistest.Server
+	n1, n2       *testenv.Env
+	alice, bob   string
+	aTok, bTok   string
+	bTrust, conv string
+}
+
+func startTwoNodes(t *testing.T) *twoNodes {
+	t.Helper()
+	r := redistest.Start(t)
+	cluster := func(c *server.Config) { c.RedisURL = r.URL() }
+	tn := &twoNodes{redis: r, n1: testenv.New(t, cluster), n2: testenv.New(t, cluster)}
+	school := tn.n1.CreateSchool("Gesamtschule Nord")
+	tn.alice = tn.n1.CreateUser(school, "alice", "teacher")
+	tn.bob = tn.n2.CreateUser(school, "bob", "student")
+	tn.aTok, _ = tn.n1.Login("alice", "a-phone", true)
+	tn.bTok, tn.bTrust = tn.n2.Login("bob", "b-phone", true)
+	var conv struct{ ID string }
+	tn.n2.JSON("POST", "/api/v1/conversations", tn.aTok, map[string]string{"kind": "direct", "peer": tn.bob}, http.StatusCreated, &conv)
+	tn.conv = conv.ID
+	return tn
+}
+
+func (tn *twoNodes) sendFrame(ref, clientID string) string {
+	return string(proto.AppendSendFrame(nil, ref, &proto.Send{
+		Conversation: tn.conv, ClientID: clientID, Ciphertext: []byte("secret " + clientID),
+		Keys: map[string][]byte{proto.KeyName(tn.bob, "b-phone"): []byte("k")},
+	}))
+}
+
+func TestClusterDeliveryAcrossNodes(t *testing.T) {
+	tn := startTwoNodes(t)
+	a := tn.n1.Dial(tn.aTok)
+	b := tn.n2.Dial(tn.bTok)
+	a.Send(tn.sendFrame("r1", "c1"))
+	sent, _ := a.ReadType(proto.TypeSent)
+	f := b.Read()
+	if f.Type != proto.TypeMessage || f.Message.ID != sent.ID || len(f.Message.Keys) != 1 {
+		t.Fatalf("bob on node 2 got %+v", f)
+	}
+	// The reverse direction, and the HTTP path on the other node.
+	var m proto.Message
+	tn.n1.JSON("POST", "/api/v1/conversations/"+tn.conv+"/messages", tn.bTok, map[string]any{
+		"client_id": "h1", "ciphertext": base64.StdEncoding.EncodeToString([]byte("x")),
+		"keys": map[string]string{proto.KeyName(tn.alice, "a-phone"): "AAAA"},
+	}, http.StatusCreated, &m)
+	if f := a.Read(); f.Type != proto.TypeMessage || f.Message.ID != m.ID || f.Message.Seq != 2 {
+		t.Fatalf("alice on node 1 got %+v", f)
+	}
+	// Presence is shared: node 1 sees bob's socket on node 2.
+	testenv.Eventually(t, 5*time.Second, "node 1 sees bob online", func() bool {
+		ok, err := tn.n1.Srv.Msg.Online(t.Context(), tn.bob, "b-phone")
+		return err == nil && ok
+	})
+	b.Conn.Close()
+	testenv.Eventually(t, 5*time.Second, "node 1 sees bob offline", func() bool {
+		ok, err := tn.n1.Srv.Msg.Online(t.Context(), tn.bob, "b-phone")
+		return err == nil && !ok
+	})
+}
+
+func TestClusterRevocationWithinOneSecond(t *testing.T) {
+	tn := startTwoNodes(t)
+	b := tn.n2.Dial(tn.bTok)
+	start := time.Now()
+	tn.n1.JSON("DELETE", "/api/v1/trust/"+tn.bTrust, tn.bTok, nil, http.StatusNoContent, nil)
+	if code := b.CloseCode(time.Second); code != int(proto.CloseUnauthorized) {
+		t.Fatalf("bob's socket on node 2 closed with %d, want 4401", code)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("revocation took %v on the other node", d)
+	}
+	if r := tn.n2.Do("GET", "/api/v1/me", tn.bTok, nil); r.Status != http.StatusUnauthorized {
+		t.Fatalf("node 2 still accepts the revoked token: %d", r.Status)
+	}
+}
+
+func TestClusterRedisRestartMidStream(t *testing.T) {
+	tn := startTwoNodes(t)
+	a := tn.n1.Dial(tn.aTok)
+	b := tn.n2.Dial(tn.bTok)
+
+	// Alice sends a stream; Redis dies and comes back in the middle.
+	var acked []string
+	errors := 0
+	for i := 0; i < 60; i++ {
+		if i == 20 {
+			tn.redis.Kill()
+		}
+		if i == 30 {
+			tn.redis.Restart()
+			testenv.Eventually(t, 10*time.Second, "nodes ready again", func() bool {
+				return tn.n1.Do("GET", "/readyz", "", nil).Status == 200 && tn.n2.Do("GET", "/readyz", "", nil).Status == 200
+			})
+		}
+		a.Send(tn.sendFrame(fmt.Sprint(i), fmt.Sprint("s", i)))
+		f := a.Read()
+		for f.Type == proto.TypeMessage {
+			f = a.Read()
+		}
+		switch f.Type {
+		case proto.TypeSent:
+			acked = append(acked, f.ID)
+		case proto.TypeError:
+			errors++
+		default:
+			t.Fatalf("frame %q", f.Type)
+		}
+	}
+	if errors == 0 || len(acked) < 40 {
+		t.Fatalf("%d acked, %d errors: the outage did not happen as planned", len(acked), errors)
+	}
+
+	// Live delivery resumed on the same sockets: a new message arrives.
+	a.Send(tn.sendFrame("last", "last"))
+	last, _ := a.ReadType(proto.TypeSent)
+	seen := map[string]bool{}
+	for !seen[last.ID] {
+		f := b.Read()
+		if f.Type == proto.TypeMessage {
+			seen[f.Message.ID] = true
+		}
+	}
+	// Every acknowledged message is there after sync.
+	b.SendBytes(proto.AppendSync(nil, nil))
+	for f := b.Read(); f.Type != proto.TypeSynced; f = b.Read() {
+		if f.Type == proto.TypeMessage {
+			seen[f.Message.ID] = true
+		}
+	}
+	for _, id := range acked {
+		if !seen[id] {
+			t.Fatalf("acknowledged message %s missing after sync", id)
+		}
+	}
+}
