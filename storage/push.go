@@ -1,0 +1,51 @@
+package storage
+
+import (
+	"context"
+	"time"
+)
+
+// PushOutbox is the push relay's durable queue: at most one pending push
+// per device (trust credential), naming the newest message the device is to
+// be woken for. It is separate from Store, so that a backend can offer it
+// or not; Bolt does (bolt_push.go).
+//
+// Every method is safe for concurrent use and durable when it returns
+// without error.
+type PushOutbox interface {
+	// PutPushes stores entries in one durable write. An entry replaces the
+	// pending entry of the same credential, if any: a burst of messages
+	// becomes one push per device.
+	PutPushes(ctx context.Context, entries []PushEntry) error
+	// PendingPushes returns every stored entry, ordered by credential ID
+	// (the relay loads them when it starts).
+	PendingPushes(ctx context.Context) ([]PushEntry, error)
+	// DonePushes removes, in one durable write, the entry of each
+	// credential in done whose MessageID still equals the given one. An
+	// empty MessageID removes the entry whatever it names (revocation). An
+	// entry replaced meanwhile by a newer message stays.
+	DonePushes(ctx context.Context, done []PushDone) error
+	// CountRegistrations returns the number of push registrations by
+	// provider ("fcm", "apns"), for anonymous statistics.
+	CountRegistrations(ctx context.Context) (map[string]int, error)
+}
+
+// PushEntry is one pending push: wake the device of CredID for a message.
+type PushEntry struct {
+	CredID       string    `json:"-"` // the record's key
+	UserID       string    `json:"user_id"`
+	DeviceID     string    `json:"device_id"`
+	Provider     string    `json:"provider"` // at enqueue time, for metrics
+	Conversation string    `json:"conversation"`
+	MessageID    string    `json:"message_id"`
+	Seq          uint64    `json:"seq"`
+	ExpiresAt    time.Time `json:"expires_at"` // the message's; the push's TTL
+	EnqueuedAt   time.Time `json:"enqueued_at"`
+}
+
+// PushDone names an entry to remove: the credential's entry, if it still
+// names MessageID (or whatever it names when MessageID is empty).
+type PushDone struct {
+	CredID    string
+	MessageID string
+}
