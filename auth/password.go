@@ -1,9 +1,7 @@
 package auth
 
 import (
-	"crypto/pbkdf2"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -11,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/argon2"
+
+	"klassenfunk/proto"
 )
 
 // maxArgon2Memory bounds the memory parameter read from a stored hash
@@ -18,21 +18,10 @@ import (
 const maxArgon2Memory = 4 << 20
 
 // ClientHashLen is the length of a decoded client_hash.
-const ClientHashLen = 32
+const ClientHashLen = proto.ClientHashLen
 
-// ClientHashIterations is the PBKDF2 iteration count of API.md.
-const ClientHashIterations = 600000
-
-// ClientHash derives the client_hash of API.md from a password, as apps and
-// the admin CLI do before anything leaves the device.
-func ClientHash(login, password string) []byte {
-	salt := "klassenfunk/v1/" + strings.ToLower(login)
-	key, err := pbkdf2.Key(sha256.New, password, []byte(salt), ClientHashIterations, ClientHashLen)
-	if err != nil { // only for invalid parameters, which these are not
-		panic(err)
-	}
-	return key
-}
+// ClientHash derives the client_hash of API.md; see proto.ClientHash.
+func ClientHash(login, password string) []byte { return proto.ClientHash(login, password) }
 
 // Argon2Params are the Argon2id cost parameters.
 type Argon2Params struct {
