@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"sync"
 	"testing"
 
 	"klassenfunk/internal/testenv"
@@ -111,4 +112,74 @@ func BenchmarkMessagePath(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
+}
+
+// BenchmarkMessagePathPairs is the load shape of kfload in one process:
+// many sender→receiver pairs, each sender waiting for its ack before the
+// next send, fsync on. It reports delivered msgs/s.
+func BenchmarkMessagePathPairs(b *testing.B) {
+	const pairs = 200
+	env := testenv.New(b, func(cfg *serverConfig) {
+		cfg.NoSync = false
+		cfg.Messenger.SendRate = 1e9
+		cfg.Messenger.SendBurst = 1e9
+	})
+	school := env.CreateSchool("Bench")
+	type pair struct {
+		s, r   *testenv.WS
+		frames []string
+	}
+	ps := make([]pair, pairs)
+	for i := range ps {
+		su := env.CreateUser(school, fmt.Sprint("s", i), "teacher")
+		ru := env.CreateUser(school, fmt.Sprint("r", i), "student")
+		st, _ := env.Login(fmt.Sprint("s", i), "d", true)
+		rt, _ := env.Login(fmt.Sprint("r", i), "d", true)
+		var conv struct{ ID string }
+		env.JSON("POST", "/api/v1/conversations", st, map[string]string{"kind": "direct", "peer": ru}, http.StatusCreated, &conv)
+		ps[i] = pair{s: env.Dial(st), r: env.Dial(rt)}
+		_ = su
+		n := b.N/pairs + 1
+		for j := 0; j < n; j++ {
+			ps[i].frames = append(ps[i].frames, string(proto.AppendSendFrame(nil, "r", &proto.Send{
+				Conversation: conv.ID, ClientID: fmt.Sprint(j), Ciphertext: make([]byte, 200),
+				Keys: map[string][]byte{proto.KeyName(ru, "d"): make([]byte, 48), proto.KeyName(su, "d"): make([]byte, 48)},
+			})))
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2*pairs)
+	for i := range ps {
+		p := ps[i]
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for _, f := range p.frames {
+				p.s.Send(f)
+				if fr, err := p.s.TryRead(30e9); err != nil || fr.Type != proto.TypeSent {
+					errc <- fmt.Errorf("ack: %v", err)
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range p.frames {
+				if fr, err := p.r.TryRead(30e9); err != nil || fr.Type != proto.TypeMessage {
+					errc <- fmt.Errorf("delivery: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	select {
+	case err := <-errc:
+		b.Fatal(err)
+	default:
+	}
+	b.ReportMetric(float64(pairs*len(ps[0].frames))/b.Elapsed().Seconds(), "msgs/s")
 }
