@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 
@@ -11,8 +12,9 @@ import (
 // The push outbox lives in its own bucket, created on the first write (so
 // that opening an existing file needs no migration):
 //
-//	pushout      credential id → PushEntry (JSON, without CredID)
+//	pushout      credential id → uvarint(len(message id))+message id+PushEntry (JSON, without CredID)
 //
+// The message id up front lets DonePushes compare without decoding JSON.
 // Puts and deletes go through the group commit: the relay's batches share
 // transactions and fsyncs with message appends.
 
@@ -31,11 +33,14 @@ func (b *Bolt) PutPushes(ctx context.Context, entries []PushEntry) error {
 		if err := checkID("credential", e.CredID); err != nil {
 			return err
 		}
-		v, err := json.Marshal(e)
+		j, err := json.Marshal(e)
 		if err != nil {
 			return fmt.Errorf("storage: encode push entry: %w", err)
 		}
-		keys[i], vals[i] = []byte(e.CredID), v
+		v := make([]byte, 0, binary.MaxVarintLen64+len(e.MessageID)+len(j))
+		v = binary.AppendUvarint(v, uint64(len(e.MessageID)))
+		v = append(v, e.MessageID...)
+		keys[i], vals[i] = []byte(e.CredID), append(v, j...)
 	}
 	return b.batch(ctx, func(tx *bolt.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists(bktPushOut)
@@ -61,8 +66,12 @@ func (b *Bolt) PendingPushes(ctx context.Context) ([]PushEntry, error) {
 			return nil
 		}
 		return bk.ForEach(func(k, v []byte) error {
+			_, j, err := splitPushValue(v)
+			if err != nil {
+				return err
+			}
 			var e PushEntry
-			if err := decode(v, &e, "push entry"); err != nil {
+			if err := decode(j, &e, "push entry"); err != nil {
 				return err
 			}
 			e.CredID = string(k)
@@ -93,13 +102,11 @@ func (b *Bolt) DonePushes(ctx context.Context, done []PushDone) error {
 				continue
 			}
 			if d.MessageID != "" {
-				var e struct {
-					MessageID string `json:"message_id"`
-				}
-				if err := decode(v, &e, "push entry"); err != nil {
+				msg, _, err := splitPushValue(v)
+				if err != nil {
 					return err
 				}
-				if e.MessageID != d.MessageID {
+				if string(msg) != d.MessageID {
 					continue
 				}
 			}
@@ -109,6 +116,15 @@ func (b *Bolt) DonePushes(ctx context.Context, done []PushDone) error {
 		}
 		return nil
 	})
+}
+
+// splitPushValue splits a stored entry into its message id and JSON.
+func splitPushValue(v []byte) (msg, j []byte, err error) {
+	n, k := binary.Uvarint(v)
+	if k <= 0 || uint64(len(v)-k) < n {
+		return nil, nil, fmt.Errorf("storage: corrupt push entry")
+	}
+	return v[k : k+int(n)], v[k+int(n):], nil
 }
 
 // CountRegistrations implements PushOutbox. It reads every credential.

@@ -1,0 +1,436 @@
+package push
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"klassenfunk/storage"
+)
+
+// device is the scheduler's state of one device (trust credential). Owned
+// by the scheduler goroutine; a worker reads only the job it is given.
+type device struct {
+	cred string
+	// entry is the pending push (the newest message); nil while the device
+	// only waits for its coalesce window to end after a push.
+	entry *storage.PushEntry
+	// next arrived while entry was being sent.
+	next     *storage.PushEntry
+	due      time.Time // real time
+	attempt  int       // failed attempts of entry so far
+	inFlight bool
+	forgot   bool // Forget was called while in flight
+	cancel   context.CancelFunc
+	idx      int // heap index; -1 when not in the heap
+}
+
+// job is one send, handed to a worker and back.
+type job struct {
+	dev   *device
+	entry storage.PushEntry
+	ctx   context.Context
+	// Set by the worker.
+	outcome    Outcome
+	retryAfter time.Duration
+}
+
+// schedule is the scheduler goroutine. It owns the device states and a
+// heap of due times, dispatches due pushes to the workers without ever
+// blocking (the work channel is bounded; when it is full the scheduler
+// waits for a result), applies the workers' results (ack, retry with
+// backoff, coalesce window) and hands acknowledgements to the acker.
+func (r *Relay) schedule(initial []storage.PushEntry) {
+	defer close(r.scheduled)
+	s := &scheduler{r: r, devs: map[string]*device{}}
+	for i := range initial {
+		s.upsert(initial[i], time.Now())
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	stop, resolved := r.stop, r.resolved
+	stopping := false
+	for {
+		now := time.Now()
+		full := false
+		if !stopping {
+			full = s.dispatch(now)
+		} else if resolved == nil && s.inFlight == 0 {
+			close(r.work)
+			r.acks.close()
+			return
+		}
+		r.m.depth.Set(float64(s.pending))
+		r.m.inFlight.Set(float64(s.inFlight))
+		// With the workers busy, the next result wakes the loop.
+		if !stopping && !full && len(s.heap) > 0 {
+			timer.Reset(max(s.heap[0].due.Sub(now), 0))
+		} else {
+			timer.Stop()
+		}
+		select {
+		case a := <-r.added:
+			now := time.Now()
+			for _, e := range a.entries {
+				s.upsert(e, now)
+			}
+			r.m.depth.Set(float64(s.pending))
+			r.unresolved.Add(-int64(a.events))
+		case j := <-r.results:
+			s.result(j, time.Now(), stopping)
+		case id := <-r.forget:
+			s.forget(id)
+		case <-timer.C:
+		case <-stop:
+			stop, stopping = nil, true
+		case <-resolved:
+			resolved = nil
+		}
+	}
+}
+
+type scheduler struct {
+	r        *Relay
+	devs     map[string]*device
+	heap     dueHeap
+	pending  int // devices with entry != nil
+	inFlight int
+}
+
+// upsert adds a pending push or makes it the newest of its device. A
+// device inside its coalesce window or backoff keeps its due time.
+func (s *scheduler) upsert(e storage.PushEntry, now time.Time) {
+	d := s.devs[e.CredID]
+	switch {
+	case d == nil:
+		d = &device{cred: e.CredID, entry: &e, due: now, idx: -1}
+		s.devs[e.CredID] = d
+		s.pending++
+		heap.Push(&s.heap, d)
+	case d.inFlight:
+		d.next = &e
+	default:
+		if d.entry == nil {
+			s.pending++
+			d.attempt = 0
+		}
+		d.entry = &e
+	}
+}
+
+// dispatch hands every due push to a worker while the work channel has
+// room (the scheduler is its only sender). It reports whether it stopped
+// because the channel was full.
+func (s *scheduler) dispatch(now time.Time) (full bool) {
+	for len(s.heap) > 0 && !s.heap[0].due.After(now) {
+		d := s.heap[0]
+		if d.entry == nil { // coalesce window over, nothing pending
+			heap.Pop(&s.heap)
+			delete(s.devs, d.cred)
+			continue
+		}
+		if len(s.r.work) == cap(s.r.work) {
+			return true
+		}
+		heap.Pop(&s.heap)
+		ctx, cancel := context.WithCancel(context.Background())
+		s.r.work <- &job{dev: d, entry: *d.entry, ctx: ctx}
+		d.inFlight, d.cancel = true, cancel
+		s.inFlight++
+	}
+	return false
+}
+
+// result applies a worker's outcome.
+func (s *scheduler) result(j *job, now time.Time, stopping bool) {
+	d := j.dev
+	s.inFlight--
+	d.inFlight = false
+	d.cancel()
+	d.cancel = nil
+	if d.forgot {
+		return // state already gone; Forget removed the outbox entry
+	}
+	r := s.r
+	switch j.outcome {
+	case OutcomeRetried:
+		if stopping {
+			// The entry stays in the outbox for the next start.
+			s.remove(d)
+			return
+		}
+		if d.next != nil {
+			d.entry, d.next = d.next, nil
+		}
+		d.attempt++
+		delay := max(r.backoff(d.attempt), j.retryAfter)
+		if !r.now().Add(delay).Before(d.entry.ExpiresAt) {
+			r.m.count(d.entry.Provider, OutcomeDroppedTTL)
+			r.acks.add(storage.PushDone{CredID: d.cred, MessageID: d.entry.MessageID})
+			s.remove(d)
+			return
+		}
+		r.m.count(d.entry.Provider, OutcomeRetried)
+		d.due = now.Add(delay)
+		heap.Push(&s.heap, d)
+		return
+	case OutcomeSent:
+		r.acks.add(storage.PushDone{CredID: d.cred, MessageID: j.entry.MessageID})
+		// The window starts now: what arrives within it waits for its end.
+		d.due = now.Add(r.cfg.Tuning.CoalesceWindow)
+	default: // dropped, dead, failed: nothing was delivered
+		r.acks.add(storage.PushDone{CredID: d.cred, MessageID: j.entry.MessageID})
+		d.due = now
+	}
+	d.attempt = 0
+	if d.next != nil {
+		d.entry, d.next = d.next, nil
+	} else {
+		d.entry = nil
+		s.pending--
+		if j.outcome != OutcomeSent || r.cfg.Tuning.CoalesceWindow == 0 {
+			delete(s.devs, d.cred)
+			return
+		}
+	}
+	if stopping {
+		return
+	}
+	heap.Push(&s.heap, d)
+}
+
+// forget drops a device's state and its outbox entry, and cancels its send.
+func (s *scheduler) forget(id string) {
+	s.r.acks.add(storage.PushDone{CredID: id})
+	d := s.devs[id]
+	if d == nil {
+		return
+	}
+	if d.inFlight {
+		d.forgot = true
+		d.cancel()
+		if d.entry != nil {
+			s.pending--
+		}
+		delete(s.devs, id)
+		return
+	}
+	s.remove(d)
+}
+
+// remove deletes a device that is not in flight.
+func (s *scheduler) remove(d *device) {
+	if d.idx >= 0 {
+		heap.Remove(&s.heap, d.idx)
+	}
+	if d.entry != nil {
+		s.pending--
+	}
+	delete(s.devs, d.cred)
+}
+
+// dueHeap orders devices by due time.
+type dueHeap []*device
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx = i
+	h[j].idx = j
+}
+func (h *dueHeap) Push(x any) {
+	d := x.(*device)
+	d.idx = len(*h)
+	*h = append(*h, d)
+}
+func (h *dueHeap) Pop() any {
+	old := *h
+	d := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	d.idx = -1
+	return d
+}
+
+// worker sends the jobs it is given until the work channel closes.
+func (r *Relay) worker() {
+	defer r.workers.Done()
+	for j := range r.work {
+		r.deliver(j)
+		r.results <- j
+	}
+}
+
+// deliver sends one push after re-checking, right before the send, that
+// the message has not expired, that the registration still exists and that
+// the device is still offline. It sets j.outcome.
+func (r *Relay) deliver(j *job) {
+	e := &j.entry
+	provider := e.Provider
+	done := func(o Outcome) {
+		j.outcome = o
+		if o != OutcomeRetried {
+			r.m.count(provider, o)
+		}
+	}
+	if !r.now().Before(e.ExpiresAt) {
+		done(OutcomeDroppedTTL)
+		return
+	}
+	ctx, cancel := context.WithTimeout(j.ctx, r.cfg.Tuning.SendTimeout)
+	defer cancel()
+	c, err := r.store.Credential(ctx, e.CredID)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		done(OutcomeUnregistered)
+		return
+	case err != nil:
+		r.sometimes("store", func() { r.log.Error("push: read registration", "err", err) })
+		done(OutcomeRetried)
+		return
+	case c.Kind != storage.CredTrust || c.Push == nil:
+		done(OutcomeUnregistered)
+		return
+	}
+	provider = c.Push.Provider
+	snd := r.senders[provider]
+	if snd == nil {
+		done(OutcomeUnregistered)
+		return
+	}
+	if r.isOnline(ctx, c.UserID, c.DeviceID) {
+		done(OutcomeSkippedOnline)
+		return
+	}
+	blob, err := Seal(c.Push.Secret, c.ServiceID, Payload{T: "message", C: e.Conversation, M: e.MessageID, S: e.Seq})
+	if err != nil {
+		r.log.Error("push: seal", "trust", c.ID, "err", err)
+		done(OutcomeFailed)
+		return
+	}
+	if err := j.ctx.Err(); err != nil { // forgotten meanwhile
+		done(OutcomeUnregistered)
+		return
+	}
+	a := r.sendOne(ctx, &c, snd, blob, e.ExpiresAt)
+	j.retryAfter = a.retryAfter
+	done(a.outcome)
+}
+
+// sent is the result of sendOne.
+type sent struct {
+	outcome    Outcome
+	retryAfter time.Duration
+	detail     string
+}
+
+// sendOne sends one sealed blob to c's registration, counts the send's
+// duration, deletes the registration when the token is dead and logs
+// failures (rate-limited, never with the token, secret or blob).
+func (r *Relay) sendOne(ctx context.Context, c *storage.Credential, snd sender, blob string, expiresAt time.Time) sent {
+	provider := c.Push.Provider
+	start := time.Now()
+	a := snd.send(ctx, &delivery{reg: c.Push, serviceID: c.ServiceID, blob: blob, expiresAt: expiresAt, now: r.now()})
+	var o Outcome
+	switch a.verdict {
+	case verdictSent:
+		o = OutcomeSent
+	case verdictRetry:
+		o = OutcomeRetried
+		r.sometimes(provider+"/retry", func() {
+			r.log.Warn("push: provider busy or unreachable; will retry", "provider", provider, "detail", a.detail)
+		})
+	case verdictDead:
+		o = OutcomeDeadToken
+		r.dropRegistration(c.ID, c.Push.Token)
+		r.log.Info("push: token dead, registration deleted", "provider", provider, "trust", c.ID,
+			"tok", fingerprint(c.Push.Token), "detail", a.detail)
+	default:
+		o = OutcomeFailed
+		r.sometimes(provider+"/failed", func() {
+			r.log.Error("push: provider refused the push", "provider", provider, "trust", c.ID, "detail", a.detail)
+		})
+	}
+	r.m.duration.WithLabelValues(provider, string(o)).Observe(time.Since(start).Seconds())
+	return sent{outcome: o, retryAfter: a.retryAfter, detail: a.detail}
+}
+
+// dropRegistration deletes a registration whose token is dead, unless the
+// device registered a new token meanwhile.
+func (r *Relay) dropRegistration(credID, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := r.store.UpdateCredential(ctx, credID, func(c *storage.Credential) error {
+		if c.Push != nil && c.Push.Token == token {
+			c.Push = nil
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		r.log.Error("push: delete dead registration", "trust", credID, "err", err)
+	}
+}
+
+// ackQueue collects outbox deletions for the acker. add never blocks.
+type ackQueue struct {
+	mu     sync.Mutex
+	done   []storage.PushDone // guarded by mu
+	closed bool               // guarded by mu
+	signal chan struct{}      // capacity 1
+}
+
+func (q *ackQueue) add(d storage.PushDone) {
+	q.mu.Lock()
+	q.done = append(q.done, d)
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *ackQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// take returns what is queued and whether the queue is closed.
+func (q *ackQueue) take() ([]storage.PushDone, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	d := q.done
+	q.done = nil
+	return d, q.closed
+}
+
+// ackLoop removes sent (or dropped) pushes from the outbox, one durable
+// write for everything that gathered during the previous one. A push is
+// acknowledged only after the provider took it; Close flushes what is
+// left, so a restart does not send it again.
+func (r *Relay) ackLoop() {
+	defer close(r.acked)
+	for range r.acks.signal {
+		for {
+			batch, closed := r.acks.take()
+			if len(batch) == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := r.store.DonePushes(ctx, batch); err != nil {
+				r.log.Error("push: acknowledge in outbox", "entries", len(batch), "err", err)
+			}
+			cancel()
+		}
+	}
+}
