@@ -21,6 +21,8 @@ type Store interface {
 	Conversations
 	Messages
 	Attachments
+	Erasure
+	Notices
 
 	// Ping reports whether the backend can serve requests (readiness).
 	Ping(ctx context.Context) error
@@ -79,6 +81,9 @@ type Credentials interface {
 	// DeleteExpiredSessions removes session credentials whose ExpiresAt is
 	// not after now and returns them.
 	DeleteExpiredSessions(ctx context.Context, now time.Time) ([]Credential, error)
+	// CountCredentials returns the number of credentials by kind, for
+	// anonymous statistics.
+	CountCredentials(ctx context.Context) (map[CredKind]int, error)
 }
 
 // LoginHistory keeps the last successful logins of each user and counts the
@@ -170,4 +175,36 @@ type Attachments interface {
 	// ExpiresAt is not after now and returns their IDs, so that the
 	// caller can remove the blobs.
 	DeleteExpiredAttachments(ctx context.Context, now time.Time, max int) ([]string, error)
+}
+
+// Erasure removes accounts for good (the right to erasure) and remembers
+// which were removed, so that an erasure can be applied again to a restored
+// backup (storage/rights.go has the records).
+type Erasure interface {
+	// EraseUser removes the user and everything stored under it: the user
+	// record and its login (which may be taken again), its credentials
+	// (with their push registrations and, where the backend keeps a push
+	// outbox, their pending pushes), login history, device keys and
+	// notices, and its memberships: the user leaves every conversation,
+	// and a direct conversation keeps its other member. Messages the user
+	// sent and attachments it uploaded stay until they expire. It records
+	// a tombstone of the user ID erased at at, unless one exists (then the
+	// earlier time stays), and returns the credentials it removed.
+	//
+	// An unknown user is not an error: the tombstone is recorded all the
+	// same and whatever is left of the user is removed, so that erasures
+	// can be applied again to a restored backup. Running it twice is
+	// harmless.
+	EraseUser(ctx context.Context, userID string, at time.Time) (removed []Credential, err error)
+	// Tombstones lists the erased users, ordered by ErasedAt, then UserID.
+	Tombstones(ctx context.Context) ([]Tombstone, error)
+}
+
+// Notices keeps the system messages of a user (a refused login, …).
+type Notices interface {
+	// AddNotice prepends n to the user's notices and keeps at most keep
+	// (keep < 0 counts as 0). ErrNotFound for an unknown user.
+	AddNotice(ctx context.Context, userID string, n Notice, keep int) error
+	// Notices returns the user's notices, newest first.
+	Notices(ctx context.Context, userID string) ([]Notice, error)
 }

@@ -70,6 +70,10 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"AttachmentConversations", testAttachmentConversations},
 		{"DeleteExpiredAttachments", testDeleteExpiredAttachments},
 		{"Ping", testPing},
+		{"EraseUser", testEraseUser},
+		{"EraseUserMany", testEraseUserMany},
+		{"Notices", testNotices},
+		{"CountCredentials", testCountCredentials},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
