@@ -9,4 +9,8 @@ var (
 	errBadLogin     = proto.Errorf(proto.CodeUnauthorized, "wrong login or password")
 	errNotFound     = proto.Errorf(proto.CodeNotFound, "not found")
 	errForbidden    = proto.Errorf(proto.CodeForbidden, "not allowed")
+	// errCountryBlocked: the account's country restriction refuses the
+	// client's address (geo.go).
+	errCountryBlocked = proto.Errorf(proto.CodeCountryBlocked, "the account's country restriction does not allow access from this address")
+	errWrongPassword  = proto.Errorf(proto.CodeUnauthorized, "wrong password")
 )

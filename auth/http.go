@@ -51,12 +51,28 @@ func (h *HTTP) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/trust", h.Authed(h.trusts))
 	mux.HandleFunc("DELETE /api/v1/trust/{id}", h.Authed(h.revokeTrust))
 	mux.HandleFunc("DELETE /api/v1/trust/{id}/push", h.Authed(h.deleteTrustPush))
+	// Data rights, country restriction, operator statistics (rights_http.go).
+	mux.HandleFunc("GET /api/v1/me/countries", h.Authed(h.getCountries))
+	mux.HandleFunc("PUT /api/v1/me/countries", h.Authed(h.putCountries))
+	mux.HandleFunc("GET /api/v1/me/notices", h.Authed(h.notices))
+	mux.HandleFunc("GET /api/v1/me/export", h.Authed(h.export))
+	mux.HandleFunc("POST /api/v1/me/erase", h.Authed(h.erase))
+	mux.HandleFunc("GET /api/v1/admin/stats", h.Operator(h.stats))
+	mux.HandleFunc("GET /api/v1/admin/tombstones", h.Operator(h.tombstones))
+	mux.HandleFunc("POST /api/v1/admin/tombstones", h.Operator(h.reapplyErasures))
 }
 
-// Authed wraps a handler that needs a user credential.
+// Authed wraps a handler that needs a user credential: the bearer token,
+// or without an Authorization header the web page's session cookie
+// (cookie.go).
 func (h *HTTP) Authed(next func(http.ResponseWriter, *http.Request, Principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := h.svc.Authenticate(r.Context(), httpapi.Bearer(r))
+		tok, err := h.credential(r)
+		if err != nil {
+			httpapi.WriteError(w, nil, err)
+			return
+		}
+		p, err := h.svc.AuthenticateFrom(r.Context(), tok, h.ClientAddr(r))
 		if err != nil {
 			httpapi.WriteError(w, h.svc.log, err)
 			return
@@ -112,7 +128,7 @@ func (h *HTTP) schoolManager(w http.ResponseWriter, r *http.Request) bool {
 	if h.svc.IsOperator(tok) {
 		return true
 	}
-	p, err := h.svc.Authenticate(r.Context(), tok)
+	p, err := h.svc.AuthenticateFrom(r.Context(), tok, h.ClientAddr(r))
 	switch {
 	case err != nil:
 		httpapi.WriteError(w, h.svc.log, err)

@@ -24,6 +24,13 @@ type Store interface {
 	storage.Credentials
 	storage.LoginHistory
 	storage.Meta
+	// The users' data rights (rights.go, geo.go): notices, erasure and
+	// the export, which reads the user's keys, conversations and messages.
+	storage.Notices
+	storage.Erasure
+	storage.DeviceKeys
+	storage.Conversations
+	storage.Messages
 }
 
 // Config configures a Service. Zero fields take the documented defaults.
@@ -55,6 +62,18 @@ type Config struct {
 	// revocation, replacement by a new login on the same device, expiry),
 	// so that open sockets are closed and pushes stopped. Must not block.
 	OnRevoke func(storage.Credential)
+	// OnErase is called after an account was erased (and OnRevoke for
+	// each of its credentials), so that every socket of the user closes
+	// on every node. Must not block.
+	OnErase func(userID string)
+	// Locator locates client addresses for the users' country
+	// restrictions (geo.go). Nil means no GeoIP database: no restriction
+	// can be set, and one set earlier refuses every address.
+	Locator Locator
+	// OnCountries is called after a user set a country restriction, so
+	// that the user's open sockets are checked against it at once. Must
+	// not block.
+	OnCountries func(userID string)
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 }
@@ -109,6 +128,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.OnRevoke == nil {
 		cfg.OnRevoke = func(storage.Credential) {}
+	}
+	if cfg.OnErase == nil {
+		cfg.OnErase = func(string) {}
+	}
+	if cfg.OnCountries == nil {
+		cfg.OnCountries = func(string) {}
 	}
 	s := &Service{
 		cfg:     cfg,
@@ -367,6 +392,11 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 	}
 	s.byLogin.reset(loginKey)
 	s.byAddr.release(addrKey, now)
+	// The password was right: only now may the answer tell that the
+	// country restriction refuses the address.
+	if err := s.checkCountry(ctx, u, addr); err != nil {
+		return LoginResult{}, err
+	}
 
 	token, hash := newToken()
 	name := dev.Name
@@ -416,10 +446,18 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 	return LoginResult{User: u, Credential: c, Token: token}, nil
 }
 
-// Authenticate resolves a bearer token to its principal. It is on the path
-// of every request: one hash and two reads, plus a write at most once per
-// TouchInterval.
+// Authenticate is AuthenticateFrom without a client address: a user with
+// a country restriction is refused (an address that cannot be located).
+// Callers that have the address use AuthenticateFrom.
 func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
+	return s.AuthenticateFrom(ctx, token, netip.Addr{})
+}
+
+// AuthenticateFrom resolves a bearer token used from the client address
+// addr to its principal. It is on the path of every request: one hash and
+// two reads, plus a write at most once per TouchInterval. A user's country
+// restriction that refuses addr is 403 country_blocked (geo.go).
+func (s *Service) AuthenticateFrom(ctx context.Context, token string, addr netip.Addr) (Principal, error) {
 	if !plausibleToken(token) {
 		return Principal{}, errUnauthorized
 	}
@@ -444,6 +482,9 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	}
 	if u.Disabled {
 		return Principal{}, errUnauthorized
+	}
+	if err := s.checkCountry(ctx, u, addr); err != nil {
+		return Principal{}, err
 	}
 	s.touch(ctx, &c, now)
 	return Principal{User: u, Cred: c}, nil
@@ -556,10 +597,13 @@ func (s *Service) Logins(ctx context.Context, p Principal) ([]storage.LoginEvent
 }
 
 // Recheck confirms that p's credential still exists and has not expired,
-// and records its use like Authenticate does. Long-lived WebSockets call it
-// now and then; revocation closes them at once anyway, this is the safety
-// net. It returns errUnauthorized when the credential is gone.
-func (s *Service) Recheck(ctx context.Context, p *Principal) error {
+// that its user still exists and that the user's country restriction (if
+// any) allows addr, and records the use like Authenticate does.
+// Long-lived WebSockets call it now and then; revocation closes them at
+// once anyway, this is the safety net. It returns errUnauthorized when the
+// credential or user is gone, country_blocked when the restriction
+// refuses addr.
+func (s *Service) Recheck(ctx context.Context, p *Principal, addr netip.Addr) error {
 	c, err := s.store.Credential(ctx, p.Cred.ID)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -572,8 +616,22 @@ func (s *Service) Recheck(ctx context.Context, p *Principal) error {
 		s.deleteCredential(ctx, c.ID)
 		return errUnauthorized
 	}
+	u, err := s.store.User(ctx, c.UserID)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return errUnauthorized
+		}
+		return err
+	}
+	if u.Disabled {
+		return errUnauthorized
+	}
+	if err := s.checkCountry(ctx, u, addr); err != nil {
+		return err
+	}
 	s.touch(ctx, &c, now)
 	p.Cred = c
+	p.User = u
 	return nil
 }
 

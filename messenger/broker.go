@@ -18,6 +18,9 @@ const (
 	// EventClose closes a credential's sockets (revocation) or, with an
 	// empty CredID, every socket of the user (erasure, country block).
 	EventClose
+	// EventCountryCheck re-checks every socket of the user against the
+	// account's country restriction, which has just been set (rights.go).
+	EventCountryCheck
 )
 
 // Event is what travels through the Broker.

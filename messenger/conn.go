@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -52,6 +53,7 @@ type conn struct {
 	deviceID  string
 	deviceKey string // "<user>/<device>": the entry of keys this device reads
 	credID    string
+	addr      netip.Addr // the client's address (country restriction)
 
 	mu         sync.Mutex
 	queue      []outItem       // guarded by mu
@@ -71,11 +73,12 @@ type conn struct {
 	lastRecheck  time.Time
 }
 
-func newConn(n *Node, ws *websocket.Conn, p auth.Principal) *conn {
+func newConn(n *Node, ws *websocket.Conn, p auth.Principal, addr netip.Addr) *conn {
 	return &conn{
 		n:         n,
 		ws:        ws,
 		p:         p,
+		addr:      addr,
 		userID:    p.User.ID,
 		deviceID:  p.Cred.DeviceID,
 		deviceKey: proto.KeyName(p.User.ID, p.Cred.DeviceID),
@@ -453,17 +456,18 @@ func (c *conn) handle(data []byte) {
 const maxLimitedInRow = 50
 
 // recheck confirms, at most once per touch interval, that the credential
-// still exists (and keeps a session alive while its socket is used).
+// still exists and the account's country restriction allows the client's
+// address (and keeps a session alive while its socket is used).
 func (c *conn) recheck() bool {
 	now := c.n.now()
 	if now.Sub(c.lastRecheck) < c.n.cfg.RecheckInterval {
 		return true
 	}
 	c.lastRecheck = now
-	if err := c.n.auth.Recheck(context.Background(), &c.p); err != nil {
+	if err := c.n.auth.Recheck(context.Background(), &c.p, c.addr); err != nil {
 		var pe *proto.Error
 		if errors.As(err, &pe) {
-			c.closeWith(proto.CloseUnauthorized)
+			c.closeWith(closeCodeOf(err))
 			return false
 		}
 		c.n.log.Warn("recheck credential", "err", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -31,9 +32,11 @@ var upgrader = websocket.Upgrader{
 }
 
 // serveWS is GET /api/v1/ws. With an Authorization header the credential
-// is checked before the upgrade (401 when bad); without one the first frame
-// must be {"type":"auth"} within the auth timeout.
-func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
+// is checked before the upgrade (401 when bad, 403 country_blocked when the
+// account's country restriction refuses the client's address); without one
+// the first frame must be {"type":"auth"} within the auth timeout (close
+// 4401 or 4403).
+func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 	select {
 	case <-n.hub.draining:
 		httpapi.WriteError(w, nil, &proto.Error{Code: proto.CodeRateLimited, Message: "server is restarting; reconnect", RetryAfter: time.Second})
@@ -42,9 +45,10 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	var p auth.Principal
 	headerAuth := false
+	addr := h.ClientAddr(r)
 	if tok := httpapi.Bearer(r); tok != "" {
 		var err error
-		p, err = n.auth.Authenticate(r.Context(), tok)
+		p, err = h.Principal(r)
 		if err != nil {
 			httpapi.WriteError(w, n.log, err)
 			return
@@ -60,7 +64,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if !headerAuth {
 		var code proto.CloseCode
-		p, code = n.firstFrameAuth(ws)
+		p, code = n.firstFrameAuth(ws, addr)
 		if code != 0 {
 			n.metrics.closes.WithLabelValues(code.String()).Inc()
 			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.String()), time.Now().Add(time.Second))
@@ -68,7 +72,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c := newConn(n, ws, p)
+	c := newConn(n, ws, p, addr)
 	if err := n.hub.add(c); err != nil {
 		code := proto.CloseGoingAway
 		if !errors.Is(err, errDraining) {
@@ -86,7 +90,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 
 // firstFrameAuth waits for the auth frame. It returns a close code when the
 // connection must end.
-func (n *Node) firstFrameAuth(ws *websocket.Conn) (auth.Principal, proto.CloseCode) {
+func (n *Node) firstFrameAuth(ws *websocket.Conn, addr netip.Addr) (auth.Principal, proto.CloseCode) {
 	ws.SetReadDeadline(time.Now().Add(n.cfg.Gateway.AuthTimeout))
 	var buf bytes.Buffer
 	_, r, err := ws.NextReader()
@@ -105,9 +109,9 @@ func (n *Node) firstFrameAuth(ws *websocket.Conn) (auth.Principal, proto.CloseCo
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	p, err := n.auth.Authenticate(ctx, f.Token)
+	p, err := n.auth.AuthenticateFrom(ctx, f.Token, addr)
 	if err != nil {
-		return auth.Principal{}, proto.CloseUnauthorized
+		return auth.Principal{}, closeCodeOf(err)
 	}
 	return p, 0
 }

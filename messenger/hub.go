@@ -113,6 +113,8 @@ func (h *Hub) deliver(userID string, ev *Event) {
 			if ev.CredID == "" || ev.CredID == c.credID {
 				c.closeWith(ev.Code)
 			}
+		case EventCountryCheck:
+			go c.checkCountry()
 		}
 	}
 }

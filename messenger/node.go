@@ -191,7 +191,7 @@ func (n *Node) Close() {
 
 // Register adds the messenger's routes to mux.
 func (n *Node) Register(mux *http.ServeMux, h *auth.HTTP) {
-	mux.HandleFunc("GET /api/v1/ws", n.serveWS)
+	mux.HandleFunc("GET /api/v1/ws", func(w http.ResponseWriter, r *http.Request) { n.serveWS(w, r, h) })
 	mux.HandleFunc("PUT /api/v1/keys", h.Authed(n.putKey))
 	mux.HandleFunc("GET /api/v1/conversations", h.Authed(n.listConversations))
 	mux.HandleFunc("POST /api/v1/conversations", h.Authed(n.createConversation))

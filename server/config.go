@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"klassenfunk/auth"
+	"klassenfunk/push"
 )
 
 // Config is the whole configuration of one node. configs/klassenfunk.yaml
@@ -24,6 +25,10 @@ type Config struct {
 	RedisURL string `yaml:"redis_url"`
 	// TrustedProxies may set X-Forwarded-For (CIDR prefixes or addresses).
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// GeoIPDB is a MaxMind-format country database (GeoLite2-Country or
+	// compatible) for the users' login-country restriction. Empty: no
+	// restriction can be set.
+	GeoIPDB string `yaml:"geoip_db"`
 	// LogFormat is "json" (default) or "text".
 	LogFormat string `yaml:"log_format"`
 	// LogLevel is debug, info (default), warn or error.
@@ -87,6 +92,9 @@ type PushConfig struct {
 	APNSTeamID     string `yaml:"apns_team_id"`
 	APNSEndpoint   string `yaml:"apns_endpoint"`
 	CAFile         string `yaml:"ca_file"`
+	// Tuning holds the relay's knobs (workers, coalesce window, backoff);
+	// zero values are push's defaults. Not in the file: tests set them.
+	Tuning push.Tuning `yaml:"-"`
 }
 
 // Defaults fills zero fields with their defaults.

@@ -21,6 +21,7 @@ import (
 	"klassenfunk/auth"
 	"klassenfunk/internal/httpapi"
 	"klassenfunk/messenger"
+	"klassenfunk/push"
 	"klassenfunk/storage"
 )
 
@@ -32,6 +33,8 @@ type Server struct {
 	cluster *clusterParts // nil in embedded mode
 	Auth    *auth.Service
 	Msg     *messenger.Node
+	geo     *auth.GeoIP // nil without geoip_db (rights.go)
+	Push    *push.Relay // nil when the store keeps no push outbox
 	handler http.Handler
 	reg     *prometheus.Registry
 	metrics *httpMetrics
@@ -76,6 +79,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newHTTPMetrics(s.reg)
 
+	if err := s.openGeoIP(); err != nil {
+		s.closeStores()
+		return nil, err
+	}
 	s.Auth, err = auth.New(auth.Config{
 		Store:               store,
 		Log:                 log.With("component", "auth"),
@@ -86,6 +93,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		MaxFailuresPerAddr:  cfg.Auth.MaxFailuresPerAddr,
 		FailureWindow:       cfg.Auth.FailureWindow,
 		OnRevoke:            s.onRevoke,
+		OnErase:             s.onErase,
+		Locator:             s.locator(),
+		OnCountries:         s.onCountries,
 		Now:                 cfg.Now,
 	})
 	if err != nil {
@@ -104,6 +114,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Broker:              s.broker(),
 		Presence:            s.presence(),
 		Log:                 log.With("component", "messenger"),
+		OnMessage:           s.onMessage,
 		Registerer:          s.reg,
 		AttachmentDir:       filepath.Join(cfg.DataDir, "attachments"),
 		MessageRetention:    cfg.Retention.Messages,
@@ -127,10 +138,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.cluster.broker.Start()
 	}
 
+	if err := s.openPush(ctx); err != nil {
+		s.Msg.Close()
+		s.closeStores()
+		return nil, err
+	}
+
 	mux := http.NewServeMux()
 	authHTTP := auth.NewHTTP(s.Auth, proxies)
 	authHTTP.Register(mux)
 	s.Msg.Register(mux, authHTTP)
+	if s.Push != nil {
+		s.Push.Register(mux, authHTTP)
+	}
 	mux.HandleFunc("/api/v1/", httpapi.NotFound)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -155,6 +175,9 @@ func (s *Server) onRevoke(c storage.Credential) {
 	s.log.Info("credential revoked", "cred", c.ID, "kind", c.Kind)
 	if s.Msg != nil {
 		s.Msg.CredentialGone(c)
+	}
+	if s.Push != nil {
+		s.Push.Forget(c.ID)
 	}
 }
 
@@ -216,7 +239,11 @@ func (s *Server) Close() error {
 		close(s.stop)
 		s.wg.Wait()
 		s.Msg.Close()
+		if s.Push != nil {
+			s.Push.Close()
+		}
 		err = s.closeStores()
+		s.closeGeoIP()
 	})
 	if errors.Is(err, storage.ErrClosed) {
 		err = nil

@@ -39,6 +39,12 @@ Tasks:
                                      It never appears on the command line.
   operator-token --reset             (--offline only) replace the operator token and
                                      print the new one once
+  export-tombstones [--out FILE]     write the list of erased accounts (user id, time)
+                                     as JSON; keep it apart from the backups, newer
+                                     than the newest backup
+  reapply-erasures --tombstones FILE erase again, in a restored database, every account
+                                     the file lists (run it before opening the server
+                                     to users again; see docs/data-rights.md)
 
 Flags:
 `
@@ -111,6 +117,10 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return nil
 	case "create-user":
 		return createUser(ctx, ops, env, targs)
+	case "export-tombstones":
+		return exportTombstones(ctx, ops, env, targs)
+	case "reapply-erasures":
+		return reapplyErasures(ctx, ops, env, targs)
 	case "operator-token":
 		o, ok := ops.(*offlineOps)
 		if !ok || len(targs) != 1 || targs[0] != "--reset" {

@@ -57,6 +57,7 @@ func applyEnv(cfg *server.Config, lookup func(string) (string, bool)) error {
 		"KLASSENFUNK_APNS_TEAM_ID":    &cfg.Push.APNSTeamID,
 		"KLASSENFUNK_APNS_ENDPOINT":   &cfg.Push.APNSEndpoint,
 		"KLASSENFUNK_PUSH_CA_FILE":    &cfg.Push.CAFile,
+		"KLASSENFUNK_GEOIP_DB":        &cfg.GeoIPDB,
 	}
 	for k, p := range str {
 		if v, ok := lookup(k); ok {

@@ -188,6 +188,12 @@ func TestApplyEnv(t *testing.T) {
 			check: func(c server.Config) bool {
 				return reflect.DeepEqual(c.TrustedProxies, []string{"10.0.0.0/8", "192.168.1.1"}) && c.Validate() == nil
 			}},
+		"geoip database": {env: map[string]string{"KLASSENFUNK_GEOIP_DB": "/var/lib/GeoLite2-Country.mmdb"},
+			check: func(c server.Config) bool {
+				want := documentedDefaults()
+				want.GeoIPDB = "/var/lib/GeoLite2-Country.mmdb"
+				return reflect.DeepEqual(c, want)
+			}},
 		"unrelated variables ignored": {env: map[string]string{"KLASSENFUNK_NOPE": "x", "LISTEN": "x"},
 			check: func(c server.Config) bool { return reflect.DeepEqual(c, documentedDefaults()) }},
 	}

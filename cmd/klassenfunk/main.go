@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -47,6 +48,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return serve(args[1:], stderr)
 	case "admin":
 		return admin(args[1:], stdin, stdout, stderr)
+	case "push":
+		return pushCmd(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -105,6 +108,15 @@ func serve(args []string, stderr io.Writer) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if dl := os.Getenv("KLASSENFUNK_DEBUG_LISTEN"); dl != "" {
+		// Profiling for operators, on its own (loopback) address only.
+		go func() {
+			log.Warn("debug listener (pprof) on", "addr", dl)
+			if err := http.ListenAndServe(dl, debugMux()); err != nil {
+				log.Error("debug listener", "err", err)
+			}
+		}()
+	}
 	srv.Start()
 	log.Info("serving", "addr", ln.Addr().String(), "data", cfg.DataDir, "mode", srv.Mode())
 	errc := make(chan error, 1)
@@ -146,4 +158,14 @@ func newLogger(cfg server.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// debugMux serves net/http/pprof (KLASSENFUNK_DEBUG_LISTEN).
+func debugMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
 }

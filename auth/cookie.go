@@ -1,0 +1,181 @@
+package auth
+
+// Cookie sessions for the web settings page.
+//
+// The page never sees a token: POST /settings/login turns a login and
+// client_hash into a session credential (personal: false) and puts its
+// token in an HttpOnly, SameSite=Strict cookie. Authed then accepts that
+// cookie when a request carries no Authorization header. Every
+// cookie-authenticated request with a state-changing method (and the
+// cookie login and logout themselves) must pass sameOrigin: an Origin header
+// equal to the server's own origin and the header X-Klassenfunk-CSRF: 1,
+// which a cross-site form cannot send and a cross-site script cannot send
+// without a CORS preflight that the server never answers.
+
+import (
+	"net/http"
+	"time"
+
+	"klassenfunk/internal/httpapi"
+	"klassenfunk/internal/ids"
+	"klassenfunk/proto"
+	"klassenfunk/storage"
+)
+
+const (
+	// SessionCookie is the name of the cookie that carries the web page's
+	// session credential.
+	SessionCookie = "kf_session"
+	// CSRFHeader must be "1" on every cookie-authenticated request with a
+	// state-changing method.
+	CSRFHeader = "X-Klassenfunk-CSRF"
+	// WebDeviceName and WebDeviceOS describe a cookie session in the login
+	// history.
+	WebDeviceName = "Browser"
+	WebDeviceOS   = "web"
+)
+
+// errCrossSite refuses a cookie-authenticated state change that did not
+// come from the server's own page.
+var errCrossSite = proto.Errorf(proto.CodeForbidden, "cross-site request refused")
+
+// credential returns the token of r: the bearer token when r has an
+// Authorization header (exactly as before cookies existed), otherwise the
+// session cookie, which for a state-changing method must pass sameOrigin.
+// "" means no credential.
+func (h *HTTP) credential(r *http.Request) (string, error) {
+	if _, ok := r.Header["Authorization"]; ok {
+		return httpapi.Bearer(r), nil
+	}
+	c, err := r.Cookie(SessionCookie)
+	if err != nil || c.Value == "" {
+		return "", nil
+	}
+	if !safeMethod(r.Method) {
+		if err := h.sameOrigin(r); err != nil {
+			return "", err
+		}
+	}
+	return c.Value, nil
+}
+
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// sameOrigin checks that r was sent by a script of the server's own origin:
+// the CSRF header is set, Origin equals the origin the client asked for
+// (scheme and host, honouring X-Forwarded-Proto and X-Forwarded-Host from
+// trusted proxies only), and Sec-Fetch-Site, when the browser sends it, is
+// same-origin.
+func (h *HTTP) sameOrigin(r *http.Request) error {
+	if r.Header.Get(CSRFHeader) != "1" {
+		return errCrossSite
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" || origin != httpapi.Origin(r, h.TrustedProxies) {
+		return errCrossSite
+	}
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
+		return errCrossSite
+	}
+	return nil
+}
+
+// secureCookie reports whether the session cookie gets the Secure
+// attribute: always, except for plain HTTP to a loopback host (a developer's
+// http://127.0.0.1:8080), where a Secure cookie would never come back.
+func (h *HTTP) secureCookie(r *http.Request) bool {
+	return httpapi.Scheme(r, h.TrustedProxies) == "https" || !httpapi.LoopbackHost(httpapi.Host(r, h.TrustedProxies))
+}
+
+func (h *HTTP) setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{
+		Name:     SessionCookie,
+		Value:    token,
+		Path:     "/",
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		Secure:   h.secureCookie(r),
+		SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// CookieLogin serves POST /settings/login: {login, client_hash, device_id}
+// → 200 {user, expires_at} and the session cookie. device_id is optional
+// (1 to 128 characters); without one the session gets a fresh random id,
+// which is what the settings page does, so that nothing links one browser
+// session to the next. The credential is a session (personal: false): it lists in no
+// trust relationship, can never register for push, and ends after the
+// session idle time. A valid session cookie sent along is logged out first.
+func (h *HTTP) CookieLogin(w http.ResponseWriter, r *http.Request) {
+	if err := h.sameOrigin(r); err != nil {
+		httpapi.WriteError(w, nil, err)
+		return
+	}
+	var req struct {
+		Login      string `json:"login"`
+		ClientHash string `json:"client_hash"`
+		DeviceID   string `json:"device_id"`
+	}
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		httpapi.WriteError(w, nil, err)
+		return
+	}
+	if req.Login == "" {
+		httpapi.WriteError(w, nil, proto.Errorf(proto.CodeInvalidRequest, "login is required"))
+		return
+	}
+	ch, err := decodeClientHash(req.ClientHash)
+	if err != nil {
+		httpapi.WriteError(w, nil, err)
+		return
+	}
+	if req.DeviceID == "" {
+		req.DeviceID = "web-" + ids.New()
+	}
+	personal := false
+	dev := Device{ID: req.DeviceID, Name: WebDeviceName, OS: WebDeviceOS, Personal: &personal}
+	res, err := h.svc.Login(r.Context(), req.Login, ch, dev, httpapi.ClientAddr(r, h.TrustedProxies))
+	if err != nil {
+		httpapi.WriteError(w, h.svc.log, err)
+		return
+	}
+	h.endCookieSession(r)
+	h.setSessionCookie(w, r, res.Token, 0)
+	httpapi.WriteJSON(w, http.StatusOK, struct {
+		User      UserView  `json:"user"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}{ViewUser(res.User), res.Credential.ExpiresAt})
+}
+
+// CookieLogout serves POST /settings/logout: it deletes the session of the
+// cookie (when it is still valid) and clears the cookie → 204.
+func (h *HTTP) CookieLogout(w http.ResponseWriter, r *http.Request) {
+	if err := h.sameOrigin(r); err != nil {
+		httpapi.WriteError(w, nil, err)
+		return
+	}
+	h.endCookieSession(r)
+	h.setSessionCookie(w, r, "", -1)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// endCookieSession deletes the session credential of r's cookie, if any.
+// Only sessions: a trust token planted in the cookie is left alone.
+func (h *HTTP) endCookieSession(r *http.Request) {
+	c, err := r.Cookie(SessionCookie)
+	if err != nil || c.Value == "" {
+		return
+	}
+	// Ending a session needs no country check: look the token up directly.
+	if !plausibleToken(c.Value) {
+		return
+	}
+	cred, err := h.svc.store.CredentialByHash(r.Context(), hashToken(c.Value))
+	if err != nil || cred.Kind != storage.CredSession {
+		return
+	}
+	h.svc.deleteCredential(r.Context(), cred.ID)
+}
