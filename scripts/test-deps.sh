@@ -7,6 +7,8 @@ set -euo pipefail
 need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v redis-cli    >/dev/null 2>&1 || need_pkgs+=(redis-tools)
+# The settings page's browser tests (web/) drive Debian's headless chromium.
+command -v chromium     >/dev/null 2>&1 || need_pkgs+=(chromium)
 
 if [ ${#need_pkgs[@]} -eq 0 ]; then
   exit 0
@@ -32,6 +34,6 @@ if ! $SUDO apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/tmp/kl
     exit 1
   fi
 fi
-for c in redis-server redis-cli; do
+for c in redis-server redis-cli chromium; do
   command -v "$c" >/dev/null 2>&1 || { echo "test-deps: FAILED: $c still missing after install" >&2; exit 1; }
 done

@@ -23,6 +23,7 @@ import (
 	"klassenfunk/messenger"
 	"klassenfunk/push"
 	"klassenfunk/storage"
+	"klassenfunk/web"
 )
 
 // Server is one node.
@@ -152,6 +153,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.Push.Register(mux, authHTTP)
 	}
 	mux.HandleFunc("/api/v1/", httpapi.NotFound)
+	settings, err := web.New(web.Config{Auth: authHTTP, TrustedProxies: proxies})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	settings.Register(mux) // the settings page, behind its security headers
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
