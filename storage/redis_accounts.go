@@ -171,7 +171,9 @@ func (r *Redis) CreateUser(ctx context.Context, u User) error {
 		return err
 	}
 	if !ok {
-		if own {
+		// The ID is taken. Give the claim back, unless the taken ID is a
+		// concurrent creation of this very user, whose login it is.
+		if own && !r.userHasLogin(ctx, uk, u.Login) {
 			if err := scriptDelIfEqual.Run(ctx, r.c, []string{lk}, claim).Err(); err != nil {
 				return err
 			}
@@ -190,6 +192,19 @@ func (r *Redis) CreateUser(ctx context.Context, u User) error {
 		return ErrConflict
 	}
 	return nil
+}
+
+// userHasLogin reports whether the user record at uk has login (compared
+// case-insensitively). Errors count as no.
+func (r *Redis) userHasLogin(ctx context.Context, uk, login string) bool {
+	v, err := r.c.Get(ctx, uk).Result()
+	if err != nil {
+		return false
+	}
+	var ou struct {
+		Login string `json:"login"`
+	}
+	return decode([]byte(v), &ou, "user") == nil && strings.EqualFold(ou.Login, login)
 }
 
 // claimLogin claims the login key lk for a new user with userID and login
