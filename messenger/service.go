@@ -274,7 +274,7 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 		}
 	}
 	m := storage.Message{
-		ID:           ids.New(),
+		ID:           ids.NewSortable(now),
 		Conversation: c.ID,
 		SenderUser:   p.User.ID,
 		SenderDevice: p.Cred.DeviceID,

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,17 +43,19 @@ import (
 //	convs        conversation id → Conversation (JSON, without LastSeq)
 //	userconvs    user id+\0+conversation id → nil
 //	directs      school+\0+min(a,b)+\0+max(a,b) → conversation id
-//	seqs         conversation id → BE(last allocated seq)
-//	msgs         conversation id+\0+BE(seq) → T(ExpiresAt)+Message (JSON, Seq 0)
+//	msgs         everything of one conversation under its id, so that a
+//	             message's writes land on one or two neighbouring pages:
+//	               conversation id+\0+BE(seq) → T(ExpiresAt)+Message (JSON, Seq 0)
+//	               conversation id+\1+sender user+\0+uvarint(len(device))+device+client id → message id
+//	               conversation id+\2 → BE(last allocated seq)
 //	msgids       message id → conversation id+\0+BE(seq)
-//	clientids    conversation id+\0+sender user+\0+uvarint(len(device))+device+client id → message id
 //	msgexp       T(ExpiresAt)+message id → nil
 //	attachments  attachment id → Attachment (JSON)
 //	attexp       T(ExpiresAt)+attachment id → nil
 //
 // Record IDs (schools, users, credentials, conversations, messages,
-// attachments) must be non-empty and must not contain a NUL byte; writes
-// that break this fail. Device IDs and client IDs may hold any bytes in
+// attachments) must be non-empty and must not contain control bytes (NUL
+// and \1, \2 separate the parts of keys); writes that break this fail. Device IDs and client IDs may hold any bytes in
 // keys; as record fields they go through JSON, so they should be valid UTF-8
 // (they arrive as JSON strings anyway).
 //
@@ -80,6 +81,7 @@ type Bolt struct {
 	// read (decodecache.go): Authenticate reads both on every request.
 	credCache *decodeCache[Credential]
 	userCache *decodeCache[User]
+	convCache *decodeCache[Conversation] // read on every send
 
 	closeOnce sync.Once
 	closeErr  error
@@ -107,7 +109,7 @@ const (
 	defaultMaxBatchSize = 1000
 	lockTimeout         = time.Second
 	decodeCacheSize     = 50000
-	schemaVersion       = 1
+	schemaVersion       = 2 // 2: seq counters and client ids moved into msgs
 )
 
 // OpenBolt opens or creates the database file at path (mode 0600). nil opt
@@ -121,7 +123,16 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 	if o.MaxBatchSize == 0 {
 		o.MaxBatchSize = defaultMaxBatchSize
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, NoSync: o.NoSync})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: lockTimeout,
+		NoSync:  o.NoSync,
+		// As etcd runs it: the freelist is not written on every commit
+		// (it is rebuilt by a scan on open), and kept as a hashmap, which
+		// allocates in constant time. Commits then write only the pages
+		// the transaction changed.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("storage: open %s: database is locked by another process (waited %v): %w", path, lockTimeout, err)
@@ -137,6 +148,7 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 		gc:        groupCommit{db: db, maxSize: o.MaxBatchSize},
 		credCache: newDecodeCache[Credential](decodeCacheSize),
 		userCache: newDecodeCache[User](decodeCacheSize),
+		convCache: newDecodeCache[Conversation](decodeCacheSize),
 	}, nil
 }
 
@@ -156,10 +168,8 @@ var (
 	bktConvs       = []byte("convs")
 	bktUserConvs   = []byte("userconvs")
 	bktDirects     = []byte("directs")
-	bktSeqs        = []byte("seqs")
 	bktMsgs        = []byte("msgs")
 	bktMsgIDs      = []byte("msgids")
-	bktClientIDs   = []byte("clientids")
 	bktMsgExp      = []byte("msgexp")
 	bktAttachments = []byte("attachments")
 	bktAttExp      = []byte("attexp")
@@ -167,7 +177,7 @@ var (
 	allBuckets = [][]byte{
 		bktSys, bktMeta, bktSchools, bktUsers, bktLogins, bktCreds, bktCredIDs,
 		bktUserCreds, bktSessions, bktLoginHist, bktDevKeys, bktConvs,
-		bktUserConvs, bktDirects, bktSeqs, bktMsgs, bktMsgIDs, bktClientIDs,
+		bktUserConvs, bktDirects, bktMsgs, bktMsgIDs,
 		bktMsgExp, bktAttachments, bktAttExp,
 	}
 
@@ -251,13 +261,21 @@ func mapErr(err error) error {
 // checkID rejects IDs that would break the key layout.
 func checkID(what, id string) error {
 	if !validID(id) {
-		return fmt.Errorf("storage: invalid %s id %q: empty or contains NUL", what, id)
+		return fmt.Errorf("storage: invalid %s id %q: empty or contains a control byte", what, id)
 	}
 	return nil
 }
 
 func validID(id string) bool {
-	return id != "" && strings.IndexByte(id, 0) < 0
+	if id == "" {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 { // separators of the key layout (\0, \1, \2) and other controls
+			return false
+		}
+	}
+	return true
 }
 
 // Key helpers. bbolt needs keys and values to stay untouched until the
@@ -309,6 +327,13 @@ func expKey(t time.Time, id string) []byte {
 	return append(k, id...)
 }
 
+// counterKey returns the msgs key of a conversation's last allocated seq.
+func counterKey(conv string) []byte {
+	k := make([]byte, 0, len(conv)+1)
+	k = append(k, conv...)
+	return append(k, 2)
+}
+
 // seqKey returns conv+\0+BE(seq).
 func seqKey(conv string, seq uint64) []byte {
 	k := make([]byte, 0, len(conv)+9)
@@ -317,12 +342,13 @@ func seqKey(conv string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
-// clientKey returns the clientids key. The device id is length-prefixed, so
-// device and client ids may hold any bytes.
+// clientKey returns the msgs key of a conversation's client-id index
+// entry. The device id is length-prefixed, so device and client ids may
+// hold any bytes.
 func clientKey(conv, user, device, client string) []byte {
 	k := make([]byte, 0, len(conv)+len(user)+len(device)+len(client)+2+binary.MaxVarintLen64)
 	k = append(k, conv...)
-	k = append(k, 0)
+	k = append(k, 1)
 	k = append(k, user...)
 	k = append(k, 0)
 	k = binary.AppendUvarint(k, uint64(len(device)))

@@ -10,12 +10,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Conversations live in convs (without LastSeq, which comes from seqs).
+// Conversations live in convs (without LastSeq, which is the counter in
+// msgs).
 // userconvs is the membership index; directs maps a pair of users to their
 // direct conversation.
 
 func lastSeq(tx *bolt.Tx, conv string) uint64 {
-	v := tx.Bucket(bktSeqs).Get([]byte(conv))
+	v := tx.Bucket(bktMsgs).Get(counterKey(conv))
 	if len(v) != 8 {
 		return 0
 	}
@@ -169,14 +170,21 @@ func (b *Bolt) CreateDirect(ctx context.Context, c Conversation) (Conversation, 
 func (b *Bolt) Conversation(ctx context.Context, id string) (Conversation, error) {
 	var c Conversation
 	err := b.view(ctx, func(tx *bolt.Tx) error {
-		var ok bool
-		var err error
-		c, ok, err = getConv(tx, id)
-		if err == nil && !ok {
-			err = ErrNotFound
+		v := tx.Bucket(bktConvs).Get([]byte(id))
+		if v == nil {
+			return ErrNotFound
 		}
+		var err error
+		c, err = b.convCache.get([]byte(id), v, decodeConv, cloneConversation)
+		c.LastSeq = lastSeq(tx, id)
 		return err
 	})
+	return c, err
+}
+
+func decodeConv(v []byte) (Conversation, error) {
+	var c Conversation
+	err := decode(v, &c, "conversation")
 	return c, err
 }
 

@@ -78,7 +78,7 @@ func (b *Bolt) AppendMessage(ctx context.Context, m Message) (Message, bool, err
 		}
 		msgs, msgIDs := tx.Bucket(bktMsgs), tx.Bucket(bktMsgIDs)
 		if ck != nil {
-			if prev := tx.Bucket(bktClientIDs).Get(ck); prev != nil {
+			if prev := msgs.Get(ck); prev != nil {
 				if loc := msgIDs.Get(prev); loc != nil {
 					if v := msgs.Get(loc); v != nil && !expiredAt(v, &sentAt) {
 						var err error
@@ -97,7 +97,7 @@ func (b *Bolt) AppendMessage(ctx context.Context, m Message) (Message, bool, err
 			return fmt.Errorf("storage: conversation %q: seqs exhausted", m.Conversation)
 		}
 		seq++
-		if err := tx.Bucket(bktSeqs).Put(convKey, be64(seq)); err != nil {
+		if err := msgs.Put(counterKey(m.Conversation), be64(seq)); err != nil {
 			return err
 		}
 		loc := seqKey(m.Conversation, seq)
@@ -108,7 +108,7 @@ func (b *Bolt) AppendMessage(ctx context.Context, m Message) (Message, bool, err
 			return err
 		}
 		if ck != nil {
-			if err := tx.Bucket(bktClientIDs).Put(ck, idKey); err != nil {
+			if err := msgs.Put(ck, idKey); err != nil {
 				return err
 			}
 		}
@@ -216,13 +216,13 @@ func (b *Bolt) MessagesAfter(ctx context.Context, conv string, afterSeq uint64, 
 }
 
 // DeleteExpiredMessages implements Messages. It removes the message and its
-// entries in msgids, msgexp and (when it still names this message)
-// clientids. The conversation's LastSeq stays.
+// entries in msgids, msgexp and (when it still names this message) the
+// client-id index. The conversation's LastSeq stays.
 func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int) (int, error) {
 	var n int
 	err := b.update(ctx, func(tx *bolt.Tx) error {
 		n = 0
-		exp, msgIDs, msgs, clientIDs := tx.Bucket(bktMsgExp), tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgs), tx.Bucket(bktClientIDs)
+		exp, msgIDs, msgs := tx.Bucket(bktMsgExp), tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgs)
 		for _, k := range collectExpired(exp, now, max) {
 			id := k[timeKeyLen:]
 			if loc := msgIDs.Get(id); loc != nil {
@@ -234,8 +234,8 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 					}
 					if m.ClientID != "" {
 						ck := clientKey(m.Conversation, m.SenderUser, m.SenderDevice, m.ClientID)
-						if bytes.Equal(clientIDs.Get(ck), id) {
-							if err := clientIDs.Delete(ck); err != nil {
+						if bytes.Equal(msgs.Get(ck), id) {
+							if err := msgs.Delete(ck); err != nil {
 								return err
 							}
 						}

@@ -71,3 +71,8 @@ func cloneUser(u User) User {
 	}
 	return u
 }
+
+func cloneConversation(c Conversation) Conversation {
+	c.Members = slices.Clone(c.Members)
+	return c
+}
