@@ -36,6 +36,7 @@ import (
 
 type config struct {
 	url          string
+	recvURL      string
 	opToken      string
 	pairs        int
 	idle         int
@@ -88,6 +89,7 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("kfload", flag.ContinueOnError)
 	c := &config{}
 	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "base URL of the running server")
+	fs.StringVar(&c.recvURL, "recv-url", "", "base URL of another node of the same cluster for the receivers' sockets (default: --url); senders and setup use --url")
 	fs.StringVar(&c.opToken, "operator-token", "", "operator token (default $KLASSENFUNK_OPERATOR_TOKEN)")
 	fs.IntVar(&c.pairs, "pairs", 100, "sender→receiver pairs (2 WebSocket connections each)")
 	fs.IntVar(&c.idle, "idle", 0, "extra idle connections (one user each)")
@@ -123,6 +125,12 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("--url %q: want http(s)://host:port", c.url)
 	}
 	c.url = strings.TrimRight(c.url, "/")
+	c.recvURL = strings.TrimRight(c.recvURL, "/")
+	if c.recvURL == "" {
+		c.recvURL = c.url
+	} else if u, err := url.Parse(c.recvURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--recv-url %q: want http(s)://host:port", c.recvURL)
+	}
 	switch {
 	case c.pairs < 0 || c.idle < 0:
 		return nil, errors.New("--pairs and --idle must not be negative")
@@ -240,6 +248,7 @@ func run(ctx context.Context, cfg *config) error {
 
 	// --- WebSockets ---
 	wsURL := "ws" + strings.TrimPrefix(cfg.url, "http") + "/api/v1/ws"
+	recvWS := "ws" + strings.TrimPrefix(cfg.recvURL, "http") + "/api/v1/ws"
 	d := newWSDialer(pool)
 	conns := make([]*websocket.Conn, nConns)
 	var readers sync.WaitGroup
@@ -259,7 +268,11 @@ func run(ctx context.Context, cfg *config) error {
 	_, err = phase(ctx, "websockets", nConns, cfg.dialConc, func(ctx context.Context, k int) error {
 		i := order[k]
 		u := users[i]
-		c, err := dialReady(ctx, d, wsURL, u, cfg.readyTimeout)
+		target := wsURL
+		if i < 2*cfg.pairs && i%2 == 1 {
+			target = recvWS // receivers may sit on another node
+		}
+		c, err := dialReady(ctx, d, target, u, cfg.readyTimeout)
 		if err != nil {
 			return err
 		}

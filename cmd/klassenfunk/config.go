@@ -81,6 +81,11 @@ func applyEnv(cfg *server.Config, lookup func(string) (string, bool)) error {
 		}
 		*p = d
 	}
+	// For benchmarks only (a same-run baseline): commits without fsync,
+	// so a crash loses acknowledged messages. serve warns loudly.
+	if v, ok := lookup("KLASSENFUNK_UNSAFE_NO_FSYNC"); ok && v == "1" {
+		cfg.NoSync = true
+	}
 	if v, ok := lookup("KLASSENFUNK_TRUSTED_PROXIES"); ok && v != "" {
 		cfg.TrustedProxies = strings.Split(v, ",")
 	}

@@ -82,6 +82,9 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	cfg.Defaults()
 	log := newLogger(cfg, stderr)
+	if cfg.NoSync {
+		log.Warn("KLASSENFUNK_UNSAFE_NO_FSYNC=1: commits are not fsync'd; a crash loses acknowledged messages. For benchmarks only.")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
