@@ -29,7 +29,10 @@ var sortable = base64.NewEncoding("-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefg
 // the message's sent_at, which readers see anyway.
 func NewSortable(now time.Time) string {
 	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
+	// The top bit is set so that ids never start with '-' (which command
+	// lines would take for a flag); it is the same for all, so the order
+	// holds.
+	binary.BigEndian.PutUint64(b[:8], (uint64(now.UnixMilli())|1<<47)<<16)
 	rand.Read(b[6:])
 	return sortable.EncodeToString(b[:])
 }

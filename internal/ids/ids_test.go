@@ -17,8 +17,8 @@ func TestNewSortableOrdersByTime(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, id := range got {
-		if len(id) != 22 || seen[id] {
-			t.Fatalf("id %q: wrong length or repeated", id)
+		if len(id) != 22 || seen[id] || id[0] == '-' {
+			t.Fatalf("id %q: wrong length, repeated, or starting with '-'", id)
 		}
 		seen[id] = true
 		for _, c := range id {
