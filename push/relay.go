@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"klassenfunk/internal/ids"
 	"klassenfunk/storage"
 )
 
@@ -120,6 +121,7 @@ type Config struct {
 // Relay turns new messages into content-free pushes. See the package
 // documentation for the path of a push.
 type Relay struct {
+	id       string // this process's claims on shared outbox entries
 	cfg      Config
 	store    Store
 	presence Presence
@@ -182,6 +184,7 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	}
 	cfg.Tuning.defaults()
 	r := &Relay{
+		id:        ids.New(),
 		cfg:       cfg,
 		store:     cfg.Store,
 		presence:  cfg.Presence,

@@ -176,6 +176,9 @@ func (s *scheduler) result(j *job, now time.Time, stopping bool) {
 		d.due = now.Add(delay)
 		heap.Push(&s.heap, d)
 		return
+	case OutcomeClaimedElsewhere:
+		// Not ours: the claiming node sends and acknowledges it.
+		d.due = now
 	case OutcomeSent:
 		r.acks.add(storage.PushDone{CredID: d.cred, MessageID: j.entry.MessageID})
 		// The window starts now: what arrives within it waits for its end.
@@ -303,6 +306,16 @@ func (r *Relay) deliver(j *job) {
 	}
 	if r.isOnline(ctx, c.UserID, c.DeviceID) {
 		done(OutcomeSkippedOnline)
+		return
+	}
+	// Nodes sharing the outbox (cluster mode) may all hold this entry, e.g.
+	// after one restarted: only the one that claims it sends.
+	if ok, err := r.store.ClaimPush(ctx, e.CredID, e.MessageID, r.id, e.ExpiresAt); err != nil {
+		r.sometimes("store", func() { r.log.Error("push: claim", "err", err) })
+		done(OutcomeRetried)
+		return
+	} else if !ok {
+		done(OutcomeClaimedElsewhere)
 		return
 	}
 	blob, err := Seal(c.Push.Secret, c.ServiceID, Payload{T: "message", C: e.Conversation, M: e.MessageID, S: e.Seq})

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -151,4 +152,10 @@ func (b *Bolt) CountRegistrations(ctx context.Context) (map[string]int, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// ClaimPush implements PushOutbox. A bbolt file is opened by one process
+// only, so there is nobody to share the outbox with: every claim holds.
+func (b *Bolt) ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (bool, error) {
+	return true, ctx.Err()
 }

@@ -28,6 +28,12 @@ type PushOutbox interface {
 	// CountRegistrations returns the number of push registrations by
 	// provider ("fcm", "apns"), for anonymous statistics.
 	CountRegistrations(ctx context.Context) (map[string]int, error)
+	// ClaimPush claims, for owner and until the given time, the sending of
+	// the push for messageID to the device of credID, so that of several
+	// nodes sharing the outbox exactly one sends it. It reports true when
+	// the claim is new or already owner's, false when another owner holds
+	// it. A backend that only one process opens may always report true.
+	ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (bool, error)
 }
 
 // PushEntry is one pending push: wake the device of CredID for a message.

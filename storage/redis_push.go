@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -183,4 +184,25 @@ func globEscape(s string) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// ClaimPush implements PushOutbox: SET NX with an expiry at until, in the
+// credential's slot; a claim already held by owner counts as owner's.
+func (r *Redis) ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (bool, error) {
+	if err := r.check(ctx); err != nil {
+		return false, err
+	}
+	if !until.After(time.Now()) {
+		until = time.Now().Add(time.Minute) // keep a claim long enough to send once
+	}
+	key := "{" + r.p + "pc:" + credID + "}" + messageID
+	ok, err := r.c.SetNX(ctx, key, owner, time.Until(until)).Result()
+	if err != nil || ok {
+		return ok, err
+	}
+	cur, err := r.c.Get(ctx, key).Result()
+	if isNil(err) {
+		return r.ClaimPush(ctx, credID, messageID, owner, until) // expired meanwhile
+	}
+	return cur == owner, err
 }
