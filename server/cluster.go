@@ -38,6 +38,11 @@ func (s *Server) openCluster(ctx context.Context) error {
 		return fmt.Errorf("cluster mode: Redis at the configured URL is unreachable: %w", err)
 	}
 	s.store = store
+	if err := store.CheckDurability(pctx); err != nil {
+		// Serve anyway (managed Redis may hide its settings), but say that
+		// "sent" may then not survive a Redis crash.
+		s.log.Warn("Redis is not set up so that an acknowledged message survives a crash: use appendonly yes and appendfsync always", "err", err)
+	}
 	node := ids.New()
 	log := s.log.With("component", "cluster", "node", node)
 	s.cluster = &clusterParts{
