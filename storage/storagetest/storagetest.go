@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"UserCountries", testUserCountries},
 		{"UpdateUser", testUpdateUser},
 		{"UpdateSchool", testUpdateSchool},
+		{"BackendChoices", testBackendChoices},
 		{"CountUsers", testCountUsers},
 		{"Credentials", testCredentials},
 		{"TouchCredential", testTouchCredential},
@@ -1732,4 +1733,115 @@ func testUpdateSchool(t *testing.T, s storage.Store) {
 	if err := s.UpdateSchool(ctx, "s1", func(x *storage.School) error { x.ID = "s2"; return nil }); err == nil {
 		t.Fatal("UpdateSchool allowed changing the ID")
 	}
+}
+
+// testBackendChoices pins down what the doc comments leave open, as every
+// backend decides it: unknown conversation, taken message ids, empty client
+// ids, unknown users, invalid ids, one-member directs, changes of Login,
+// empty ids, shared token hashes.
+func testBackendChoices(t *testing.T, b storage.Store) {
+	ctx := t.Context()
+	msg := storage.Message{ID: "m1", Conversation: "g1", SenderUser: "u1", SenderDevice: "d", ClientID: "c1", SentAt: base, ExpiresAt: base.Add(time.Hour)}
+
+	if _, _, err := b.AppendMessage(ctx, msg); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("AppendMessage to an unknown conversation: %v, want ErrNotFound", err)
+	}
+	if n, _ := b.CountMessages(ctx); n != 0 {
+		t.Fatalf("CountMessages after a failed append = %d", n)
+	}
+	for _, id := range []string{"g1", "g2"} {
+		if err := b.CreateConversation(ctx, storage.Conversation{ID: id, School: "s1", Kind: storage.ConvGroup, Members: []storage.Member{{UserID: "u1"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := b.AppendMessage(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	dup := msg
+	dup.ClientID = "c2"
+	if _, _, err := b.AppendMessage(ctx, dup); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("AppendMessage with a taken message ID: %v, want ErrConflict", err)
+	}
+	dup.Conversation = "g2"
+	if _, _, err := b.AppendMessage(ctx, dup); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("AppendMessage with a message ID taken in another conversation: %v, want ErrConflict", err)
+	}
+	if got, err := b.Message(ctx, "m1", base); err != nil || got.Conversation != "g1" {
+		t.Fatalf("Message m1 after the conflicts: %+v, %v", got, err)
+	}
+	// An empty client id is never deduplicated.
+	for i := range 2 {
+		m := msg
+		m.ID, m.ClientID = fmt.Sprintf("e%d", i), ""
+		if _, created, err := b.AppendMessage(ctx, m); err != nil || !created {
+			t.Fatalf("AppendMessage with empty client id: created=%v err=%v", created, err)
+		}
+	}
+	if n, _ := b.CountMessages(ctx); n != 3 {
+		t.Fatalf("CountMessages = %d, want 3", n)
+	}
+	if err := b.RecordLoginFailure(ctx, "nobody"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("RecordLoginFailure of an unknown user: %v", err)
+	}
+	if err := b.CreateSchool(ctx, storage.School{ID: "bad\x00id"}); err == nil {
+		t.Fatal("CreateSchool accepted an ID with NUL")
+	}
+	if _, _, err := b.CreateDirect(ctx, storage.Conversation{ID: "d1", School: "s1", Kind: storage.ConvDirect, Members: []storage.Member{{UserID: "u1"}}}); err == nil {
+		t.Fatal("CreateDirect accepted one member")
+	}
+	// A direct conversation whose ID is taken by a group.
+	direct := storage.Conversation{ID: "g2", School: "s1", Kind: storage.ConvDirect, Members: []storage.Member{{UserID: "u1"}, {UserID: "u2"}}}
+	if _, _, err := b.CreateDirect(ctx, direct); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("CreateDirect with a taken ID: %v, want ErrConflict", err)
+	}
+	if list, _ := b.ConversationsOf(ctx, "u2"); len(list) != 0 {
+		t.Fatalf("u2 indexed after the conflict: %v", list)
+	}
+	direct.ID = "d2"
+	if c, created, err := b.CreateDirect(ctx, direct); err != nil || !created || c.ID != "d2" {
+		t.Fatalf("CreateDirect after the conflict: %v %v %v", c.ID, created, err)
+	}
+	if err := b.UpdateUser(ctx, "u1", nil); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("UpdateUser of unknown user: %v", err)
+	}
+	if err := b.CreateUser(ctx, storage.User{ID: "u1", Login: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.UpdateUser(ctx, "u1", func(u *storage.User) error { u.Login = "b"; return nil }); err == nil {
+		t.Fatal("UpdateUser allowed a change of Login")
+	}
+	if _, err := b.UserByLogin(ctx, "b"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("login changed anyway: %v", err)
+	}
+	for name, err := range map[string]error{
+		"User":         func() error { _, err := b.User(ctx, ""); return err }(),
+		"UserByLogin":  func() error { _, err := b.UserByLogin(ctx, ""); return err }(),
+		"Credential":   func() error { _, err := b.Credential(ctx, ""); return err }(),
+		"Conversation": func() error { _, err := b.Conversation(ctx, ""); return err }(),
+		"Message":      func() error { _, err := b.Message(ctx, "", base); return err }(),
+		"Attachment":   func() error { _, err := b.Attachment(ctx, "", base); return err }(),
+		"GetMeta":      func() error { _, err := b.GetMeta(ctx, ""); return err }(),
+	} {
+		if !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("%s of an empty ID: %v, want ErrNotFound", name, err)
+		}
+	}
+	c1, c2 := newCred("cred-1", "user-1", storage.CredTrust, base), newCred("cred-2", "user-2", storage.CredTrust, base)
+	c2.TokenHash = c1.TokenHash
+	if err := b.PutCredential(ctx, c1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PutCredential(ctx, c2); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("PutCredential with another credential's hash: %v, want ErrConflict", err)
+	}
+	if got, err := b.CredentialByHash(ctx, c1.TokenHash); err != nil || got.ID != c1.ID {
+		t.Fatalf("CredentialByHash after the conflict: %v %v", got.ID, err)
+	}
+	if _, err := b.Credential(ctx, c2.ID); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("the conflicting credential is findable by ID: %v", err)
+	}
+	if list, _ := b.CredentialsOf(ctx, c2.UserID); len(list) != 0 {
+		t.Fatalf("the conflicting credential is listed: %v", list)
+	}
+
 }
