@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"klassenfunk/internal/httpapi"
@@ -47,6 +49,7 @@ func (h *HTTP) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/login", h.login)
 	mux.HandleFunc("POST /api/v1/logout", h.Authed(h.logout))
 	mux.HandleFunc("GET /api/v1/me", h.Authed(h.me))
+	mux.HandleFunc("GET /api/v1/users", h.Authed(h.directory))
 	mux.HandleFunc("GET /api/v1/me/logins", h.Authed(h.logins))
 	mux.HandleFunc("GET /api/v1/trust", h.Authed(h.trusts))
 	mux.HandleFunc("DELETE /api/v1/trust/{id}", h.Authed(h.revokeTrust))
@@ -282,6 +285,34 @@ func (h *HTTP) logout(w http.ResponseWriter, r *http.Request, p Principal) {
 
 func (h *HTTP) me(w http.ResponseWriter, r *http.Request, p Principal) {
 	httpapi.WriteJSON(w, http.StatusOK, ViewUser(p.User))
+}
+
+// directoryEntry is one user in the school directory: what an app needs to
+// start a conversation and to name members, and nothing more (no login).
+type directoryEntry struct {
+	ID          string       `json:"id"`
+	DisplayName string       `json:"display_name"`
+	Role        storage.Role `json:"role"`
+}
+
+// directory is GET /users: the active users of the caller's own school,
+// ordered by display name.
+func (h *HTTP) directory(w http.ResponseWriter, r *http.Request, p Principal) {
+	users, err := h.svc.store.UsersOfSchool(r.Context(), p.User.School)
+	if err != nil {
+		httpapi.WriteError(w, h.svc.log, err)
+		return
+	}
+	out := make([]directoryEntry, 0, len(users))
+	for _, u := range users {
+		if !u.Disabled {
+			out = append(out, directoryEntry{ID: u.ID, DisplayName: u.DisplayName, Role: u.Role})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b directoryEntry) int {
+		return strings.Compare(strings.ToLower(a.DisplayName), strings.ToLower(b.DisplayName))
+	})
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 func (h *HTTP) logins(w http.ResponseWriter, r *http.Request, p Principal) {

@@ -217,6 +217,28 @@ func (b *Bolt) UpdateUser(ctx context.Context, id string, fn func(*User) error) 
 	})
 }
 
+// UsersOfSchool implements Accounts. It scans every user: a directory is
+// read rarely (an app caches it), and schools are small.
+func (b *Bolt) UsersOfSchool(ctx context.Context, school string) ([]User, error) {
+	out := []User{}
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bktUsers).ForEach(func(_, v []byte) error {
+			var probe struct {
+				School string `json:"school"`
+			}
+			if err := decode(v, &probe, "user"); err != nil || probe.School != school {
+				return err
+			}
+			u, err := decodeUser(v)
+			if err == nil {
+				out = append(out, u)
+			}
+			return err
+		})
+	})
+	return out, err
+}
+
 // CountUsers implements Accounts.
 func (b *Bolt) CountUsers(ctx context.Context) (map[Role]int, map[string]int, error) {
 	byRole, byStatus := map[Role]int{}, map[string]int{}

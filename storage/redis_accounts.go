@@ -352,15 +352,54 @@ func (r *Redis) UpdateUser(ctx context.Context, id string, fn func(*User) error)
 // CountUsers implements Accounts: it reads every user listed in {P x:us}
 // (IDs whose record is missing, left by a failed CreateUser, are skipped).
 func (r *Redis) CountUsers(ctx context.Context) (map[Role]int, map[string]int, error) {
-	if err := r.check(ctx); err != nil {
-		return nil, nil, err
-	}
-	ids, err := r.c.SMembers(ctx, r.usersKey()).Result()
+	byRole, byStatus := map[Role]int{}, map[string]int{}
+	err := r.forEachUser(ctx, func(v []byte) error {
+		var u struct {
+			Role     Role `json:"role"`
+			Disabled bool `json:"disabled"`
+		}
+		if err := decode(v, &u, "user"); err != nil {
+			return err
+		}
+		byRole[u.Role]++
+		if u.Disabled {
+			byStatus["disabled"]++
+		} else {
+			byStatus["active"]++
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	byRole, byStatus := map[Role]int{}, map[string]int{}
-	err = chunks(ids, pipeChunk, func(ids []string) error {
+	return byRole, byStatus, nil
+}
+
+// UsersOfSchool implements Accounts.
+func (r *Redis) UsersOfSchool(ctx context.Context, school string) ([]User, error) {
+	out := []User{}
+	err := r.forEachUser(ctx, func(v []byte) error {
+		u, err := decodeUser(v)
+		if err == nil && u.School == school {
+			out = append(out, u)
+		}
+		return err
+	})
+	slices.SortFunc(out, func(a, b User) int { return strings.Compare(a.ID, b.ID) })
+	return out, err
+}
+
+// forEachUser calls fn with the record of every user, fetched in pipelined
+// chunks.
+func (r *Redis) forEachUser(ctx context.Context, fn func(v []byte) error) error {
+	if err := r.check(ctx); err != nil {
+		return err
+	}
+	ids, err := r.c.SMembers(ctx, r.usersKey()).Result()
+	if err != nil {
+		return err
+	}
+	return chunks(ids, pipeChunk, func(ids []string) error {
 		cmds := make([]*redis.StringCmd, len(ids))
 		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, id := range ids {
@@ -379,26 +418,12 @@ func (r *Redis) CountUsers(ctx context.Context) (map[Role]int, map[string]int, e
 			if err != nil {
 				return err
 			}
-			var u struct {
-				Role     Role `json:"role"`
-				Disabled bool `json:"disabled"`
-			}
-			if err := decode([]byte(v), &u, "user"); err != nil {
+			if err := fn([]byte(v)); err != nil {
 				return err
-			}
-			byRole[u.Role]++
-			if u.Disabled {
-				byStatus["disabled"]++
-			} else {
-				byStatus["active"]++
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return byRole, byStatus, nil
 }
 
 // Login history: a counter and a list in the user's slot.

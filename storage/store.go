@@ -51,6 +51,8 @@ type Accounts interface {
 	// UpdateUser applies fn to the stored user atomically. fn must not
 	// change ID or Login. An error from fn aborts without writing.
 	UpdateUser(ctx context.Context, id string, fn func(*User) error) error
+	// UsersOfSchool lists the users of one school, ordered by ID.
+	UsersOfSchool(ctx context.Context, school string) ([]User, error)
 	// CountUsers returns the number of users by role and by status
 	// ("active", "disabled"), for anonymous statistics.
 	CountUsers(ctx context.Context) (byRole map[Role]int, byStatus map[string]int, err error)

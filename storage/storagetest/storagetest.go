@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"UpdateUser", testUpdateUser},
 		{"UpdateSchool", testUpdateSchool},
 		{"BackendChoices", testBackendChoices},
+		{"UsersOfSchool", testUsersOfSchool},
 		{"CountUsers", testCountUsers},
 		{"Credentials", testCredentials},
 		{"TouchCredential", testTouchCredential},
@@ -1844,4 +1845,23 @@ func testBackendChoices(t *testing.T, b storage.Store) {
 		t.Fatalf("the conflicting credential is listed: %v", list)
 	}
 
+}
+
+func testUsersOfSchool(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	for _, u := range []storage.User{
+		{ID: "u2", School: "s1", Login: "b", DisplayName: "B", Role: storage.RoleStudent, CreatedAt: base},
+		{ID: "u1", School: "s1", Login: "a", DisplayName: "A", Role: storage.RoleTeacher, CreatedAt: base},
+		{ID: "u3", School: "s2", Login: "c", DisplayName: "C", Role: storage.RoleStudent, CreatedAt: base},
+	} {
+		noErr(t, s.CreateUser(ctx, u), "CreateUser")
+	}
+	got, err := s.UsersOfSchool(ctx, "s1")
+	noErr(t, err, "UsersOfSchool")
+	if len(got) != 2 || got[0].ID != "u1" || got[1].ID != "u2" || got[0].DisplayName != "A" || got[1].Role != storage.RoleStudent {
+		t.Fatalf("UsersOfSchool(s1) = %+v, want u1 and u2 in order", got)
+	}
+	if got, err := s.UsersOfSchool(ctx, "nope"); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("UsersOfSchool of an unknown school = %#v, %v; want an empty list", got, err)
+	}
 }
