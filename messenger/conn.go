@@ -149,7 +149,7 @@ func (c *conn) writeLoop() {
 			code, readerDone := c.closeCode, c.readerDone
 			c.finished, c.writing, c.queue = true, false, nil
 			c.mu.Unlock()
-			if readerDone || code < 0 {
+			if readerDone {
 				c.ws.Close()
 			} else {
 				c.sendClose(code)
