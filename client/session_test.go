@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"klassenfunk/internal/testenv"
 	"klassenfunk/proto"
 )
 
@@ -120,13 +121,7 @@ func (l *listener) none() {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, what, cond)
 }
 
 func mustText(t *testing.T, c *Chat, m *proto.Message) string {

@@ -245,11 +245,14 @@ func TestAppendMessageEmptyAttachments(t *testing.T) {
 
 func TestClientFramesRoundTrip(t *testing.T) {
 	for name, s := range awkward {
+		if s == "" {
+			continue // not a valid id: the decoder's tests cover it
+		}
 		t.Run(name, func(t *testing.T) {
-			if !validID(canonical(t, s)) {
-				t.Skip("not a valid id") // the empty string
-			}
 			c := canonical(t, s)
+			if !validID(c) {
+				t.Fatalf("%q is not a valid id", c)
+			}
 
 			out := AppendAuth(nil, s)
 			f, err := DecodeClientFrame(out)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"klassenfunk/internal/testenv"
 	"klassenfunk/push"
 	"klassenfunk/push/pushtest"
 	"klassenfunk/storage"
@@ -263,13 +264,7 @@ func (r *rig) outcome(provider string, o push.Outcome) float64 {
 // eventually polls cond (state that no request signals: metrics, store).
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, what, cond)
 }
 
 // pending returns the outbox.

@@ -43,9 +43,6 @@ func TestBolt(t *testing.T) {
 
 // TestBoltSync runs the suite with fsync on, as in production.
 func TestBoltSync(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fsync run skipped in -short mode")
-	}
 	storagetest.Run(t, func(t *testing.T) storage.Store {
 		return openBolt(t, nil)
 	})
