@@ -340,8 +340,14 @@ func TestBrowserDevices(t *testing.T) {
 		t.Fatalf("cancelled revocation: phone token %d", r.Status)
 	}
 
-	// Revoke the phone.
-	p.do("revoke the phone", chromedp.Click(chromedp.CSS(revoke)))
+	// Revoke the phone, opening its confirmation in the same task that
+	// cancels an earlier one: the cancelled dialog's close event then
+	// arrives while the new one is open and must not end it.
+	p.do("reopen at once and revoke the phone",
+		chromedp.Click(chromedp.CSS(revoke)),
+		chromedp.WaitVisible(chromedp.CSS("dialog#confirm[open]")),
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.getElementById('confirm-cancel').click(); document.querySelector(%q).click(); undefined`, revoke)),
+	)
 	p.confirm("")
 	p.do("wait for the phone to go", chromedp.WaitNotPresent(chromedp.CSS(fmt.Sprintf(`li[data-trust-id=%q]`, f.phone.trustID))))
 	if got := p.text("#status"); !strings.Contains(got, "Pixel 8") {

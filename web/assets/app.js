@@ -467,6 +467,9 @@
       };
       const onCancel = () => d.close();
       const onClose = () => {
+        // close() fires its event later: one that arrives while the dialog
+        // is open again belongs to an earlier opening and is not ours.
+        if (d.open) return;
         form.removeEventListener('submit', onSubmit);
         $('confirm-cancel').removeEventListener('click', onCancel);
         d.removeEventListener('close', onClose);
