@@ -350,6 +350,9 @@ func TestBrowserDevices(t *testing.T) {
 	)
 	p.confirm("")
 	p.do("wait for the phone to go", chromedp.WaitNotPresent(chromedp.CSS(fmt.Sprintf(`li[data-trust-id=%q]`, f.phone.trustID))))
+	if got := eval[string](p, `document.getElementById('error').textContent`); got != "" {
+		t.Fatalf("error after revocation %q: the cancelled dialog must not revoke too", got)
+	}
 	if got := p.text("#status"); !strings.Contains(got, "Pixel 8") {
 		t.Errorf("status after revocation %q", got)
 	}
@@ -364,6 +367,11 @@ func TestBrowserDevices(t *testing.T) {
 	p.do("stop pushes", chromedp.Click(chromedp.CSS(fmt.Sprintf(`li[data-trust-id=%q] button.stop-push`, f.tablet.trustID))))
 	p.confirm("")
 	p.waitFor("notifications off", fmt.Sprintf(`document.querySelector('li[data-trust-id=%q] dd.push').textContent === 'off'`, f.tablet.trustID))
+	// By now any second revocation from a cancelled dialog would have
+	// reached the server too: there must have been exactly one.
+	if n := routeRequests(t, f.e, "DELETE /api/v1/trust/{id}"); n != 1 {
+		t.Fatalf("%v DELETE /trust requests, want exactly 1 (the cancelled dialog revoked too)", n)
+	}
 	var list []struct {
 		ID   string `json:"id"`
 		Push bool   `json:"push"`
@@ -745,4 +753,27 @@ func TestScreenshot(t *testing.T) {
 		t.Errorf("buttons too small to tap on a phone: %q", small)
 	}
 	p.screenshot("phone")
+}
+
+// routeRequests counts the requests the node served on one route.
+func routeRequests(t *testing.T, e *testenv.Env, route string) float64 {
+	t.Helper()
+	mfs, err := e.Srv.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "klassenfunk_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "route" && l.GetValue() == route {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
 }

@@ -458,24 +458,29 @@
     pw.required = !!opts.password;
     pw.value = '';
     return new Promise((resolve) => {
-      let result = { ok: false };
-      const onSubmit = (ev) => {
-        ev.preventDefault();
-        if (opts.password && !pw.value) { pw.focus(); return; }
-        result = { ok: true, password: pw.value };
-        d.close();
-      };
-      const onCancel = () => d.close();
-      const onClose = () => {
-        // close() fires its event later: one that arrives while the dialog
-        // is open again belongs to an earlier opening and is not ours.
-        if (d.open) return;
+      // Each opening finishes itself at once on OK or Cancel: close()
+      // fires its event only in a later task, when a next opening may
+      // already be showing, so that event must not decide anything.
+      let done = false;
+      const finish = (result) => {
+        if (done) return;
+        done = true;
         form.removeEventListener('submit', onSubmit);
         $('confirm-cancel').removeEventListener('click', onCancel);
         d.removeEventListener('close', onClose);
         pw.value = '';
+        if (d.open) d.close();
         resolve(result);
       };
+      const onSubmit = (ev) => {
+        ev.preventDefault();
+        if (opts.password && !pw.value) { pw.focus(); return; }
+        finish({ ok: true, password: pw.value });
+      };
+      const onCancel = () => finish({ ok: false });
+      // Escape closes the dialog natively; a close event while the dialog
+      // is open again belongs to an earlier opening.
+      const onClose = () => { if (!d.open) finish({ ok: false }); };
       form.addEventListener('submit', onSubmit);
       $('confirm-cancel').addEventListener('click', onCancel);
       d.addEventListener('close', onClose);
