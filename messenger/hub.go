@@ -114,7 +114,7 @@ func (h *Hub) deliver(userID string, ev *Event) {
 				c.closeWith(ev.Code)
 			}
 		case EventCountryCheck:
-			go c.checkCountry()
+			c.n.wg.Go(c.checkCountry) // a store read and a lookup: not on the broker's goroutine
 		}
 	}
 }

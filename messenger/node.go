@@ -180,8 +180,9 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Close stops the node's background work. Safe to call twice; Drain first
-// to close the sockets.
+// Close stops the node's background work and waits for it (the pinger,
+// country re-checks). Safe to call twice. Drain first to close the
+// sockets, and stop the broker first so that no event starts new work.
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
 		close(n.stop)

@@ -245,6 +245,11 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
+		// The broker first: no event from another node may start work
+		// after the messenger has waited for its own.
+		if s.cluster != nil {
+			s.cluster.broker.Close()
+		}
 		s.Msg.Close()
 		if s.Push != nil {
 			s.Push.Close()
