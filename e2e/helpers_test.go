@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"klassenfunk/internal/testenv"
 )
 
 // buildBinaries builds klassenfunk and kfchat into dir.
@@ -195,20 +197,14 @@ func tryCmd(ctx context.Context, env []string, stdin string, bin string, args ..
 // waitReady polls /readyz until it answers 200.
 func waitReady(t *testing.T, base string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	testenv.Eventually(t, within, "the server to be ready", func() bool {
 		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready within %v: %v", within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 // logAddr extracts the listen address from the server's JSON "serving" log

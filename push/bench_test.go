@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"klassenfunk/internal/testenv"
 	"klassenfunk/push"
 	"klassenfunk/storage"
 )
@@ -48,9 +49,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 		b.StartTimer()
 		start, cpu0 := time.Now(), cpuTime()
 		rl := r.start()
-		for r.prov.Sends()-before < n {
-			time.Sleep(time.Millisecond)
-		}
+		testenv.Eventually(b, 5*time.Minute, "every push sent", func() bool { return r.prov.Sends()-before >= n })
 		total += time.Since(start)
 		cpu += cpuTime() - cpu0
 		b.StopTimer()

@@ -244,26 +244,32 @@ func (b *Bolt) CountUsers(ctx context.Context) (map[Role]int, map[string]int, er
 	byRole, byStatus := map[Role]int{}, map[string]int{}
 	err := b.view(ctx, func(tx *bolt.Tx) error {
 		return tx.Bucket(bktUsers).ForEach(func(_, v []byte) error {
-			var u struct {
-				Role     Role `json:"role"`
-				Disabled bool `json:"disabled"`
-			}
-			if err := decode(v, &u, "user"); err != nil {
-				return err
-			}
-			byRole[u.Role]++
-			if u.Disabled {
-				byStatus["disabled"]++
-			} else {
-				byStatus["active"]++
-			}
-			return nil
+			return countUser(v, byRole, byStatus)
 		})
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	return byRole, byStatus, nil
+}
+
+// countUser adds the user record v to the counts of CountUsers (every
+// backend counts the same way).
+func countUser(v []byte, byRole map[Role]int, byStatus map[string]int) error {
+	var u struct {
+		Role     Role `json:"role"`
+		Disabled bool `json:"disabled"`
+	}
+	if err := decode(v, &u, "user"); err != nil {
+		return err
+	}
+	byRole[u.Role]++
+	if u.Disabled {
+		byStatus["disabled"]++
+	} else {
+		byStatus["active"]++
+	}
+	return nil
 }
 
 // Login history.

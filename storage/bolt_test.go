@@ -181,9 +181,13 @@ func testCred(i int) storage.Credential {
 }
 
 func BenchmarkCredentialByHash(b *testing.B) {
+	benchCredentialByHash(b, openBolt(b, &storage.BoltOptions{NoSync: true}), 10000)
+}
+
+// benchCredentialByHash stores n credentials in db, then looks them up by
+// hash, serially and in parallel (every backend's benchmark).
+func benchCredentialByHash(b *testing.B, db storage.Store, n int) {
 	ctx := context.Background()
-	db := openBolt(b, &storage.BoltOptions{NoSync: true})
-	const n = 10000
 	hashes := make([]storage.TokenHash, n)
 	for i := range n {
 		c := testCred(i)

@@ -353,22 +353,7 @@ func (r *Redis) UpdateUser(ctx context.Context, id string, fn func(*User) error)
 // (IDs whose record is missing, left by a failed CreateUser, are skipped).
 func (r *Redis) CountUsers(ctx context.Context) (map[Role]int, map[string]int, error) {
 	byRole, byStatus := map[Role]int{}, map[string]int{}
-	err := r.forEachUser(ctx, func(v []byte) error {
-		var u struct {
-			Role     Role `json:"role"`
-			Disabled bool `json:"disabled"`
-		}
-		if err := decode(v, &u, "user"); err != nil {
-			return err
-		}
-		byRole[u.Role]++
-		if u.Disabled {
-			byStatus["disabled"]++
-		} else {
-			byStatus["active"]++
-		}
-		return nil
-	})
+	err := r.forEachUser(ctx, func(v []byte) error { return countUser(v, byRole, byStatus) })
 	if err != nil {
 		return nil, nil, err
 	}

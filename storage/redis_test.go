@@ -373,42 +373,8 @@ func TestRedisExpiredByRedis(t *testing.T) {
 }
 
 func BenchmarkRedisCredentialByHash(b *testing.B) {
-	ctx := context.Background()
 	srv := redistest.Start(b)
-	db := openRedis(b, newClient(b, srv.Addr()), nil)
-	const n = 1000
-	hashes := make([]storage.TokenHash, n)
-	for i := range n {
-		c := testCred(i)
-		hashes[i] = c.TokenHash
-		if err := db.PutCredential(ctx, c); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.Run("serial", func(b *testing.B) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, err := db.CredentialByHash(ctx, hashes[i%n]); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
-	})
-	b.Run("parallel", func(b *testing.B) {
-		b.ReportAllocs()
-		var next atomic.Int64
-		b.RunParallel(func(pb *testing.PB) {
-			i := int(next.Add(1000))
-			for pb.Next() {
-				if _, err := db.CredentialByHash(ctx, hashes[i%n]); err != nil {
-					b.Error(err)
-					return
-				}
-				i++
-			}
-		})
-	})
+	benchCredentialByHash(b, openRedis(b, newClient(b, srv.Addr()), nil), 1000)
 }
 
 // BenchmarkRedisAppendMessageParallel measures durable appends
