@@ -44,14 +44,18 @@ import (
 //	userconvs    user id+\0+conversation id → nil
 //	directs      school+\0+min(a,b)+\0+max(a,b) → conversation id
 //	msgs         everything of one conversation under its id, so that a
-//	             message's writes land on one or two neighbouring pages:
+//	             checkpoint's writes of one conversation land on neighbouring pages:
 //	               conversation id+\0+BE(seq) → T(ExpiresAt)+Message (JSON, Seq 0)
 //	               conversation id+\1+sender user+\0+uvarint(len(device))+device+client id → message id
-//	               conversation id+\2 → BE(last allocated seq)
+//	               conversation id+\2 → BE(last seq in this file)
 //	msgids       message id → conversation id+\0+BE(seq)
 //	msgexp       T(ExpiresAt)+message id → nil
 //	attachments  attachment id → Attachment (JSON)
 //	attexp       T(ExpiresAt)+attachment id → nil
+//
+// Messages reach msgs, msgids and msgexp through the message log beside the
+// file (bolt_msglog.go): durable in the log first, moved here by a
+// checkpoint; reads merge both.
 //
 // Record IDs (schools, users, credentials, conversations, messages,
 // attachments) must be non-empty and must not contain control bytes (NUL
@@ -75,8 +79,9 @@ import (
 //   - List results are never nil. A User's Countries keeps the difference
 //     between nil (no restriction) and empty (no country allowed).
 type Bolt struct {
-	db *bolt.DB
-	gc groupCommit
+	db  *bolt.DB
+	gc  groupCommit
+	log *msgLog // AppendMessage's write-ahead log (bolt_msglog.go)
 	// Decoded hot records, validated against the stored bytes on every
 	// read (decodecache.go): Authenticate reads both on every request.
 	credCache *decodeCache[Credential]
@@ -98,6 +103,13 @@ type BoltOptions struct {
 	// MaxBatchSize is the most writes one group-commit transaction holds.
 	// Zero means 1000.
 	MaxBatchSize int
+	// CheckpointInterval is how often the message log is moved into the
+	// B+tree (bolt_msglog.go). Zero means 2s.
+	CheckpointInterval time.Duration
+	// CheckpointSize is how many logged messages start a checkpoint before
+	// the interval is over; four times as many make appends wait for it.
+	// Zero means 32768.
+	CheckpointSize int
 	// Clock tells the time. Zero means time.Now. Reserved: every method
 	// that depends on the time takes it as an argument (AppendMessage uses
 	// m.SentAt), so Bolt does not consult the clock today.
@@ -123,6 +135,12 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 	if o.MaxBatchSize == 0 {
 		o.MaxBatchSize = defaultMaxBatchSize
 	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = defaultCheckpointInterval
+	}
+	if o.CheckpointSize <= 0 {
+		o.CheckpointSize = defaultCheckpointSize
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: lockTimeout,
 		NoSync:  o.NoSync,
@@ -143,13 +161,19 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
-	return &Bolt{
+	b := &Bolt{
 		db:        db,
 		gc:        groupCommit{db: db, maxSize: o.MaxBatchSize},
+		log:       newMsgLog(path, o),
 		credCache: newDecodeCache[Credential](decodeCacheSize),
 		userCache: newDecodeCache[User](decodeCacheSize),
 		convCache: newDecodeCache[Conversation](decodeCacheSize),
-	}, nil
+	}
+	if err := b.openLog(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	return b, nil
 }
 
 // Bucket names.
@@ -200,23 +224,32 @@ func initBuckets(tx *bolt.Tx) error {
 	return sys.Put(keyVersion, be64(schemaVersion))
 }
 
-// Ping reports whether the database is open and readable.
+// Ping reports whether the database is open and readable and the message
+// log is healthy.
 func (b *Bolt) Ping(ctx context.Context) error {
-	return b.view(ctx, func(*bolt.Tx) error { return nil })
+	if err := b.view(ctx, func(*bolt.Tx) error { return nil }); err != nil {
+		return err
+	}
+	return b.log.logErr()
 }
 
-// Close closes the database file. Safe to call twice; later calls return
-// the first call's result. Methods called after Close return ErrClosed.
+// Close moves the message log into the database and closes the file. Safe
+// to call twice; later calls return the first call's result. Methods called
+// after Close return ErrClosed.
 func (b *Bolt) Close() error {
 	b.closeOnce.Do(func() {
-		b.closeErr = b.db.Close()
+		b.closeErr = errors.Join(b.closeLog(), b.db.Close())
 	})
 	return b.closeErr
 }
 
 // Check runs bbolt's consistency check over the whole file and returns every
-// problem it finds, joined. For tests.
+// problem it finds, joined. For tests. bbolt's check reads the freelist
+// without its lock, so Check holds off checkpoints and must not run
+// concurrently with other writes.
 func (b *Bolt) Check() error {
+	b.log.ckMu.Lock()
+	defer b.log.ckMu.Unlock()
 	return mapErr(b.db.View(func(tx *bolt.Tx) error {
 		var errs []error
 		for err := range tx.Check() {

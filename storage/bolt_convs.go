@@ -144,6 +144,8 @@ func (b *Bolt) CreateDirect(ctx context.Context, c Conversation) (Conversation, 
 			if err == nil && !ok {
 				err = fmt.Errorf("storage: direct index names missing conversation %q", id)
 			}
+			// No checkpoint commits during a write transaction.
+			out.LastSeq = max(out.LastSeq, b.log.durableLast(out.ID))
 			created = false
 			return err
 		}
@@ -169,16 +171,19 @@ func (b *Bolt) CreateDirect(ctx context.Context, c Conversation) (Conversation, 
 // Conversation implements Conversations.
 func (b *Bolt) Conversation(ctx context.Context, id string) (Conversation, error) {
 	var c Conversation
-	err := b.view(ctx, func(tx *bolt.Tx) error {
-		v := tx.Bucket(bktConvs).Get([]byte(id))
-		if v == nil {
-			return ErrNotFound
-		}
-		var err error
-		c, err = b.convCache.get([]byte(id), v, decodeConv, cloneConversation)
-		c.LastSeq = lastSeq(tx, id)
-		return err
-	})
+	read := func() error {
+		return b.view(ctx, func(tx *bolt.Tx) error {
+			v := tx.Bucket(bktConvs).Get([]byte(id))
+			if v == nil {
+				return ErrNotFound
+			}
+			var err error
+			c, err = b.convCache.get([]byte(id), v, decodeConv, cloneConversation)
+			c.LastSeq = lastSeq(tx, id)
+			return err
+		})
+	}
+	err := b.withLastSeqs(read, func() []*Conversation { return []*Conversation{&c} })
 	return c, err
 }
 
@@ -194,20 +199,30 @@ func (b *Bolt) ConversationsOf(ctx context.Context, userID string) ([]Conversati
 	if !validID(userID) {
 		return out, nil
 	}
-	err := b.view(ctx, func(tx *bolt.Tx) error {
-		p := prefix(userID)
-		return scanPrefix(tx.Bucket(bktUserConvs), p, func(k, _ []byte) error {
-			c, ok, err := getConv(tx, string(k[len(p):]))
-			if err != nil {
-				return err
-			}
-			if ok {
-				out = append(out, c)
-			}
-			return nil
+	read := func() error {
+		out = out[:0]
+		return b.view(ctx, func(tx *bolt.Tx) error {
+			p := prefix(userID)
+			return scanPrefix(tx.Bucket(bktUserConvs), p, func(k, _ []byte) error {
+				c, ok, err := getConv(tx, string(k[len(p):]))
+				if err != nil {
+					return err
+				}
+				if ok {
+					out = append(out, c)
+				}
+				return nil
+			})
 		})
-	})
-	if err != nil {
+	}
+	fix := func() []*Conversation {
+		ps := make([]*Conversation, len(out))
+		for i := range out {
+			ps[i] = &out[i]
+		}
+		return ps
+	}
+	if err := b.withLastSeqs(read, fix); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -224,6 +239,9 @@ func (b *Bolt) UpdateConversation(ctx context.Context, id string, fn func(*Conve
 		if !ok {
 			return ErrNotFound
 		}
+		// Safe without withLastSeqs: no checkpoint commits during a
+		// write transaction.
+		c.LastSeq = max(c.LastSeq, b.log.durableLast(id))
 		old := c
 		old.Members = append([]Member(nil), c.Members...)
 		if err := fn(&c); err != nil {

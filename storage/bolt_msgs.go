@@ -32,7 +32,8 @@ func decodeMsg(loc, v []byte) (Message, error) {
 	return m, nil
 }
 
-// AppendMessage implements Messages. It is batched.
+// AppendMessage implements Messages. It writes through the message log
+// (bolt_msglog.go): concurrent appends share one log write and fsync.
 //
 // Whether an earlier message with the same sender and client id has expired
 // is judged against m.SentAt, which the caller sets to the current time. An
@@ -62,75 +63,12 @@ func (b *Bolt) AppendMessage(ctx context.Context, m Message) (Message, bool, err
 	if m.ClientID != "" {
 		ck = clientKey(m.Conversation, m.SenderUser, m.SenderDevice, m.ClientID)
 	}
-	convKey, idKey := []byte(m.Conversation), []byte(m.ID)
 	attIDs := slices.Compact(slices.Sorted(slices.Values(m.Attachments)))
 
-	var (
-		out               Message
-		created           bool
-		notFound, idTaken bool
-	)
-	err = b.batch(ctx, func(tx *bolt.Tx) error {
-		out, created, notFound, idTaken = Message{}, false, false, false
-		if tx.Bucket(bktConvs).Get(convKey) == nil {
-			notFound = true
-			return nil
-		}
-		msgs, msgIDs := tx.Bucket(bktMsgs), tx.Bucket(bktMsgIDs)
-		if ck != nil {
-			if prev := msgs.Get(ck); prev != nil {
-				if loc := msgIDs.Get(prev); loc != nil {
-					if v := msgs.Get(loc); v != nil && !expiredAt(v, &sentAt) {
-						var err error
-						out, err = decodeMsg(loc, v)
-						return err
-					}
-				}
-			}
-		}
-		if msgIDs.Get(idKey) != nil {
-			idTaken = true
-			return nil
-		}
-		seq := lastSeq(tx, m.Conversation)
-		if seq == math.MaxUint64 {
-			return fmt.Errorf("storage: conversation %q: seqs exhausted", m.Conversation)
-		}
-		seq++
-		if err := msgs.Put(counterKey(m.Conversation), be64(seq)); err != nil {
-			return err
-		}
-		loc := seqKey(m.Conversation, seq)
-		if err := msgs.Put(loc, val); err != nil {
-			return err
-		}
-		if err := msgIDs.Put(idKey, loc); err != nil {
-			return err
-		}
-		if ck != nil {
-			if err := msgs.Put(ck, idKey); err != nil {
-				return err
-			}
-		}
-		if err := tx.Bucket(bktMsgExp).Put(expKey(m.ExpiresAt, m.ID), nil); err != nil {
-			return err
-		}
-		if err := linkAttachments(tx, attIDs, m.Conversation); err != nil {
-			return err
-		}
-		out, created = m, true
-		out.Seq = seq
-		return nil
-	})
-	switch {
-	case err != nil:
+	if err := ctx.Err(); err != nil {
 		return Message{}, false, err
-	case notFound:
-		return Message{}, false, ErrNotFound
-	case idTaken:
-		return Message{}, false, ErrConflict
 	}
-	return out, created, nil
+	return b.appendLogged(ctx, m, val, ck, &sentAt, attIDs)
 }
 
 // linkAttachments adds conv to the Conversations of each existing
@@ -163,6 +101,12 @@ func linkAttachments(tx *bolt.Tx, ids []string, conv string) error {
 
 // Message implements Messages.
 func (b *Bolt) Message(ctx context.Context, id string, now time.Time) (Message, error) {
+	if m, ok := b.log.memMessage(id); ok {
+		if !m.ExpiresAt.After(now) {
+			return Message{}, ErrNotFound
+		}
+		return m, nil
+	}
 	var m Message
 	nowKey := timeKey(now)
 	err := b.view(ctx, func(tx *bolt.Tx) error {
@@ -182,24 +126,26 @@ func (b *Bolt) Message(ctx context.Context, id string, now time.Time) (Message, 
 }
 
 // MessagesAfter implements Messages. A limit of zero or less returns no
-// messages and reports in more whether any follow.
+// messages and reports in more whether any follow. The memtable is read
+// first: bbolt then has every message below the memtable's lowest seq,
+// even if a checkpoint runs in between.
 func (b *Bolt) MessagesAfter(ctx context.Context, conv string, afterSeq uint64, limit int, now time.Time) ([]Message, bool, error) {
 	out := []Message{}
 	if !validID(conv) || afterSeq == math.MaxUint64 {
 		return out, false, nil
 	}
-	var more bool
+	want := max(limit, 0) + 1 // one more tells whether more follow
+	mem, memFirst := b.log.memAfter(conv, afterSeq, want, now)
 	nowKey := timeKey(now)
 	err := b.view(ctx, func(tx *bolt.Tx) error {
 		p := prefix(conv)
 		c := tx.Bucket(bktMsgs).Cursor()
-		for k, v := c.Seek(seqKey(conv, afterSeq+1)); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		for k, v := c.Seek(seqKey(conv, afterSeq+1)); k != nil && bytes.HasPrefix(k, p) && len(out) < want; k, v = c.Next() {
+			if memFirst != 0 && len(k) >= 8 && binary.BigEndian.Uint64(k[len(k)-8:]) >= memFirst {
+				break
+			}
 			if len(v) < timeKeyLen || expiredAt(v, &nowKey) {
 				continue
-			}
-			if len(out) >= limit {
-				more = true
-				return nil
 			}
 			m, err := decodeMsg(k, v)
 			if err != nil {
@@ -212,13 +158,21 @@ func (b *Bolt) MessagesAfter(ctx context.Context, conv string, afterSeq uint64, 
 	if err != nil {
 		return nil, false, err
 	}
-	return out, more, nil
+	out = append(out, mem[:min(len(mem), want-len(out))]...)
+	if len(out) > max(limit, 0) {
+		return out[:max(limit, 0)], true, nil
+	}
+	return out, false, nil
 }
 
-// DeleteExpiredMessages implements Messages. It removes the message and its
+// DeleteExpiredMessages implements Messages. It checkpoints the message
+// log first and then removes the message and its
 // entries in msgids, msgexp and (when it still names this message) the
 // client-id index. The conversation's LastSeq stays.
 func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int) (int, error) {
+	if err := b.checkpoint(); err != nil {
+		return 0, err
+	}
 	var n int
 	err := b.update(ctx, func(tx *bolt.Tx) error {
 		n = 0
@@ -264,6 +218,9 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 // CountMessages implements Messages. Expired messages count until the
 // sweep removes them.
 func (b *Bolt) CountMessages(ctx context.Context) (int, error) {
+	if err := b.checkpoint(); err != nil {
+		return 0, err
+	}
 	var n int
 	err := b.view(ctx, func(tx *bolt.Tx) error {
 		n = tx.Bucket(bktMsgIDs).Stats().KeyN

@@ -1,0 +1,360 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"klassenfunk/storage"
+	"klassenfunk/storage/storagetest"
+)
+
+// TestBoltEagerCheckpoint runs the conformance suite with a checkpoint
+// after every logged message, so that reads meet messages on both sides of
+// the message log and while they move.
+func TestBoltEagerCheckpoint(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		return openBolt(t, &storage.BoltOptions{NoSync: true, CheckpointSize: 1, CheckpointInterval: time.Millisecond})
+	})
+}
+
+var logBase = time.Date(2025, time.March, 3, 8, 0, 0, 0, time.UTC)
+
+// seedConv creates school s1, user u1 and group g1 with u1 as writer.
+func seedConv(t *testing.T, b storage.Store) {
+	t.Helper()
+	ctx := t.Context()
+	for _, err := range []error{
+		b.CreateSchool(ctx, storage.School{ID: "s1", Name: "Schule", CreatedAt: logBase}),
+		b.CreateUser(ctx, storage.User{ID: "u1", School: "s1", Login: "anna", Role: storage.RoleTeacher, CreatedAt: logBase}),
+		b.CreateConversation(ctx, storage.Conversation{ID: "g1", School: "s1", Kind: storage.ConvGroup, Creator: "u1", Members: []storage.Member{{UserID: "u1", CanWrite: true}}, CreatedAt: logBase}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func logMsg(i int) storage.Message {
+	return storage.Message{
+		ID: fmt.Sprintf("m%03d", i), Conversation: "g1", SenderUser: "u1", SenderDevice: "d1",
+		ClientID: fmt.Sprintf("c%03d", i), SentAt: logBase, ExpiresAt: logBase.Add(time.Hour),
+		Ciphertext: []byte{byte(i)}, Keys: map[string][]byte{"u1/d1": {1, 2, byte(i)}},
+	}
+}
+
+func logFiles(t *testing.T, dbPath string) []string {
+	t.Helper()
+	names, err := filepath.Glob(dbPath + ".msglog.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// checkSeqs fails unless msgs are exactly the messages 1..n in order.
+func checkSeqs(t *testing.T, msgs []storage.Message, n int) {
+	t.Helper()
+	if len(msgs) != n {
+		t.Fatalf("%d messages, want %d", len(msgs), n)
+	}
+	for i, m := range msgs {
+		want := logMsg(i)
+		if m.Seq != uint64(i+1) || m.ID != want.ID || !bytes.Equal(m.Ciphertext, want.Ciphertext) || !bytes.Equal(m.Keys["u1/d1"], want.Keys["u1/d1"]) {
+			t.Fatalf("message %d = %+v, want seq %d of %+v", i, m, i+1, want)
+		}
+	}
+}
+
+// TestMessageLogCrashReplay: messages acknowledged before a crash are in
+// the log only; the next open replays them, a torn record at the end of
+// the log is ignored, and the client-id index and seq counter carry on.
+func TestMessageLogCrashReplay(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "klassenfunk.db")
+	b, err := storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedConv(t, b)
+	if err := b.PutAttachment(ctx, storage.Attachment{ID: "a1", Uploader: "u1", Size: 1, CreatedAt: logBase, ExpiresAt: logBase.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := range n {
+		m := logMsg(i)
+		if i == 3 {
+			m.Attachments = []string{"a1"}
+		}
+		if _, created, err := b.AppendMessage(ctx, m); err != nil || !created {
+			t.Fatalf("append %d: created %v, %v", i, created, err)
+		}
+	}
+	if err := storage.CrashBolt(b); err != nil {
+		t.Fatal(err)
+	}
+	files := logFiles(t, path)
+	if len(files) != 1 {
+		t.Fatalf("log files after the crash: %v, want one", files)
+	}
+	// A record torn by the crash: a header promising more than follows.
+	f, err := os.OpenFile(files[0], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{200, 0, 0, 0, 1, 2, 3, 4, 5}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	b, err = storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer func() {
+		if err := b.Check(); err != nil {
+			t.Error(err)
+		}
+		b.Close()
+	}()
+	if now := logFiles(t, path); len(now) != 1 || now[0] == files[0] {
+		t.Fatalf("log files after replay: %v, want one new one (the old was %s)", now, files[0])
+	}
+	msgs, more, err := b.MessagesAfter(ctx, "g1", 0, 100, logBase)
+	if err != nil || more {
+		t.Fatal(more, err)
+	}
+	checkSeqs(t, msgs, n)
+	c, err := b.Conversation(ctx, "g1")
+	if err != nil || c.LastSeq != n {
+		t.Fatalf("LastSeq = %d (%v), want %d", c.LastSeq, err, n)
+	}
+	a, err := b.Attachment(ctx, "a1", logBase)
+	if err != nil || !slices.Contains(a.Conversations, "g1") {
+		t.Fatalf("attachment after replay: %+v, %v", a, err)
+	}
+	again, created, err := b.AppendMessage(ctx, storage.Message{ID: "retry", Conversation: "g1", SenderUser: "u1", SenderDevice: "d1", ClientID: logMsg(5).ClientID, SentAt: logBase, ExpiresAt: logBase.Add(time.Hour)})
+	if err != nil || created || again.ID != logMsg(5).ID {
+		t.Fatalf("retry of a replayed client id: %+v, created %v, %v", again, created, err)
+	}
+	next, _, err := b.AppendMessage(ctx, logMsg(n))
+	if err != nil || next.Seq != n+1 {
+		t.Fatalf("append after replay: seq %d, %v; want %d", next.Seq, err, n+1)
+	}
+	if got, err := b.CountMessages(ctx); err != nil || got != n+1 {
+		t.Fatalf("CountMessages = %d, %v; want %d", got, err, n+1)
+	}
+}
+
+// TestMessageLogReplayTwice: a crash after a checkpoint's commit and
+// before its log file was deleted replays messages bbolt has already; none
+// doubles.
+func TestMessageLogReplayTwice(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "klassenfunk.db")
+	b, err := storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedConv(t, b)
+	const n = 10
+	for i := range n {
+		if _, _, err := b.AppendMessage(ctx, logMsg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := logFiles(t, path)
+	if len(files) != 1 {
+		t.Fatalf("log files: %v", files)
+	}
+	saved, err := os.ReadFile(files[0])
+	if err != nil || len(saved) == 0 {
+		t.Fatalf("log file: %d bytes, %v", len(saved), err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if files := logFiles(t, path); len(files) != 0 {
+		t.Fatalf("log files after Close: %v, want none", files)
+	}
+	if err := os.WriteFile(files[0], saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	b, err = storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	msgs, _, err := b.MessagesAfter(ctx, "g1", 0, 100, logBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, msgs, n)
+	if got, err := b.CountMessages(ctx); err != nil || got != n {
+		t.Fatalf("CountMessages = %d, %v; want %d", got, err, n)
+	}
+}
+
+// TestMessageLogReadsWhileMoving: readers never see a gap, a duplicate or
+// a message out of order while writers append and checkpoints move
+// messages into bbolt.
+func TestMessageLogReadsWhileMoving(t *testing.T) {
+	ctx := t.Context()
+	b := openBolt(t, &storage.BoltOptions{NoSync: true, CheckpointSize: 7, CheckpointInterval: time.Millisecond})
+	seedConv(t, b)
+	const writers, each = 4, 100
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				m := logMsg(w*each + i)
+				if _, _, err := b.AppendMessage(ctx, m); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	readErr := make(chan error, 2)
+	for range 2 {
+		go func() {
+			var seen uint64
+			for {
+				select {
+				case <-done:
+					readErr <- nil
+					return
+				default:
+				}
+				after := seen / 2 // overlap what was read before
+				msgs, more, err := b.MessagesAfter(ctx, "g1", after, 50, logBase)
+				if err != nil {
+					readErr <- err
+					return
+				}
+				for i, m := range msgs {
+					if m.Seq != after+uint64(i)+1 {
+						readErr <- fmt.Errorf("after %d: message %d has seq %d", after, i, m.Seq)
+						return
+					}
+				}
+				if more && len(msgs) != 50 {
+					readErr <- fmt.Errorf("more with %d messages", len(msgs))
+					return
+				}
+				if len(msgs) > 0 {
+					seen = max(seen, msgs[len(msgs)-1].Seq)
+				}
+				c, err := b.Conversation(ctx, "g1")
+				if err != nil {
+					readErr <- err
+					return
+				}
+				if c.LastSeq < seen {
+					readErr <- fmt.Errorf("LastSeq %d behind a message read before (%d)", c.LastSeq, seen)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	for range 2 {
+		if err := <-readErr; err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs, _, err := b.MessagesAfter(ctx, "g1", 0, writers*each+1, logBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != writers*each || msgs[len(msgs)-1].Seq != writers*each {
+		t.Fatalf("%d messages, last seq %d; want %d", len(msgs), msgs[len(msgs)-1].Seq, writers*each)
+	}
+}
+
+// TestMessageLogWriteFailure: a failed log write fails the append, leaves
+// no trace of the message, turns Ping unhealthy and refuses later appends;
+// what was stored before stays readable.
+func TestMessageLogWriteFailure(t *testing.T) {
+	ctx := t.Context()
+	b := openBolt(t, nil)
+	seedConv(t, b)
+	if _, _, err := b.AppendMessage(ctx, logMsg(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := storage.BreakMessageLog(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.AppendMessage(ctx, logMsg(1)); err == nil {
+		t.Fatal("append with a broken log succeeded")
+	}
+	if _, err := b.Message(ctx, logMsg(1).ID, logBase); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("the failed message: %v, want ErrNotFound", err)
+	}
+	if err := b.Ping(ctx); err == nil {
+		t.Fatal("Ping healthy with a broken log")
+	}
+	if _, _, err := b.AppendMessage(ctx, logMsg(2)); err == nil {
+		t.Fatal("append after a log failure succeeded")
+	}
+	msgs, _, err := b.MessagesAfter(ctx, "g1", 0, 10, logBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, msgs, 1)
+}
+
+// TestMessageLogCloseWithAppends: Close with appends in flight loses none
+// that returned success.
+func TestMessageLogCloseWithAppends(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "klassenfunk.db")
+	b, err := storage.OpenBolt(path, &storage.BoltOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedConv(t, b)
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+		ok []string
+	)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				m := logMsg(w*50 + i)
+				if _, _, err := b.AppendMessage(ctx, m); err == nil {
+					mu.Lock()
+					ok = append(ok, m.ID)
+					mu.Unlock()
+				} else if !errors.Is(err, storage.ErrClosed) {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	b, err = storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, id := range ok {
+		if _, err := b.Message(ctx, id, logBase); err != nil {
+			t.Fatalf("message %s acknowledged before Close: %v", id, err)
+		}
+	}
+}

@@ -1,0 +1,37 @@
+package storage
+
+import "os"
+
+// CrashBolt closes b like a crash would: the message log is neither
+// checkpointed nor deleted.
+func CrashBolt(b *Bolt) error {
+	l := b.log
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	l.writers.Wait()
+	if err := l.f.Close(); err != nil {
+		return err
+	}
+	b.closeOnce.Do(func() { b.closeErr = b.db.Close() })
+	return b.closeErr
+}
+
+// BreakMessageLog makes the next log writes fail, like a full or failing
+// disk.
+func BreakMessageLog(b *Bolt) error {
+	l := b.log
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	f, err := os.Open(l.path(l.gen)) // read-only: writes fail
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	old := l.f
+	l.f = f
+	l.mu.Unlock()
+	return old.Close()
+}
