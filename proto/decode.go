@@ -27,18 +27,78 @@ var strictBase64 = base64.StdEncoding.Strict()
 // whose Type is set if it is a known client frame type. The other fields
 // of a rejected frame are zero.
 //
-// DecodeClientFrame never panics, whatever data holds.
+// DecodeClientFrame never panics, whatever data holds. The returned frame
+// does not alias data.
 func DecodeClientFrame(data []byte) (ClientFrame, *Error) {
 	if len(data) > MaxFrameSize {
 		return ClientFrame{}, Errorf(CodePayloadTooLarge, "frame exceeds %d bytes", MaxFrameSize)
 	}
-	obj, err := decodeObject(data)
+	if err := checkObject(data); err != nil {
+		return ClientFrame{}, err
+	}
+	if d := parseFast(data); d != nil {
+		defer d.release()
+		return decodeFrame(d)
+	}
+	obj, err := parseJSON(data)
 	if err != nil {
 		return ClientFrame{}, err
 	}
+	return decodeFrame(obj)
+}
 
+// DecodeSend parses and validates the JSON body of POST
+// /conversations/{id}/messages under the same rules as a send frame. A
+// "conversation" member in the body is ignored: the caller sets
+// Conversation from the path. data is not limited to MaxFrameSize; the
+// caller caps the body size. The returned send does not alias data.
+func DecodeSend(data []byte) (*Send, *Error) {
+	if err := checkObject(data); err != nil {
+		return nil, err
+	}
+	if d := parseFast(data); d != nil {
+		defer d.release()
+		return decodeSendBody(d)
+	}
+	obj, err := parseJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	return decodeSendBody(obj)
+}
+
+// frameObject is the parsed top-level JSON object of a frame or request
+// body. Its methods read members by exact name, treat a member whose value
+// is null as absent and, like encoding/json decoding into a map, take the
+// last occurrence of a duplicate name. The strings and slices they return
+// never alias the parser's memory.
+//
+// Two parsers implement it with identical results: [fastObject] (fastjson,
+// used whenever it can be) and [jsonObject] (encoding/json, the reference,
+// used for everything fastObject declines, which includes every malformed
+// frame, so that error messages stay those of encoding/json).
+type frameObject interface {
+	// stringMember returns member name as a string. ok is false if the
+	// member is missing or null; a value of another type is an error.
+	stringMember(name string) (s string, ok bool, err *Error)
+	// base64Member decodes member name as described at [decodeBase64]; a
+	// missing or null member gives nil.
+	base64Member(name, what string, max int) ([]byte, *Error)
+	// keys decodes the keys object of a send. Names and sizes are left to
+	// Validate.
+	keys() (map[string][]byte, *Error)
+	// attachments decodes the attachments array of a send.
+	attachments() ([]string, *Error)
+	// cursors decodes the cursors object of a sync frame and checks its
+	// rules. A missing or null object gives nil.
+	cursors() (map[string]uint64, *Error)
+}
+
+// decodeFrame decodes and validates the client frame obj. It implements
+// DecodeClientFrame after parsing.
+func decodeFrame(obj frameObject) (ClientFrame, *Error) {
 	var f ClientFrame
-	ref, _, err := stringMember(obj, "ref")
+	ref, _, err := obj.stringMember("ref")
 	if err != nil {
 		return f, err
 	}
@@ -47,7 +107,7 @@ func DecodeClientFrame(data []byte) (ClientFrame, *Error) {
 	}
 	f.Ref = ref
 
-	typ, ok, err := stringMember(obj, "type")
+	typ, ok, err := obj.stringMember("type")
 	if err != nil {
 		return f, err
 	}
@@ -59,7 +119,7 @@ func DecodeClientFrame(data []byte) (ClientFrame, *Error) {
 		f.Type = typ
 	case TypeAuth:
 		f.Type = typ
-		token, _, err := stringMember(obj, "token")
+		token, _, err := obj.stringMember("token")
 		if err != nil {
 			return f, err
 		}
@@ -82,7 +142,7 @@ func DecodeClientFrame(data []byte) (ClientFrame, *Error) {
 		f.Send = s
 	case TypeSync:
 		f.Type = typ
-		cursors, err := decodeCursors(member(obj, "cursors"))
+		cursors, err := obj.cursors()
 		if err != nil {
 			return f, err
 		}
@@ -93,16 +153,9 @@ func DecodeClientFrame(data []byte) (ClientFrame, *Error) {
 	return f, nil
 }
 
-// DecodeSend parses and validates the JSON body of POST
-// /conversations/{id}/messages under the same rules as a send frame. A
-// "conversation" member in the body is ignored: the caller sets
-// Conversation from the path. data is not limited to MaxFrameSize; the
-// caller caps the body size.
-func DecodeSend(data []byte) (*Send, *Error) {
-	obj, err := decodeObject(data)
-	if err != nil {
-		return nil, err
-	}
+// decodeSendBody decodes and validates the send request body obj. It
+// implements DecodeSend after parsing.
+func decodeSendBody(obj frameObject) (*Send, *Error) {
 	s, err := decodeSend(obj, false)
 	if err != nil {
 		return nil, err
@@ -189,192 +242,55 @@ func (s *Send) Validate(requireConversation bool) *Error {
 	return nil
 }
 
-// decodeObject parses data as one JSON object into its members, matched
-// by exact name.
-func decodeObject(data []byte) (map[string]json.RawMessage, *Error) {
+// checkObject rejects data that is not valid UTF-8 or does not start, after
+// JSON whitespace, with '{'. Both parsers run only on data it accepts.
+func checkObject(data []byte) *Error {
 	if !utf8.Valid(data) {
-		return nil, Errorf(CodeInvalidRequest, "frame is not valid UTF-8")
+		return Errorf(CodeInvalidRequest, "frame is not valid UTF-8")
 	}
 	if v := bytes.TrimLeft(data, " \t\r\n"); len(v) == 0 || v[0] != '{' {
-		return nil, Errorf(CodeInvalidRequest, "frame is not a JSON object")
+		return Errorf(CodeInvalidRequest, "frame is not a JSON object")
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(data, &obj); err != nil {
-		return nil, Errorf(CodeInvalidRequest, "malformed JSON: %v", err)
-	}
-	return obj, nil
+	return nil
 }
 
 // decodeSend decodes the members of a send without validating them beyond
 // their JSON types, base64 and the count limits.
-func decodeSend(obj map[string]json.RawMessage, withConversation bool) (*Send, *Error) {
+func decodeSend(obj frameObject, withConversation bool) (*Send, *Error) {
 	var (
 		s   Send
 		err *Error
 	)
 	if withConversation {
-		if s.Conversation, _, err = stringMember(obj, "conversation"); err != nil {
+		if s.Conversation, _, err = obj.stringMember("conversation"); err != nil {
 			return nil, err
 		}
 	}
-	if s.ClientID, _, err = stringMember(obj, "client_id"); err != nil {
+	if s.ClientID, _, err = obj.stringMember("client_id"); err != nil {
 		return nil, err
 	}
-	if s.Ciphertext, err = decodeBase64(member(obj, "ciphertext"), "ciphertext", MaxCiphertextSize); err != nil {
+	if s.Ciphertext, err = obj.base64Member("ciphertext", "ciphertext", MaxCiphertextSize); err != nil {
 		return nil, err
 	}
-	if s.Keys, err = decodeKeys(member(obj, "keys")); err != nil {
+	if s.Keys, err = obj.keys(); err != nil {
 		return nil, err
 	}
-	if s.Attachments, err = decodeAttachments(member(obj, "attachments")); err != nil {
+	if s.Attachments, err = obj.attachments(); err != nil {
 		return nil, err
 	}
 	return &s, nil
 }
 
-// decodeKeys decodes the keys object of a send. Names and sizes are left
-// to Validate.
-func decodeKeys(raw json.RawMessage) (map[string][]byte, *Error) {
-	if raw == nil {
-		return nil, nil
-	}
-	if raw[0] != '{' {
-		return nil, Errorf(CodeInvalidRequest, "keys must be an object")
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, Errorf(CodeInvalidRequest, "malformed keys: %v", err)
-	}
-	if len(m) > MaxKeys {
-		return nil, Errorf(CodePayloadTooLarge, "more than %d keys", MaxKeys)
-	}
-	keys := make(map[string][]byte, len(m))
-	for name, v := range m {
-		// No size limit here: Validate reports invalid entries first.
-		k, err := decodeBase64(v, "wrapped key", 0)
-		if err != nil {
-			return nil, err
-		}
-		keys[name] = k
-	}
-	return keys, nil
-}
-
-// decodeAttachments decodes the attachments array of a send.
-func decodeAttachments(raw json.RawMessage) ([]string, *Error) {
-	if raw == nil {
-		return nil, nil
-	}
-	if raw[0] != '[' {
-		return nil, Errorf(CodeInvalidRequest, "attachments must be an array")
-	}
-	var elems []json.RawMessage
-	if err := json.Unmarshal(raw, &elems); err != nil {
-		return nil, Errorf(CodeInvalidRequest, "malformed attachments: %v", err)
-	}
-	if len(elems) > MaxAttachments {
-		return nil, Errorf(CodePayloadTooLarge, "more than %d attachments", MaxAttachments)
-	}
-	if len(elems) == 0 {
-		return nil, nil
-	}
-	ids := make([]string, len(elems))
-	for i, e := range elems {
-		b, ok := unquote(e)
-		if !ok {
-			return nil, Errorf(CodeInvalidRequest, "attachment ids must be strings")
-		}
-		ids[i] = string(b)
-	}
-	return ids, nil
-}
-
-// decodeCursors decodes the cursors object of a sync frame and checks its
-// rules. A missing or null object gives nil.
-func decodeCursors(raw json.RawMessage) (map[string]uint64, *Error) {
-	if raw == nil {
-		return nil, nil
-	}
-	if raw[0] != '{' {
-		return nil, Errorf(CodeInvalidRequest, "cursors must be an object")
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, Errorf(CodeInvalidRequest, "malformed cursors: %v", err)
-	}
-	if len(m) > MaxCursors {
-		return nil, Errorf(CodePayloadTooLarge, "more than %d cursors", MaxCursors)
-	}
-	cursors := make(map[string]uint64, len(m))
-	for id, v := range m {
-		if !validID(id) {
-			return nil, Errorf(CodeInvalidRequest, "cursor conversation ids must be 1 to %d bytes", MaxIDLen)
-		}
-		n, ok := parseUint(v)
-		if !ok {
-			return nil, Errorf(CodeInvalidRequest, "cursor for %s is not a non-negative integer", quoteShort(id))
-		}
-		cursors[id] = n
-	}
-	return cursors, nil
-}
-
-// member returns the raw value of obj's member name, or nil if it is
-// missing or null.
-func member(obj map[string]json.RawMessage, name string) json.RawMessage {
-	raw := obj[name]
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil
-	}
-	return raw
-}
-
-// stringMember returns obj's member name as a string. ok is false if the
-// member is missing or null; a value of another type is an error.
-func stringMember(obj map[string]json.RawMessage, name string) (s string, ok bool, err *Error) {
-	raw := member(obj, name)
-	if raw == nil {
-		return "", false, nil
-	}
-	b, ok := unquote(raw)
-	if !ok {
-		return "", false, Errorf(CodeInvalidRequest, "%s must be a string", name)
-	}
-	return string(b), true, nil
-}
-
-// unquote returns the contents of the JSON string raw, which must come
-// from a successful json.Unmarshal of valid UTF-8. ok is false if raw is
-// not a string. Without escapes the result aliases raw.
-func unquote(raw json.RawMessage) (b []byte, ok bool) {
-	if len(raw) < 2 || raw[0] != '"' {
-		return nil, false
-	}
-	if bytes.IndexByte(raw, '\\') < 0 {
-		return raw[1 : len(raw)-1], true
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, false
-	}
-	return []byte(s), true
-}
-
-// decodeBase64 decodes the JSON string raw as strict standard padded
-// base64. A nil raw gives nil. If max > 0, an encoding that is longer than
-// any encoding of max bytes is reported as too large before decoding.
-func decodeBase64(raw json.RawMessage, what string, max int) ([]byte, *Error) {
-	if raw == nil {
-		return nil, nil
-	}
-	enc, ok := unquote(raw)
-	if !ok {
-		return nil, Errorf(CodeInvalidRequest, "%s must be a base64 string", what)
-	}
+// decodeBase64 decodes enc, the contents of a JSON string, as strict
+// standard padded base64. If max > 0, an encoding that is longer than any
+// encoding of max bytes is reported as too large before decoding. The
+// result never aliases enc.
+func decodeBase64(enc []byte, what string, max int) ([]byte, *Error) {
 	if max > 0 && len(enc) > base64.StdEncoding.EncodedLen(max) {
 		return nil, Errorf(CodePayloadTooLarge, "%s exceeds %d bytes", what, max)
 	}
-	if bytes.ContainsAny(enc, "\r\n") {
+	// Two IndexByte calls are much faster than ContainsAny.
+	if bytes.IndexByte(enc, '\r') >= 0 || bytes.IndexByte(enc, '\n') >= 0 {
 		return nil, Errorf(CodeInvalidRequest, "%s is not standard padded base64", what)
 	}
 	b := make([]byte, base64.StdEncoding.DecodedLen(len(enc)))
@@ -385,9 +301,51 @@ func decodeBase64(raw json.RawMessage, what string, max int) ([]byte, *Error) {
 	return b[:n], nil
 }
 
+// Errors that both frameObject implementations report.
+
+func errNotString(name string) *Error {
+	return Errorf(CodeInvalidRequest, "%s must be a string", name)
+}
+
+func errNotBase64String(what string) *Error {
+	return Errorf(CodeInvalidRequest, "%s must be a base64 string", what)
+}
+
+func errNotObject(name string) *Error {
+	return Errorf(CodeInvalidRequest, "%s must be an object", name)
+}
+
+func errTooManyKeys() *Error {
+	return Errorf(CodePayloadTooLarge, "more than %d keys", MaxKeys)
+}
+
+func errNotArray(name string) *Error {
+	return Errorf(CodeInvalidRequest, "%s must be an array", name)
+}
+
+func errTooManyAttachments() *Error {
+	return Errorf(CodePayloadTooLarge, "more than %d attachments", MaxAttachments)
+}
+
+func errAttachmentNotString() *Error {
+	return Errorf(CodeInvalidRequest, "attachment ids must be strings")
+}
+
+func errTooManyCursors() *Error {
+	return Errorf(CodePayloadTooLarge, "more than %d cursors", MaxCursors)
+}
+
+func errCursorID() *Error {
+	return Errorf(CodeInvalidRequest, "cursor conversation ids must be 1 to %d bytes", MaxIDLen)
+}
+
+func errCursorValue(id string) *Error {
+	return Errorf(CodeInvalidRequest, "cursor for %s is not a non-negative integer", quoteShort(id))
+}
+
 // parseUint parses the JSON number raw as a uint64. Only plain digits are
-// accepted: no sign, fraction or exponent.
-func parseUint(raw json.RawMessage) (uint64, bool) {
+// accepted: no sign, fraction or exponent. Any other JSON value fails.
+func parseUint(raw []byte) (uint64, bool) {
 	if len(raw) == 0 {
 		return 0, false
 	}

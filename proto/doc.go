@@ -2,7 +2,11 @@
 // server and its clients: frame types, limits, validation, API error codes
 // and WebSocket close codes. It is the single place where the rules of
 // API.md ("Messages" and "WebSocket") are turned into code; servers and
-// clients both import it, and it imports only the standard library.
+// clients both import it. Besides the standard library it imports only
+// github.com/valyala/fastjson, with which [DecodeClientFrame] and
+// [DecodeSend] parse; they fall back to encoding/json for input fastjson
+// would read differently, so that the results are exactly those of
+// encoding/json.
 //
 // # Frames
 //
