@@ -51,13 +51,12 @@ func (b *Bolt) AppendMessage(ctx context.Context, m Message) (Message, bool, err
 		return Message{}, false, err
 	}
 	m.Seq = 0
-	body, err := json.Marshal(m)
+	exp := timeKey(m.ExpiresAt)
+	val := make([]byte, 0, timeKeyLen+512+len(m.Ciphertext)*4/3+len(m.Keys)*96)
+	val, err := appendMessageJSON(append(val, exp[:]...), &m)
 	if err != nil {
 		return Message{}, false, fmt.Errorf("storage: encode message: %w", err)
 	}
-	exp := timeKey(m.ExpiresAt)
-	val := make([]byte, 0, timeKeyLen+len(body))
-	val = append(append(val, exp[:]...), body...)
 	sentAt := timeKey(m.SentAt)
 	var ck []byte
 	if m.ClientID != "" {
