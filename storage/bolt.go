@@ -86,7 +86,7 @@ type Bolt struct {
 	// read (decodecache.go): Authenticate reads both on every request.
 	credCache *decodeCache[Credential]
 	userCache *decodeCache[User]
-	convCache *decodeCache[Conversation] // read on every send
+	convs     *convMemo // read on every send (bolt_convs.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -167,7 +167,7 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 		log:       newMsgLog(path, o),
 		credCache: newDecodeCache[Credential](decodeCacheSize),
 		userCache: newDecodeCache[User](decodeCacheSize),
-		convCache: newDecodeCache[Conversation](decodeCacheSize),
+		convs:     newConvMemo(decodeCacheSize),
 	}
 	if err := b.openLog(); err != nil {
 		_ = db.Close()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -36,12 +37,67 @@ func getConv(tx *bolt.Tx, id string) (c Conversation, ok bool, err error) {
 	return c, true, nil
 }
 
-func putConv(tx *bolt.Tx, c Conversation) error {
+// putConv stores c and drops it from the memo when the transaction
+// commits.
+func (b *Bolt) putConv(tx *bolt.Tx, c Conversation) error {
 	v, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("storage: encode conversation: %w", err)
 	}
+	id := c.ID
+	tx.OnCommit(func() { b.convs.forget(id) })
 	return tx.Bucket(bktConvs).Put([]byte(c.ID), v)
+}
+
+// convMemo keeps decoded conversations: a send reads its conversation
+// every time, and a read transaction with its B+tree searches was a tenth
+// of the server's CPU at saturation. It is write-through: every write goes
+// through putConv, which forgets the entry when it commits, and the file
+// is locked to this process. A read that missed stores what it read only
+// if no conversation was written meanwhile (gen), so a slow reader cannot
+// put back what a writer just replaced.
+type convMemo struct {
+	max int
+
+	mu  sync.RWMutex
+	gen uint64                   // guarded by mu: incremented by every forget
+	m   map[string]*Conversation // guarded by mu; the values are never changed
+}
+
+func newConvMemo(max int) *convMemo {
+	return &convMemo{max: max, m: make(map[string]*Conversation)}
+}
+
+// get returns the memo's copy of conversation id (nil if it has none) and
+// the generation to hand to put after a miss.
+func (c *convMemo) get(id string) (*Conversation, uint64) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.m[id], c.gen
+}
+
+// put stores conv read at generation gen, unless a write came in between.
+// When full, it forgets an arbitrary entry.
+func (c *convMemo) put(conv *Conversation, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	if len(c.m) >= c.max {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[conv.ID] = conv
+}
+
+func (c *convMemo) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.m, id)
 }
 
 // memberSet returns the distinct user IDs of members.
@@ -99,7 +155,7 @@ func (b *Bolt) CreateConversation(ctx context.Context, c Conversation) error {
 		if tx.Bucket(bktConvs).Get([]byte(c.ID)) != nil {
 			return ErrConflict
 		}
-		if err := putConv(tx, c); err != nil {
+		if err := b.putConv(tx, c); err != nil {
 			return err
 		}
 		return syncMembers(tx, c, nil)
@@ -144,8 +200,7 @@ func (b *Bolt) CreateDirect(ctx context.Context, c Conversation) (Conversation, 
 			if err == nil && !ok {
 				err = fmt.Errorf("storage: direct index names missing conversation %q", id)
 			}
-			// No checkpoint commits during a write transaction.
-			out.LastSeq = max(out.LastSeq, b.log.durableLast(out.ID))
+			out.LastSeq = max(out.LastSeq, b.log.seqOf(out.ID))
 			created = false
 			return err
 		}
@@ -153,7 +208,7 @@ func (b *Bolt) CreateDirect(ctx context.Context, c Conversation) (Conversation, 
 			return ErrConflict
 		}
 		c.LastSeq = 0
-		if err := putConv(tx, c); err != nil {
+		if err := b.putConv(tx, c); err != nil {
 			return err
 		}
 		if err := syncMembers(tx, c, nil); err != nil {
@@ -168,23 +223,38 @@ func (b *Bolt) CreateDirect(ctx context.Context, c Conversation) (Conversation, 
 	return out, created, nil
 }
 
-// Conversation implements Conversations.
+// Conversation implements Conversations. It is served from memory after
+// the first read (convMemo, and the message log's seqs).
 func (b *Bolt) Conversation(ctx context.Context, id string) (Conversation, error) {
-	var c Conversation
-	read := func() error {
-		return b.view(ctx, func(tx *bolt.Tx) error {
+	if err := ctx.Err(); err != nil {
+		return Conversation{}, err
+	}
+	memo, gen := b.convs.get(id)
+	seq, seqKnown := b.log.seq(id)
+	if memo == nil || !seqKnown {
+		var counter uint64
+		err := b.view(ctx, func(tx *bolt.Tx) error {
 			v := tx.Bucket(bktConvs).Get([]byte(id))
 			if v == nil {
 				return ErrNotFound
 			}
-			var err error
-			c, err = b.convCache.get([]byte(id), v, decodeConv, cloneConversation)
-			c.LastSeq = lastSeq(tx, id)
+			counter = lastSeq(tx, id)
+			if memo != nil {
+				return nil
+			}
+			c, err := decodeConv(v)
+			memo = &c
 			return err
 		})
+		if err != nil {
+			return Conversation{}, err
+		}
+		b.convs.put(memo, gen)
+		seq = b.log.learnSeq(id, counter)
 	}
-	err := b.withLastSeqs(read, func() []*Conversation { return []*Conversation{&c} })
-	return c, err
+	c := cloneConversation(*memo)
+	c.LastSeq = seq
+	return c, nil
 }
 
 func decodeConv(v []byte) (Conversation, error) {
@@ -199,30 +269,21 @@ func (b *Bolt) ConversationsOf(ctx context.Context, userID string) ([]Conversati
 	if !validID(userID) {
 		return out, nil
 	}
-	read := func() error {
-		out = out[:0]
-		return b.view(ctx, func(tx *bolt.Tx) error {
-			p := prefix(userID)
-			return scanPrefix(tx.Bucket(bktUserConvs), p, func(k, _ []byte) error {
-				c, ok, err := getConv(tx, string(k[len(p):]))
-				if err != nil {
-					return err
-				}
-				if ok {
-					out = append(out, c)
-				}
-				return nil
-			})
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		p := prefix(userID)
+		return scanPrefix(tx.Bucket(bktUserConvs), p, func(k, _ []byte) error {
+			c, ok, err := getConv(tx, string(k[len(p):]))
+			if err != nil {
+				return err
+			}
+			if ok {
+				c.LastSeq = max(c.LastSeq, b.log.seqOf(c.ID))
+				out = append(out, c)
+			}
+			return nil
 		})
-	}
-	fix := func() []*Conversation {
-		ps := make([]*Conversation, len(out))
-		for i := range out {
-			ps[i] = &out[i]
-		}
-		return ps
-	}
-	if err := b.withLastSeqs(read, fix); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -239,9 +300,7 @@ func (b *Bolt) UpdateConversation(ctx context.Context, id string, fn func(*Conve
 		if !ok {
 			return ErrNotFound
 		}
-		// Safe without withLastSeqs: no checkpoint commits during a
-		// write transaction.
-		c.LastSeq = max(c.LastSeq, b.log.durableLast(id))
+		c.LastSeq = max(c.LastSeq, b.log.seqOf(id))
 		old := c
 		old.Members = append([]Member(nil), c.Members...)
 		if err := fn(&c); err != nil {
@@ -253,7 +312,7 @@ func (b *Bolt) UpdateConversation(ctx context.Context, id string, fn func(*Conve
 		if err := checkMembers(c.Members); err != nil {
 			return err
 		}
-		if err := putConv(tx, c); err != nil {
+		if err := b.putConv(tx, c); err != nil {
 			return err
 		}
 		return syncMembers(tx, c, old.Members)

@@ -103,7 +103,7 @@ func (b *Bolt) EraseUser(ctx context.Context, userID string, at time.Time) ([]Cr
 
 		// Memberships.
 		for _, k := range keysWithPrefix(tx.Bucket(bktUserConvs), p) {
-			if err := leaveConv(tx, userID, string(k[len(p):])); err != nil {
+			if err := b.leaveConv(tx, userID, string(k[len(p):])); err != nil {
 				return err
 			}
 			if err := tx.Bucket(bktUserConvs).Delete(k); err != nil {
@@ -139,7 +139,7 @@ func (b *Bolt) EraseUser(ctx context.Context, userID string, at time.Time) ([]Cr
 // leaveConv removes userID from the members of conversation convID (the
 // membership index entry is the caller's). A direct conversation also loses
 // its pair index entry: the pair cannot meet again.
-func leaveConv(tx *bolt.Tx, userID, convID string) error {
+func (b *Bolt) leaveConv(tx *bolt.Tx, userID, convID string) error {
 	c, ok, err := getConv(tx, convID)
 	if err != nil || !ok {
 		return err
@@ -161,7 +161,7 @@ func leaveConv(tx *bolt.Tx, userID, convID string) error {
 		}
 	}
 	c.Members = slices.DeleteFunc(c.Members, func(m Member) bool { return m.UserID == userID })
-	return putConv(tx, c)
+	return b.putConv(tx, c)
 }
 
 // keysWithPrefix returns copies of the keys of bk that start with p, so

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -53,9 +54,9 @@ import (
 
 // Defaults of the message log (BoltOptions).
 const (
-	defaultCheckpointInterval = 2 * time.Second
-	defaultCheckpointSize     = 32768
-	checkpointChunk           = 8192 // messages per bbolt transaction of a checkpoint
+	defaultCheckpointInterval = 5 * time.Second
+	defaultCheckpointSize     = 65536
+	checkpointChunk           = 65536 // messages per bbolt transaction of a checkpoint
 	logRecordHeader           = 8
 	maxLogRecord              = 64 << 20
 )
@@ -69,7 +70,7 @@ type memEntry struct {
 	ck  []byte  // client-id key, nil without a client id
 
 	// Guarded by msgLog.mu.
-	durable bool // visible to reads: in the log, and its attachments linked
+	durable bool          // visible to reads: in the log, and its attachments linked
 	err     error         // the log write failed
 	done    chan struct{} // closed once durable or failed
 }
@@ -99,10 +100,11 @@ type msgLog struct {
 	convs    map[string]*memConv
 	ids      map[string]*memEntry
 	clients  map[string]*memEntry
-	epoch    uint64        // incremented whenever entries leave the memtable
-	room     chan struct{} // closed (and replaced) whenever entries leave
-	err      error         // sticky: a log write failed
-	ckErr    error         // the last checkpoint's failure, nil once one succeeds
+	seqs     map[string]uint64 // last visible seq of the conversations seen (seq)
+	epoch    uint64            // incremented whenever entries leave the memtable
+	room     chan struct{}     // closed (and replaced) whenever entries leave
+	err      error             // sticky: a log write failed
+	ckErr    error             // the last checkpoint's failure, nil once one succeeds
 	closed   bool
 	obsolete []string // log files whose records are all in bbolt
 	buf      []byte   // the writer's encode buffer
@@ -121,6 +123,7 @@ func newMsgLog(dbPath string, o BoltOptions) *msgLog {
 		convs:    make(map[string]*memConv),
 		ids:      make(map[string]*memEntry),
 		clients:  make(map[string]*memEntry),
+		seqs:     make(map[string]uint64),
 		room:     make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -273,31 +276,62 @@ func decodeRecord(p []byte) (*memEntry, bool) {
 // applyLog writes entries into the message buckets. With replay set,
 // entries whose message id is stored already are skipped (a crash after a
 // checkpoint's commit and before its log files were deleted).
+//
+// Each bucket gets its keys in ascending order: bbolt inserts into a leaf
+// node by shifting its tail, and a node grows without splitting until the
+// commit, so random inserts into a young bucket (a fresh file, a new
+// conversation) would cost quadratic time; ascending inserts append.
 func applyLog(tx *bolt.Tx, entries []*memEntry, replay bool) error {
 	msgs, msgIDs, exp := tx.Bucket(bktMsgs), tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgExp)
-	last := make(map[string]uint64)
+	if replay {
+		entries = slices.DeleteFunc(slices.Clone(entries), func(e *memEntry) bool {
+			return msgIDs.Get([]byte(e.msg.ID)) != nil
+		})
+	}
+	type kv struct{ k, v []byte }
+	var (
+		seqs    = make([]kv, 0, len(entries))
+		clients = make([]kv, 0, len(entries))
+		idx     = make([]kv, 0, len(entries))
+		exps    = make([]kv, 0, len(entries))
+		last    = make(map[string]uint64)
+	)
 	for _, e := range entries {
 		id := []byte(e.msg.ID)
-		if replay && msgIDs.Get(id) != nil {
-			continue
-		}
 		loc := seqKey(e.msg.Conversation, e.msg.Seq)
-		if err := msgs.Put(loc, e.val); err != nil {
-			return err
-		}
-		if err := msgIDs.Put(id, loc); err != nil {
-			return err
-		}
+		seqs = append(seqs, kv{loc, e.val})
+		idx = append(idx, kv{id, loc})
 		if e.ck != nil {
-			if err := msgs.Put(e.ck, id); err != nil {
+			clients = append(clients, kv{e.ck, id})
+		}
+		ek := make([]byte, 0, timeKeyLen+len(id))
+		exps = append(exps, kv{append(append(ek, e.val[:timeKeyLen]...), id...), nil})
+		last[e.msg.Conversation] = max(last[e.msg.Conversation], e.msg.Seq)
+	}
+	for conv, seq := range last {
+		if lastSeq(tx, conv) < seq {
+			seqs = append(seqs, kv{counterKey(conv), be64(seq)})
+		}
+	}
+	put := func(bk *bolt.Bucket, kvs []kv) error {
+		slices.SortFunc(kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+		for _, p := range kvs {
+			if err := bk.Put(p.k, p.v); err != nil {
 				return err
 			}
 		}
-		ek := make([]byte, 0, timeKeyLen+len(id))
-		if err := exp.Put(append(append(ek, e.val[:timeKeyLen]...), id...), nil); err != nil {
-			return err
-		}
-		last[e.msg.Conversation] = max(last[e.msg.Conversation], e.msg.Seq)
+		return nil
+	}
+	if err := put(msgs, append(seqs, clients...)); err != nil {
+		return err
+	}
+	if err := put(msgIDs, idx); err != nil {
+		return err
+	}
+	if err := put(exp, exps); err != nil {
+		return err
+	}
+	for _, e := range entries {
 		atts := e.msg.Attachments
 		if replay {
 			var m Message
@@ -308,13 +342,6 @@ func applyLog(tx *bolt.Tx, entries []*memEntry, replay bool) error {
 		}
 		if len(atts) > 0 {
 			if err := linkAttachments(tx, slices.Compact(slices.Sorted(slices.Values(atts))), e.msg.Conversation); err != nil {
-				return err
-			}
-		}
-	}
-	for conv, seq := range last {
-		if lastSeq(tx, conv) < seq {
-			if err := msgs.Put(counterKey(conv), be64(seq)); err != nil {
 				return err
 			}
 		}
@@ -331,9 +358,12 @@ type boltLookup struct {
 	counter   uint64
 }
 
-func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLen]byte) error {
+// read fills r. convKnown skips the check that the conversation exists
+// (conversations are never deleted), seqKnown the counter (the log knows
+// a newer one).
+func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLen]byte, convKnown, seqKnown bool) error {
 	*r = boltLookup{}
-	if tx.Bucket(bktConvs).Get([]byte(m.Conversation)) == nil {
+	if !convKnown && tx.Bucket(bktConvs).Get([]byte(m.Conversation)) == nil {
 		return nil
 	}
 	r.convFound = true
@@ -352,7 +382,9 @@ func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLe
 		}
 	}
 	r.idTaken = msgIDs.Get([]byte(m.ID)) != nil
-	r.counter = lastSeq(tx, m.Conversation)
+	if !seqKnown {
+		r.counter = lastSeq(tx, m.Conversation)
+	}
 	return nil
 }
 
@@ -384,10 +416,15 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 			return Message{}, false, err
 		}
 		epoch := l.epoch
+		_, seqKnown := l.seqs[m.Conversation]
 		l.mu.Unlock()
+		convKnown, _ := b.convs.get(m.Conversation)
 
 		var look boltLookup
-		if err := mapErr(b.db.View(func(tx *bolt.Tx) error { return look.read(tx, &m, ck, sentAt) })); err != nil {
+		read := func(tx *bolt.Tx) error {
+			return look.read(tx, &m, ck, sentAt, convKnown != nil, seqKnown)
+		}
+		if err := mapErr(b.db.View(read)); err != nil {
 			return Message{}, false, err
 		}
 		if !look.convFound {
@@ -427,7 +464,7 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 			mc = &memConv{last: look.counter}
 			l.convs[m.Conversation] = mc
 		}
-		seq := max(mc.last, look.counter)
+		seq := max(mc.last, look.counter, l.seqs[m.Conversation])
 		if seq == 1<<64-1 {
 			l.mu.Unlock()
 			return Message{}, false, fmt.Errorf("storage: conversation %q: seqs exhausted", m.Conversation)
@@ -456,7 +493,7 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 		if len(attIDs) > 0 {
 			err = mapErr(b.gc.do(func(tx *bolt.Tx) error { return linkAttachments(tx, attIDs, m.Conversation) }))
 			l.mu.Lock()
-			e.durable = true
+			l.visible(e)
 			l.mu.Unlock()
 		}
 		if err != nil {
@@ -512,7 +549,9 @@ func (l *msgLog) writeLoop() {
 			}
 		} else {
 			for _, e := range batch {
-				e.durable = len(e.msg.Attachments) == 0
+				if len(e.msg.Attachments) == 0 {
+					l.visible(e)
+				}
 			}
 			l.order = append(l.order, batch...)
 		}
@@ -705,53 +744,40 @@ func (l *msgLog) memAfter(conv string, after uint64, limit int, now time.Time) (
 	return out, mc.entries[0].msg.Seq
 }
 
-// lastDurable returns the seq of conv's last durable memtable message, 0
-// when it has none. l.mu is held.
-func (l *msgLog) lastDurable(conv string) uint64 {
-	mc := l.convs[conv]
-	if mc == nil {
-		return 0
-	}
-	var last uint64
-	for _, e := range mc.entries {
-		if !e.durable {
-			break
-		}
-		last = e.msg.Seq
-	}
-	return last
-}
-
-// durableLast is lastDurable with l.mu taken.
-func (l *msgLog) durableLast(conv string) uint64 {
+// seq returns the last visible seq of conv, if the log knows it: every
+// conversation with a message visible since the start, and those learnt.
+func (l *msgLog) seq(conv string) (uint64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.lastDurable(conv)
+	s, ok := l.seqs[conv]
+	return s, ok
 }
 
-// withLastSeqs runs read, a bbolt read that fills LastSeq from the
-// counters, and raises the LastSeq of what fix returns to the memtable's
-// durable seqs. It reads again when a checkpoint moved messages in
-// between.
-func (b *Bolt) withLastSeqs(read func() error, fix func() []*Conversation) error {
-	l := b.log
-	for {
-		l.mu.Lock()
-		epoch := l.epoch
-		l.mu.Unlock()
-		if err := read(); err != nil {
-			return err
-		}
-		l.mu.Lock()
-		if l.epoch != epoch {
-			l.mu.Unlock()
-			continue
-		}
-		for _, c := range fix() {
-			c.LastSeq = max(c.LastSeq, l.lastDurable(c.ID))
-		}
-		l.mu.Unlock()
-		return nil
+// seqOf is seq, 0 when unknown: for raising a counter read from bbolt,
+// which is never ahead of it.
+func (l *msgLog) seqOf(conv string) uint64 {
+	s, _ := l.seq(conv)
+	return s
+}
+
+// learnSeq records counter, conv's counter read from bbolt, and returns
+// the last visible seq. The counter can be behind a message that became
+// visible after it was read, never ahead.
+func (l *msgLog) learnSeq(conv string, counter uint64) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.seqs[conv]; ok && s >= counter {
+		return s
+	}
+	l.seqs[conv] = counter
+	return counter
+}
+
+// visible makes e visible to reads. l.mu is held.
+func (l *msgLog) visible(e *memEntry) {
+	e.durable = true
+	if l.seqs[e.msg.Conversation] < e.msg.Seq {
+		l.seqs[e.msg.Conversation] = e.msg.Seq
 	}
 }
 
