@@ -58,6 +58,7 @@ const (
 	defaultCheckpointSize     = 65536
 	checkpointChunk           = 65536 // messages per bbolt transaction of a checkpoint
 	logRecordHeader           = 8
+	logWriteBuf               = 256 << 10 // bytes per write of a batch
 	maxLogRecord              = 64 << 20
 )
 
@@ -101,6 +102,7 @@ type msgLog struct {
 	ids      map[string]*memEntry
 	clients  map[string]*memEntry
 	seqs     map[string]uint64 // last visible seq of the conversations seen (seq)
+	maxID    string            // no message id in bbolt is greater
 	epoch    uint64            // incremented whenever entries leave the memtable
 	room     chan struct{}     // closed (and replaced) whenever entries leave
 	err      error             // sticky: a log write failed
@@ -155,6 +157,14 @@ func (b *Bolt) openLog() error {
 			return fmt.Errorf("replay message log: %w", err)
 		}
 		recs = recs[len(chunk):]
+	}
+	err = b.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bktMsgIDs).Cursor().Last()
+		l.maxID = string(k)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for _, g := range gens {
 		if err := os.Remove(l.path(g)); err != nil {
@@ -360,8 +370,9 @@ type boltLookup struct {
 
 // read fills r. convKnown skips the check that the conversation exists
 // (conversations are never deleted), seqKnown the counter (the log knows
-// a newer one).
-func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLen]byte, convKnown, seqKnown bool) error {
+// a newer one), idFresh the message id (greater than any in bbolt: ids
+// are time-ordered, so this is the rule).
+func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLen]byte, convKnown, seqKnown, idFresh bool) error {
 	*r = boltLookup{}
 	if !convKnown && tx.Bucket(bktConvs).Get([]byte(m.Conversation)) == nil {
 		return nil
@@ -381,7 +392,7 @@ func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLe
 			}
 		}
 	}
-	r.idTaken = msgIDs.Get([]byte(m.ID)) != nil
+	r.idTaken = !idFresh && msgIDs.Get([]byte(m.ID)) != nil
 	if !seqKnown {
 		r.counter = lastSeq(tx, m.Conversation)
 	}
@@ -417,12 +428,13 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 		}
 		epoch := l.epoch
 		_, seqKnown := l.seqs[m.Conversation]
+		idFresh := m.ID > l.maxID
 		l.mu.Unlock()
 		convKnown, _ := b.convs.get(m.Conversation)
 
 		var look boltLookup
 		read := func(tx *bolt.Tx) error {
-			return look.read(tx, &m, ck, sentAt, convKnown != nil, seqKnown)
+			return look.read(tx, &m, ck, sentAt, convKnown != nil, seqKnown, idFresh)
 		}
 		if err := mapErr(b.db.View(read)); err != nil {
 			return Message{}, false, err
@@ -531,14 +543,7 @@ func (l *msgLog) writeLoop() {
 		f := l.f
 		l.mu.Unlock()
 
-		buf := l.buf[:0]
-		for _, e := range batch {
-			buf = appendRecord(buf, e)
-		}
-		if cap(buf) <= 1<<20 {
-			l.buf = buf
-		}
-		err := l.writeSync(f, buf)
+		err := l.writeSync(f, batch)
 
 		l.mu.Lock()
 		if err != nil {
@@ -567,9 +572,22 @@ func (l *msgLog) writeLoop() {
 	}
 }
 
-func (l *msgLog) writeSync(f *os.File, buf []byte) error {
-	if _, err := f.Write(buf); err != nil {
-		return err
+// writeSync writes the records of batch and syncs the file. The records
+// go through one reused buffer of about logWriteBuf bytes, so a large batch
+// (the disk was slow) costs a few writes and no new memory.
+func (l *msgLog) writeSync(f *os.File, batch []*memEntry) error {
+	buf := l.buf[:0]
+	for i, e := range batch {
+		buf = appendRecord(buf, e)
+		if len(buf) >= logWriteBuf || i == len(batch)-1 {
+			if _, err := f.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+	}
+	if cap(buf) <= 2*logWriteBuf {
+		l.buf = buf
 	}
 	if l.noSync {
 		return nil
@@ -664,6 +682,7 @@ func (b *Bolt) checkpoint() error {
 		}
 		l.mu.Lock()
 		for _, e := range chunk {
+			l.maxID = max(l.maxID, e.msg.ID)
 			l.forget(e)
 		}
 		l.epoch++
