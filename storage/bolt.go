@@ -150,6 +150,7 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 		// the transaction changed.
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		PageSize:       16384,
 	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
