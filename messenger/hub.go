@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,13 +31,13 @@ type Hub struct {
 
 type hubShard struct {
 	mu    sync.RWMutex
-	users map[string]map[*conn]struct{} // guarded by mu
+	users map[string][]*conn // guarded by mu; a user's few sockets (a slice: no map to iterate per delivery)
 }
 
 func newHub(b Broker, p Presence, log *slog.Logger, m *metrics) *Hub {
 	h := &Hub{broker: b, presence: p, log: log, metrics: m, seed: maphash.MakeSeed(), draining: make(chan struct{})}
 	for i := range h.shards {
-		h.shards[i].users = make(map[string]map[*conn]struct{})
+		h.shards[i].users = make(map[string][]*conn)
 	}
 	b.SetDeliver(h.deliver)
 	return h
@@ -58,15 +59,13 @@ func (h *Hub) add(c *conn) error {
 		return errDraining
 	default:
 	}
-	set := s.users[c.userID]
-	if set == nil {
+	conns := s.users[c.userID]
+	if len(conns) == 0 {
 		if err := h.broker.Subscribe(c.userID); err != nil {
 			return err
 		}
-		set = make(map[*conn]struct{}, 1)
-		s.users[c.userID] = set
 	}
-	set[c] = struct{}{}
+	s.users[c.userID] = append(conns, c)
 	h.active.Add(1)
 	h.metrics.connections.Inc()
 	if h.presence != nil {
@@ -79,17 +78,19 @@ func (h *Hub) remove(c *conn) {
 	s := h.shard(c.userID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	set := s.users[c.userID]
-	if _, ok := set[c]; !ok {
+	conns := s.users[c.userID]
+	i := slices.Index(conns, c)
+	if i < 0 {
 		return
 	}
-	delete(set, c)
+	conns = slices.Delete(conns, i, i+1)
+	s.users[c.userID] = conns
 	h.active.Done()
 	h.metrics.connections.Dec()
 	if h.presence != nil {
 		h.presence.Disconnected(c.userID, c.deviceID)
 	}
-	if len(set) == 0 {
+	if len(conns) == 0 {
 		delete(s.users, c.userID)
 		if err := h.broker.Unsubscribe(c.userID); err != nil {
 			h.log.Warn("broker unsubscribe", "err", err)
@@ -102,7 +103,7 @@ func (h *Hub) deliver(userID string, ev *Event) {
 	s := h.shard(userID)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for c := range s.users[userID] {
+	for _, c := range s.users[userID] {
 		switch ev.Kind {
 		case EventMessage:
 			if c.deviceKey == ev.ExcludeDevice {
@@ -125,7 +126,7 @@ func (h *Hub) online(userID, deviceID string) bool {
 	s := h.shard(userID)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for c := range s.users[userID] {
+	for _, c := range s.users[userID] {
 		if c.deviceID == deviceID {
 			return true
 		}
@@ -139,8 +140,8 @@ func (h *Hub) count() int {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.RLock()
-		for _, set := range s.users {
-			n += len(set)
+		for _, conns := range s.users {
+			n += len(conns)
 		}
 		s.mu.RUnlock()
 	}
@@ -154,8 +155,8 @@ func (h *Hub) drain(ctx context.Context) {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.RLock()
-		for _, set := range s.users {
-			for c := range set {
+		for _, conns := range s.users {
+			for _, c := range conns {
 				c.closeWith(proto.CloseGoingAway)
 			}
 		}
@@ -182,8 +183,8 @@ func (h *Hub) pingLoop(interval time.Duration, stop <-chan struct{}) {
 		}
 		s := &h.shards[i]
 		s.mu.RLock()
-		for _, set := range s.users {
-			for c := range set {
+		for _, conns := range s.users {
+			for _, c := range conns {
 				c.enqueue(outItem{ping: true})
 			}
 		}
@@ -198,8 +199,8 @@ func (h *Hub) catchUp() {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.RLock()
-		for _, set := range s.users {
-			for c := range set {
+		for _, conns := range s.users {
+			for _, c := range conns {
 				c.enqueue(outItem{sync: &syncJob{catchUp: true}})
 			}
 		}
