@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -325,9 +326,12 @@ func applyLog(tx *bolt.Tx, entries []*memEntry, replay bool) error {
 	}
 	put := func(bk *bolt.Bucket, kvs []kv) error {
 		slices.SortFunc(kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-		for _, p := range kvs {
+		for i, p := range kvs {
 			if err := bk.Put(p.k, p.v); err != nil {
 				return err
+			}
+			if i%32 == 31 {
+				runtime.Gosched() // background work: let the senders through
 			}
 		}
 		return nil
