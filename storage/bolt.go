@@ -104,11 +104,11 @@ type BoltOptions struct {
 	// Zero means 1000.
 	MaxBatchSize int
 	// CheckpointInterval is how often the message log is moved into the
-	// B+tree (bolt_msglog.go). Zero means 2s.
+	// B+tree (bolt_msglog.go). Zero means 5s.
 	CheckpointInterval time.Duration
 	// CheckpointSize is how many logged messages start a checkpoint before
-	// the interval is over; four times as many make appends wait for it.
-	// Zero means 32768.
+	// the interval is over; twice as many make appends wait for it.
+	// Zero means 65536 (about 100 MB of memory at most).
 	CheckpointSize int
 	// Clock tells the time. Zero means time.Now. Reserved: every method
 	// that depends on the time takes it as an argument (AppendMessage uses

@@ -414,7 +414,7 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 	l := b.log
 	for {
 		l.mu.Lock()
-		for l.err == nil && !l.closed && len(l.ids) >= 4*l.size {
+		for l.err == nil && !l.closed && len(l.ids) >= 2*l.size {
 			// The checkpointer is behind: wait for room.
 			room := l.room
 			l.mu.Unlock()
