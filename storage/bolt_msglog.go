@@ -2,11 +2,13 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -110,7 +112,11 @@ type msgLog struct {
 	ckErr    error             // the last checkpoint's failure, nil once one succeeds
 	closed   bool
 	obsolete []string // log files whose records are all in bbolt
-	buf      []byte   // the writer's encode buffer
+
+	// Owned by whoever holds wmu.
+	buf   []byte                              // the writer's encode buffer
+	off   int64                               // the size of the current file
+	write func(*os.File, []byte) (int, error) // (*os.File).Write; tests make it fail
 
 	kick chan struct{} // wakes the checkpointer
 	stop chan struct{}
@@ -128,6 +134,7 @@ func newMsgLog(dbPath string, o BoltOptions) *msgLog {
 		clients:  make(map[string]*memEntry),
 		seqs:     make(map[string]uint64),
 		room:     make(chan struct{}),
+		write:    (*os.File).Write,
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -301,31 +308,49 @@ func applyLog(tx *bolt.Tx, entries []*memEntry, replay bool) error {
 	}
 	type kv struct{ k, v []byte }
 	var (
-		seqs    = make([]kv, 0, len(entries))
-		clients = make([]kv, 0, len(entries))
-		idx     = make([]kv, 0, len(entries))
-		exps    = make([]kv, 0, len(entries))
-		last    = make(map[string]uint64)
+		byConv = make(map[string][]*memEntry)
+		idx    = make([]kv, 0, len(entries))
+		exps   = make([]kv, 0, len(entries))
 	)
 	for _, e := range entries {
+		byConv[e.msg.Conversation] = append(byConv[e.msg.Conversation], e)
 		id := []byte(e.msg.ID)
-		loc := seqKey(e.msg.Conversation, e.msg.Seq)
-		seqs = append(seqs, kv{loc, e.val})
-		idx = append(idx, kv{id, loc})
-		if e.ck != nil {
-			clients = append(clients, kv{e.ck, id})
-		}
+		idx = append(idx, kv{id, nil}) // the value (loc) is set below
 		ek := make([]byte, 0, timeKeyLen+len(id))
 		exps = append(exps, kv{append(append(ek, e.val[:timeKeyLen]...), id...), nil})
-		last[e.msg.Conversation] = max(last[e.msg.Conversation], e.msg.Seq)
 	}
-	for conv, seq := range last {
-		if lastSeq(tx, conv) < seq {
-			seqs = append(seqs, kv{counterKey(conv), be64(seq)})
+	// msgs in key order without sorting every key: conversations in
+	// order (no id holds a byte below \x20, so conv+\0... sorts before
+	// any longer id), and within one its messages (seq order already),
+	// client-id entries (sorted among themselves) and the counter.
+	convs := slices.Sorted(maps.Keys(byConv))
+	msgKVs := make([]kv, 0, 2*len(entries)+len(convs))
+	locs := make(map[string][]byte, len(entries))
+	for _, conv := range convs {
+		es := byConv[conv]
+		slices.SortStableFunc(es, func(a, b *memEntry) int { return cmp.Compare(a.msg.Seq, b.msg.Seq) })
+		var clients []kv
+		for _, e := range es {
+			loc := seqKey(conv, e.msg.Seq)
+			locs[e.msg.ID] = loc
+			msgKVs = append(msgKVs, kv{loc, e.val})
+			if e.ck != nil {
+				clients = append(clients, kv{e.ck, []byte(e.msg.ID)})
+			}
+		}
+		slices.SortFunc(clients, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+		msgKVs = append(msgKVs, clients...)
+		if last := es[len(es)-1].msg.Seq; lastSeq(tx, conv) < last {
+			msgKVs = append(msgKVs, kv{counterKey(conv), be64(last)})
 		}
 	}
-	put := func(bk *bolt.Bucket, kvs []kv) error {
-		slices.SortFunc(kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+	for i := range idx {
+		idx[i].v = locs[string(idx[i].k)]
+	}
+	put := func(bk *bolt.Bucket, kvs []kv, sorted bool) error {
+		if !sorted {
+			slices.SortFunc(kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+		}
 		for i, p := range kvs {
 			if err := bk.Put(p.k, p.v); err != nil {
 				return err
@@ -336,13 +361,13 @@ func applyLog(tx *bolt.Tx, entries []*memEntry, replay bool) error {
 		}
 		return nil
 	}
-	if err := put(msgs, append(seqs, clients...)); err != nil {
+	if err := put(msgs, msgKVs, true); err != nil {
 		return err
 	}
-	if err := put(msgIDs, idx); err != nil {
+	if err := put(msgIDs, idx, false); err != nil {
 		return err
 	}
-	if err := put(exp, exps); err != nil {
+	if err := put(exp, exps, false); err != nil {
 		return err
 	}
 	for _, e := range entries {
@@ -550,12 +575,25 @@ func (l *msgLog) writeLoop() {
 		err := l.writeSync(f, batch)
 
 		l.mu.Lock()
+		var failed []*memEntry
 		if err != nil {
-			l.err = fmt.Errorf("storage: message log: %w", err)
-			for _, e := range batch {
-				e.err = l.err
+			// This batch, and what was queued behind it (its seqs follow
+			// the failed ones), fail; the seq counters go back.
+			failed = append(batch, l.pending...)
+			l.pending = nil
+			if l.err == nil && !errors.Is(err, errLogWrite) {
+				l.err = err // the log is not usable any more
+			}
+			for _, e := range failed {
+				e.err = err
 				l.forget(e)
 			}
+			for _, e := range failed {
+				if mc := l.convs[e.msg.Conversation]; mc != nil {
+					mc.last = mc.entries[len(mc.entries)-1].msg.Seq
+				}
+			}
+			batch = failed
 		} else {
 			for _, e := range batch {
 				if len(e.msg.Attachments) == 0 {
@@ -576,16 +614,33 @@ func (l *msgLog) writeLoop() {
 	}
 }
 
+// errLogWrite marks a write to the log that failed and was undone: the
+// log is still usable (a full disk may have room again).
+var errLogWrite = errors.New("storage: message log: write failed")
+
 // writeSync writes the records of batch and syncs the file. The records
 // go through one reused buffer of about logWriteBuf bytes, so a large batch
 // (the disk was slow) costs a few writes and no new memory.
+//
+// A failed write is undone (the file is truncated to where the batch
+// began) and reported as errLogWrite. A failed undo or fdatasync is
+// reported as is: what is on disk is unknown, so the log must not be used
+// again (after a failed fdatasync, Linux may have dropped the dirty pages
+// and forgotten the error).
 func (l *msgLog) writeSync(f *os.File, batch []*memEntry) error {
+	start := l.off
 	buf := l.buf[:0]
 	for i, e := range batch {
 		buf = appendRecord(buf, e)
 		if len(buf) >= logWriteBuf || i == len(batch)-1 {
-			if _, err := f.Write(buf); err != nil {
-				return err
+			n, err := l.write(f, buf)
+			l.off += int64(n)
+			if err != nil {
+				if terr := f.Truncate(start); terr != nil {
+					return fmt.Errorf("storage: message log: write: %w; undo: %w", err, terr)
+				}
+				l.off = start
+				return fmt.Errorf("%w: %w", errLogWrite, err)
 			}
 			buf = buf[:0]
 		}
@@ -598,8 +653,11 @@ func (l *msgLog) writeSync(f *os.File, batch []*memEntry) error {
 	}
 	for {
 		err := syscall.Fdatasync(int(f.Fd()))
+		if err == nil {
+			return nil
+		}
 		if !errors.Is(err, syscall.EINTR) {
-			return err
+			return fmt.Errorf("storage: message log: fdatasync: %w", err)
 		}
 	}
 }
@@ -670,7 +728,7 @@ func (b *Bolt) checkpoint() error {
 		}
 		_ = l.f.Close() // everything in it is synced; the writer is not in it
 		l.obsolete = append(l.obsolete, l.path(l.gen))
-		l.f, l.gen = nf, l.gen+1
+		l.f, l.gen, l.off = nf, l.gen+1, 0
 	}
 	l.order = nil
 	l.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -312,6 +313,50 @@ func TestMessageLogWriteFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSeqs(t, msgs, 1)
+}
+
+// TestMessageLogWriteFailureUndone: a write that fails half way (a full
+// disk) fails that append only: the half record is cut off again, the seq
+// is given to the next message, and a crash afterwards replays the log
+// cleanly.
+func TestMessageLogWriteFailureUndone(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "klassenfunk.db")
+	b, err := storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedConv(t, b)
+	if _, _, err := b.AppendMessage(ctx, logMsg(0)); err != nil {
+		t.Fatal(err)
+	}
+	storage.FailNextLogWrite(b, syscall.ENOSPC)
+	if _, _, err := b.AppendMessage(ctx, logMsg(1)); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("append on a full disk: %v, want ENOSPC", err)
+	}
+	if _, err := b.Message(ctx, logMsg(1).ID, logBase); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("the failed message: %v, want ErrNotFound", err)
+	}
+	if err := b.Ping(ctx); err != nil {
+		t.Fatalf("Ping after an undone write: %v", err)
+	}
+	m, _, err := b.AppendMessage(ctx, logMsg(1)) // the client's retry
+	if err != nil || m.Seq != 2 {
+		t.Fatalf("retry: seq %d, %v; want 2", m.Seq, err)
+	}
+	if err := storage.CrashBolt(b); err != nil {
+		t.Fatal(err)
+	}
+	b, err = storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	msgs, _, err := b.MessagesAfter(ctx, "g1", 0, 10, logBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, msgs, 2)
 }
 
 // TestMessageLogCloseWithAppends: Close with appends in flight loses none

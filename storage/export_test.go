@@ -35,3 +35,19 @@ func BreakMessageLog(b *Bolt) error {
 	l.mu.Unlock()
 	return old.Close()
 }
+
+// FailNextLogWrite makes the next write to the message log write half of
+// its bytes and then fail with err, like a disk that fills up mid-write.
+func FailNextLogWrite(b *Bolt, err error) {
+	l := b.log
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.write = func(f *os.File, p []byte) (int, error) {
+		l.write = (*os.File).Write // owned by the wmu holder, which calls this
+		n, werr := f.Write(p[:len(p)/2])
+		if werr != nil {
+			return n, werr
+		}
+		return n, err
+	}
+}
