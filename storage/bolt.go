@@ -45,7 +45,7 @@ import (
 //	directs      school+\0+min(a,b)+\0+max(a,b) → conversation id
 //	msgs         everything of one conversation under its id, so that a
 //	             checkpoint's writes of one conversation land on neighbouring pages:
-//	               conversation id+\0+BE(seq) → T(ExpiresAt)+Message (JSON, Seq 0)
+//	               conversation id+\0+BE(seq) → T(ExpiresAt)+Message (msgcodec.go; JSON before it)
 //	               conversation id+\1+sender user+\0+uvarint(len(device))+device+client id → message id
 //	               conversation id+\2 → BE(last seq in this file)
 //	msgids       message id → conversation id+\0+BE(seq)

@@ -53,7 +53,7 @@ import (
 // A log file is dbpath+".msglog."+generation; a record is
 // LE32(len(payload)) LE32(crc32c(payload)) payload, where payload is
 // uvarint(seq) then conversation, message id and client key, each as
-// uvarint(len)+bytes, then the msgs value (T(ExpiresAt)+JSON).
+// uvarint(len)+bytes, then the msgs value (T(ExpiresAt)+Message, msgcodec.go).
 
 // Defaults of the message log (BoltOptions).
 const (
@@ -70,7 +70,7 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // memEntry is one message in the memtable.
 type memEntry struct {
 	msg Message // Seq set
-	val []byte  // msgs value: T(ExpiresAt)+JSON
+	val []byte  // msgs value: T(ExpiresAt)+Message (msgcodec.go)
 	ck  []byte  // client-id key, nil without a client id
 
 	// Guarded by msgLog.mu.
@@ -374,7 +374,7 @@ func applyLog(tx *bolt.Tx, entries []*memEntry, replay bool) error {
 		atts := e.msg.Attachments
 		if replay {
 			var m Message
-			if err := decode(e.val[timeKeyLen:], &m, "message"); err != nil {
+			if err := decodeMessageValue(e.val[timeKeyLen:], &m); err != nil {
 				return err
 			}
 			atts = m.Attachments

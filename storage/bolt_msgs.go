@@ -14,10 +14,11 @@ import (
 )
 
 // A message is stored under conversation+\0+BE(seq) as T(ExpiresAt)
-// followed by its JSON with Seq 0 (the seq is in the key). The expiry prefix
-// lets reads skip expired messages without decoding them, and leaving Seq
-// out lets AppendMessage encode the record before it enters the shared
-// write transaction.
+// followed by the message without its seq (the seq is in the key) in the
+// binary form of msgcodec.go (JSON where that cannot carry it, and in
+// files written before it). The expiry prefix lets reads skip expired
+// messages without decoding them, and leaving the seq out lets
+// AppendMessage encode the record before the seq is allocated.
 
 // decodeMsg decodes a msgs value stored under key loc.
 func decodeMsg(loc, v []byte) (Message, error) {
@@ -25,8 +26,8 @@ func decodeMsg(loc, v []byte) (Message, error) {
 	if len(v) < timeKeyLen || len(loc) < 8 {
 		return m, fmt.Errorf("storage: corrupt message record %x", loc)
 	}
-	if err := decode(v[timeKeyLen:], &m, "message"); err != nil {
-		return m, err
+	if err := decodeMessageValue(v[timeKeyLen:], &m); err != nil {
+		return m, fmt.Errorf("storage: decode message %x: %w", loc, err)
 	}
 	m.Seq = binary.BigEndian.Uint64(loc[len(loc)-8:])
 	return m, nil
@@ -53,7 +54,7 @@ func (b *Bolt) AppendMessage(ctx context.Context, m Message) (Message, bool, err
 	m.Seq = 0
 	exp := timeKey(m.ExpiresAt)
 	val := make([]byte, 0, timeKeyLen+512+len(m.Ciphertext)*4/3+len(m.Keys)*96)
-	val, err := appendMessageJSON(append(val, exp[:]...), &m)
+	val, err := appendMessageValue(append(val, exp[:]...), &m)
 	if err != nil {
 		return Message{}, false, fmt.Errorf("storage: encode message: %w", err)
 	}
