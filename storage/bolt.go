@@ -108,7 +108,7 @@ type BoltOptions struct {
 	CheckpointInterval time.Duration
 	// CheckpointSize is how many logged messages start a checkpoint before
 	// the interval is over; twice as many make appends wait for it.
-	// Zero means 65536 (about 100 MB of memory at most).
+	// Zero means 32768 (about 50 MB of memory at most).
 	CheckpointSize int
 	// Clock tells the time. Zero means time.Now. Reserved: every method
 	// that depends on the time takes it as an argument (AppendMessage uses

@@ -53,7 +53,7 @@ func (b *Bolt) AppendMessage(ctx context.Context, m Message) (Message, bool, err
 	}
 	m.Seq = 0
 	exp := timeKey(m.ExpiresAt)
-	val := make([]byte, 0, timeKeyLen+512+len(m.Ciphertext)*4/3+len(m.Keys)*96)
+	val := make([]byte, 0, timeKeyLen+valueSize(&m))
 	val, err := appendMessageValue(append(val, exp[:]...), &m)
 	if err != nil {
 		return Message{}, false, fmt.Errorf("storage: encode message: %w", err)

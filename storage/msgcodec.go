@@ -59,6 +59,22 @@ func appendMessageValue(buf []byte, m *Message) ([]byte, error) {
 	return buf, nil
 }
 
+// valueSize is an upper bound of the size of the binary form of m, so that
+// a message kept in memory (the message log's table) wastes no capacity.
+// The JSON fallback may need more; append then grows the buffer.
+func valueSize(m *Message) int {
+	const v = binary.MaxVarintLen64
+	n := 1 + 5*v + len(m.ID) + len(m.Conversation) + len(m.SenderUser) + len(m.SenderDevice) + len(m.ClientID) +
+		4*v + v + len(m.Ciphertext) + v + v
+	for k, b := range m.Keys {
+		n += 2*v + len(k) + len(b)
+	}
+	for _, a := range m.Attachments {
+		n += v + len(a)
+	}
+	return n
+}
+
 func appendStr(buf []byte, s string) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(s)))
 	return append(buf, s...)
