@@ -2,6 +2,7 @@ package storage
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -32,7 +33,8 @@ func binaryEncodable(m *Message) bool {
 // carry m exactly, JSON otherwise.
 func appendMessageValue(buf []byte, m *Message) ([]byte, error) {
 	if !binaryEncodable(m) {
-		return appendMessageJSON(buf, m)
+		body, err := json.Marshal(m)
+		return append(buf, body...), err
 	}
 	buf = append(buf, binaryMessage)
 	for _, s := range [...]string{m.ID, m.Conversation, m.SenderUser, m.SenderDevice, m.ClientID} {
