@@ -118,6 +118,8 @@ type msgLog struct {
 	off   int64                               // the size of the current file
 	write func(*os.File, []byte) (int, error) // (*os.File).Write; tests make it fail
 
+	beforeIndexes func() error // tests: fail a paced checkpoint between its transactions (ckMu)
+
 	kick chan struct{} // wakes the checkpointer
 	stop chan struct{}
 	done chan struct{}
@@ -161,7 +163,7 @@ func (b *Bolt) openLog() error {
 	}
 	for len(recs) > 0 {
 		chunk := recs[:min(len(recs), checkpointChunk)]
-		if err := b.db.Update(func(tx *bolt.Tx) error { return applyLog(tx, chunk, true) }); err != nil {
+		if err := b.db.Update(func(tx *bolt.Tx) error { return applyLog(tx, chunk) }); err != nil {
 			return fmt.Errorf("replay message log: %w", err)
 		}
 		recs = recs[len(chunk):]
@@ -291,87 +293,119 @@ func decodeRecord(p []byte) (*memEntry, bool) {
 	return e, true
 }
 
-// applyLog writes entries into the message buckets. With replay set,
-// entries whose message id is stored already are skipped (a crash after a
-// checkpoint's commit and before its log files were deleted).
+// A checkpoint writes in two kinds of transactions: the msgs bucket by
+// ranges of conversations (applyMsgs), then the indexes of all its
+// messages (applyIndexes). A crash in between leaves the log files, and
+// the replay (applyLog) puts everything again: every put is idempotent.
+// Until the indexes are written the messages stay in the memtable, where
+// reads find them.
 //
 // Each bucket gets its keys in ascending order: bbolt inserts into a leaf
 // node by shifting its tail, and a node grows without splitting until the
 // commit, so random inserts into a young bucket (a fresh file, a new
 // conversation) would cost quadratic time; ascending inserts append.
-func applyLog(tx *bolt.Tx, entries []*memEntry, replay bool) error {
-	msgs, msgIDs, exp := tx.Bucket(bktMsgs), tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgExp)
-	// Keys arrive at the end of a conversation's range (msgs) or of the
-	// whole bucket (time-ordered ids and expiry times): full pages stay
-	// full. bbolt's default (half full at a split) doubled the file.
-	msgs.FillPercent, msgIDs.FillPercent, exp.FillPercent = 0.9, 1, 1
-	if replay {
-		entries = slices.DeleteFunc(slices.Clone(entries), func(e *memEntry) bool {
-			return msgIDs.Get([]byte(e.msg.ID)) != nil
-		})
+
+// applyLog writes entries (from a log replay) in one transaction.
+func applyLog(tx *bolt.Tx, entries []*memEntry) error {
+	for _, part := range byConversation(entries, 1) {
+		if err := applyMsgs(tx, part); err != nil {
+			return err
+		}
 	}
-	type kv struct{ k, v []byte }
-	var (
-		byConv = make(map[string][]*memEntry)
-		idx    = make([]kv, 0, len(entries))
-		exps   = make([]kv, 0, len(entries))
-	)
+	return applyIndexes(tx, entries, true)
+}
+
+// byConversation returns entries grouped by conversation, the groups in
+// key order and each in seq order, cut into at most n parts of about the
+// same number of messages (a conversation is never cut).
+func byConversation(entries []*memEntry, n int) [][][]*memEntry {
+	groups := make(map[string][]*memEntry)
 	for _, e := range entries {
-		byConv[e.msg.Conversation] = append(byConv[e.msg.Conversation], e)
-		id := []byte(e.msg.ID)
-		idx = append(idx, kv{id, nil}) // the value (loc) is set below
-		ek := make([]byte, 0, timeKeyLen+len(id))
-		exps = append(exps, kv{append(append(ek, e.val[:timeKeyLen]...), id...), nil})
+		groups[e.msg.Conversation] = append(groups[e.msg.Conversation], e)
 	}
-	// msgs in key order without sorting every key: conversations in
-	// order (no id holds a byte below \x20, so conv+\0... sorts before
-	// any longer id), and within one its messages (seq order already),
-	// client-id entries (sorted among themselves) and the counter.
-	convs := slices.Sorted(maps.Keys(byConv))
-	msgKVs := make([]kv, 0, 2*len(entries)+len(convs))
-	locs := make(map[string][]byte, len(entries))
-	for _, conv := range convs {
-		es := byConv[conv]
+	var parts [][][]*memEntry
+	var cur [][]*memEntry
+	size, per := 0, (len(entries)+n-1)/max(n, 1)
+	for _, conv := range slices.Sorted(maps.Keys(groups)) {
+		es := groups[conv]
 		slices.SortStableFunc(es, func(a, b *memEntry) int { return cmp.Compare(a.msg.Seq, b.msg.Seq) })
+		cur = append(cur, es)
+		if size += len(es); size >= per {
+			parts, cur, size = append(parts, cur), nil, 0
+		}
+	}
+	if len(cur) > 0 {
+		parts = append(parts, cur)
+	}
+	return parts
+}
+
+type kv struct{ k, v []byte }
+
+// putSorted puts kvs (sorted by key unless sorted) into bk, yielding now
+// and then: a checkpoint is background work beside the senders.
+func putSorted(bk *bolt.Bucket, kvs []kv, sorted bool) error {
+	if !sorted {
+		slices.SortFunc(kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+	}
+	for i, p := range kvs {
+		if err := bk.Put(p.k, p.v); err != nil {
+			return err
+		}
+		if i%32 == 31 {
+			runtime.Gosched()
+		}
+	}
+	return nil
+}
+
+// applyMsgs writes the messages, client-id entries and seq counters of the
+// conversation groups convs (from byConversation) into msgs, in key order:
+// conversations in order (no id holds a byte below \x20, so conv+\0...
+// sorts before any longer id), and within one its messages, client-id
+// entries and counter.
+func applyMsgs(tx *bolt.Tx, convs [][]*memEntry) error {
+	msgs := tx.Bucket(bktMsgs)
+	// Keys arrive at the end of a conversation's range: full pages stay
+	// full. bbolt's default (half full at a split) doubled the file.
+	msgs.FillPercent = 0.9
+	var kvs []kv
+	for _, es := range convs {
+		conv := es[0].msg.Conversation
 		var clients []kv
 		for _, e := range es {
-			loc := seqKey(conv, e.msg.Seq)
-			locs[e.msg.ID] = loc
-			msgKVs = append(msgKVs, kv{loc, e.val})
+			kvs = append(kvs, kv{seqKey(conv, e.msg.Seq), e.val})
 			if e.ck != nil {
 				clients = append(clients, kv{e.ck, []byte(e.msg.ID)})
 			}
 		}
 		slices.SortFunc(clients, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-		msgKVs = append(msgKVs, clients...)
+		kvs = append(kvs, clients...)
 		if last := es[len(es)-1].msg.Seq; lastSeq(tx, conv) < last {
-			msgKVs = append(msgKVs, kv{counterKey(conv), be64(last)})
+			kvs = append(kvs, kv{counterKey(conv), be64(last)})
 		}
 	}
-	for i := range idx {
-		idx[i].v = locs[string(idx[i].k)]
+	return putSorted(msgs, kvs, true)
+}
+
+// applyIndexes writes the msgids and msgexp entries of entries and links
+// their attachments. replay: the attachments are read from the stored
+// value (a replayed entry has only ID, Conversation and Seq).
+func applyIndexes(tx *bolt.Tx, entries []*memEntry, replay bool) error {
+	msgIDs, exp := tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgExp)
+	msgIDs.FillPercent, exp.FillPercent = 1, 1 // time-ordered keys: appends
+	idx := make([]kv, 0, len(entries))
+	exps := make([]kv, 0, len(entries))
+	for _, e := range entries {
+		id := []byte(e.msg.ID)
+		idx = append(idx, kv{id, seqKey(e.msg.Conversation, e.msg.Seq)})
+		ek := make([]byte, 0, timeKeyLen+len(id))
+		exps = append(exps, kv{append(append(ek, e.val[:timeKeyLen]...), id...), nil})
 	}
-	put := func(bk *bolt.Bucket, kvs []kv, sorted bool) error {
-		if !sorted {
-			slices.SortFunc(kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-		}
-		for i, p := range kvs {
-			if err := bk.Put(p.k, p.v); err != nil {
-				return err
-			}
-			if i%32 == 31 {
-				runtime.Gosched() // background work: let the senders through
-			}
-		}
-		return nil
-	}
-	if err := put(msgs, msgKVs, true); err != nil {
+	if err := putSorted(msgIDs, idx, false); err != nil {
 		return err
 	}
-	if err := put(msgIDs, idx, false); err != nil {
-		return err
-	}
-	if err := put(exp, exps, false); err != nil {
+	if err := putSorted(exp, exps, false); err != nil {
 		return err
 	}
 	for _, e := range entries {
@@ -698,6 +732,7 @@ func (b *Bolt) checkpointLoop() {
 	defer close(l.done)
 	t := time.NewTicker(l.interval)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-l.stop:
@@ -705,16 +740,32 @@ func (b *Bolt) checkpointLoop() {
 		case <-t.C:
 		case <-l.kick:
 		}
-		err := b.checkpoint()
+		// Spread the writes over half the time since the last checkpoint.
+		now := time.Now()
+		pace := min(now.Sub(last), l.interval) / 2
+		last = now
+		err := b.checkpointPaced(pace)
 		l.mu.Lock()
 		l.ckErr = err
 		l.mu.Unlock()
 	}
 }
 
+// checkpointParts is how many transactions a paced checkpoint writes the
+// msgs bucket in.
+const checkpointParts = 8
+
 // checkpoint moves every written message into bbolt and deletes the log
 // files that held them.
-func (b *Bolt) checkpoint() error {
+func (b *Bolt) checkpoint() error { return b.checkpointPaced(0) }
+
+// checkpointPaced is checkpoint with the msgs bucket written in
+// checkpointParts transactions spread over pace, each for a range of
+// conversations: every leaf is still written once, but the work (a few
+// hundred milliseconds of CPU at 15k msgs/s) comes in slices, so that the
+// senders on the same core do not queue behind it. Close cuts the pacing
+// short.
+func (b *Bolt) checkpointPaced(pace time.Duration) error {
 	l := b.log
 	l.ckMu.Lock()
 	defer l.ckMu.Unlock()
@@ -738,9 +789,13 @@ func (b *Bolt) checkpoint() error {
 	l.mu.Unlock()
 	l.wmu.Unlock()
 
+	n := 1
+	if pace > 0 {
+		n = checkpointParts
+	}
 	for len(snap) > 0 {
 		chunk := snap[:min(len(snap), checkpointChunk)]
-		if err := b.db.Update(func(tx *bolt.Tx) error { return applyLog(tx, chunk, false) }); err != nil {
+		if err := b.applyChunk(chunk, n, pace); err != nil {
 			l.mu.Lock()
 			l.order = append(snap, l.order...)
 			l.mu.Unlock()
@@ -764,6 +819,51 @@ func (b *Bolt) checkpoint() error {
 		l.obsolete = l.obsolete[1:]
 	}
 	return nil
+}
+
+// behind reports whether, besides the moving messages, half a
+// checkpoint's worth is waiting already: then pacing would soon make
+// appends wait for room.
+func (l *msgLog) behind(moving int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.ids)-moving >= l.size/2
+}
+
+// applyChunk writes chunk: the msgs bucket in n transactions spread over
+// pace, then the indexes. With n == 1, all in one transaction.
+func (b *Bolt) applyChunk(chunk []*memEntry, n int, pace time.Duration) error {
+	parts := byConversation(chunk, n)
+	if n == 1 {
+		return b.db.Update(func(tx *bolt.Tx) error {
+			for _, p := range parts {
+				if err := applyMsgs(tx, p); err != nil {
+					return err
+				}
+			}
+			return applyIndexes(tx, chunk, false)
+		})
+	}
+	gap := time.NewTimer(0)
+	defer gap.Stop()
+	for i, p := range parts {
+		if err := b.db.Update(func(tx *bolt.Tx) error { return applyMsgs(tx, p) }); err != nil {
+			return err
+		}
+		if i < len(parts)-1 && !b.log.behind(len(chunk)) {
+			gap.Reset(pace / time.Duration(len(parts)))
+			select {
+			case <-gap.C:
+			case <-b.log.stop: // closing: finish at once
+			}
+		}
+	}
+	if hook := b.log.beforeIndexes; hook != nil {
+		if err := hook(); err != nil {
+			return err
+		}
+	}
+	return b.db.Update(func(tx *bolt.Tx) error { return applyIndexes(tx, chunk, false) })
 }
 
 // closeLog stops appends and the checkpointer, moves everything into bbolt

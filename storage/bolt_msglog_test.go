@@ -359,6 +359,66 @@ func TestMessageLogWriteFailureUndone(t *testing.T) {
 	checkSeqs(t, msgs, 2)
 }
 
+// TestMessageLogCheckpointCutShort: a paced checkpoint that stops after
+// writing messages and before their indexes (a crash there) loses nothing:
+// reads keep finding the messages, and after a crash the replay writes the
+// indexes, so the messages can be found by id and are swept when they
+// expire.
+func TestMessageLogCheckpointCutShort(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "klassenfunk.db")
+	b, err := storage.OpenBolt(path, &storage.BoltOptions{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedConv(t, b)
+	convs := []string{"g1", "g2", "g3", "g4"}
+	for _, c := range convs[1:] {
+		if err := b.CreateConversation(ctx, storage.Conversation{ID: c, School: "s1", Kind: storage.ConvGroup, Creator: "u1", Members: []storage.Member{{UserID: "u1", CanWrite: true}}, CreatedAt: logBase}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 40
+	for i := range n {
+		m := logMsg(i)
+		m.Conversation = convs[i%len(convs)]
+		if _, _, err := b.AppendMessage(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(b *storage.Bolt) {
+		t.Helper()
+		for _, c := range convs {
+			msgs, _, err := b.MessagesAfter(ctx, c, 0, 100, logBase)
+			if err != nil || len(msgs) != n/len(convs) || msgs[len(msgs)-1].Seq != uint64(n/len(convs)) {
+				t.Fatalf("%s: %d messages, %v", c, len(msgs), err)
+			}
+		}
+		for i := range n {
+			if _, err := b.Message(ctx, logMsg(i).ID, logBase); err != nil {
+				t.Fatalf("message %d by id: %v", i, err)
+			}
+		}
+	}
+	storage.FailBeforeIndexes(b)
+	if err := storage.CheckpointPaced(b, time.Millisecond); err == nil {
+		t.Fatal("the checkpoint did not fail")
+	}
+	check(b)
+	if err := storage.CrashBolt(b); err != nil {
+		t.Fatal(err)
+	}
+	b, err = storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	check(b)
+	if got, err := b.DeleteExpiredMessages(ctx, logBase.Add(2*time.Hour), 1000); err != nil || got != n {
+		t.Fatalf("swept %d, %v; want %d", got, err, n)
+	}
+}
+
 // TestMessageLogCloseWithAppends: Close with appends in flight loses none
 // that returned success.
 func TestMessageLogCloseWithAppends(t *testing.T) {

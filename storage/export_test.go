@@ -1,6 +1,10 @@
 package storage
 
-import "os"
+import (
+	"errors"
+	"os"
+	"time"
+)
 
 // CrashBolt closes b like a crash would: the message log is neither
 // checkpointed nor deleted.
@@ -49,5 +53,20 @@ func FailNextLogWrite(b *Bolt, err error) {
 			return n, werr
 		}
 		return n, err
+	}
+}
+
+// CheckpointPaced runs a checkpoint that writes the msgs bucket in
+// several transactions spread over pace.
+func CheckpointPaced(b *Bolt, pace time.Duration) error { return b.checkpointPaced(pace) }
+
+// FailBeforeIndexes makes the next paced checkpoint fail after it wrote
+// the msgs bucket and before it wrote the indexes, like a crash there.
+func FailBeforeIndexes(b *Bolt) {
+	b.log.ckMu.Lock()
+	defer b.log.ckMu.Unlock()
+	b.log.beforeIndexes = func() error {
+		b.log.beforeIndexes = nil // under ckMu, which the checkpoint holds
+		return errors.New("injected failure before the indexes")
 	}
 }
