@@ -63,9 +63,8 @@ type conn struct {
 	readerDone bool            // guarded by mu; the reader has returned
 
 	// Owned by the running writer.
-	lastSeq       map[string]uint64
-	synced        bool      // the client has synced: lastSeq covers every conversation
-	writeDeadline time.Time // the socket's write deadline as last set by writeFrame
+	lastSeq map[string]uint64
+	synced  bool // the client has synced: lastSeq covers every conversation
 
 	// Owned by the reader goroutine.
 	invalidInRow int
@@ -241,16 +240,8 @@ func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 	return nil
 }
 
-// writeFrame writes one text frame. Each frame gets at least three
-// quarters of the write timeout: the deadline is moved only when less is
-// left, which spares a timer update per frame. (WriteControl sets its own,
-// later deadlines; nothing sets an earlier one.)
 func (c *conn) writeFrame(b []byte) error {
-	timeout := c.n.cfg.Gateway.WriteTimeout
-	if now := time.Now(); c.writeDeadline.Sub(now) < timeout*3/4 {
-		c.writeDeadline = now.Add(timeout)
-		c.ws.SetWriteDeadline(c.writeDeadline)
-	}
+	c.ws.SetWriteDeadline(time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
 	return c.ws.WriteMessage(websocket.TextMessage, b)
 }
 
