@@ -8,8 +8,17 @@ import (
 	"time"
 )
 
-// New returns a random 128-bit identifier as 22 URL-safe characters.
-func New() string { return Random(16) }
+// New returns a random identifier as 22 URL-safe characters (128 bits,
+// less a sliver). It never starts with '-', which command lines would take
+// for a flag (`kfchat direct USER_ID`, the admin commands).
+func New() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	if b[0]>>2 == 62 { // '-' in the URL-safe alphabet
+		b[0] &^= 0x80 // now 'e'
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
 
 // Random returns n random bytes encoded as unpadded URL-safe base64.
 func Random(n int) string {

@@ -28,3 +28,19 @@ func TestNewSortableOrdersByTime(t *testing.T) {
 		}
 	}
 }
+
+// TestNewNeverLooksLikeAFlag: one id in 64 used to start with '-'; in
+// 100,000 at least one would.
+func TestNewNeverLooksLikeAFlag(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100000 {
+		id := New()
+		if id[0] == '-' || len(id) != 22 {
+			t.Fatalf("New() = %q", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != 100000 {
+		t.Fatalf("%d distinct ids in 100,000", len(seen))
+	}
+}
