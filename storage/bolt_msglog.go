@@ -25,7 +25,7 @@ import (
 // The message log: a write-ahead log in front of bbolt for AppendMessage.
 //
 // Why: a message lands in its conversation's part of the msgs B+tree, so
-// with many conversations every message dirties its own 4 KiB leaf page,
+// with many conversations every message dirties its own leaf page,
 // and a commit of a small batch writes a page or two per message. The
 // B+tree commit was a third of the server's CPU at saturation. Appending
 // the batch to a plain file costs one write and one fdatasync; the B+tree
@@ -40,15 +40,21 @@ import (
 //     "durable on return" holds as before, and concurrent appends share
 //     fsyncs without waiting for a timer.
 //   - A checkpoint moves the written messages into bbolt's message buckets
-//     in large transactions and then deletes the log files they came from.
-//     It runs every CheckpointInterval, when CheckpointSize messages wait,
-//     before the methods that scan the buckets (the sweep, the count) and
-//     in Close.
+//     and then deletes the log files they came from. It runs every
+//     CheckpointInterval, when CheckpointSize messages wait, before the
+//     methods that scan the buckets (the sweep, the count) and in Close.
+//     In the background it writes in paced slices of conversations
+//     (checkpointPaced), so that the senders on the same core do not queue
+//     behind one long burst.
 //   - OpenBolt replays leftover log files (after a crash) into bbolt before
-//     anything else; records already in bbolt are skipped, a torn record at
-//     the end of a file ends that file.
-//   - Reads (Message, MessagesAfter, a conversation's LastSeq) merge the
-//     memtable with bbolt.
+//     anything else: every put is idempotent, so records bbolt already has
+//     are simply written again; a torn record at the end of a file ends
+//     that file.
+//   - A write that fails is cut back off the file and fails its batch; a
+//     failed fdatasync stops the log (Ping reports it).
+//   - Reads (Message, MessagesAfter) merge the memtable with bbolt; a
+//     conversation's LastSeq comes from the last visible seq kept in
+//     memory.
 //
 // A log file is dbpath+".msglog."+generation; a record is
 // LE32(len(payload)) LE32(crc32c(payload)) payload, where payload is
@@ -59,7 +65,7 @@ import (
 const (
 	defaultCheckpointInterval = 5 * time.Second
 	defaultCheckpointSize     = 32768
-	checkpointChunk           = 65536 // messages per bbolt transaction of a checkpoint
+	checkpointChunk           = 65536 // messages per checkpoint round (the memtable holds at most 2×CheckpointSize)
 	logRecordHeader           = 8
 	logWriteBuf               = 256 << 10 // bytes per write of a batch
 	maxLogRecord              = 64 << 20
