@@ -3,6 +3,7 @@ module klassenfunk
 go 1.26.8
 
 require (
+	github.com/bits-and-blooms/bloom/v3 v3.7.1
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
 	github.com/gorilla/websocket v1.5.3
@@ -14,6 +15,8 @@ require (
 	golang.org/x/time v0.16.0
 	gopkg.in/yaml.v3 v3.0.1
 )
+
+require github.com/bits-and-blooms/bitset v1.24.2 // indirect
 
 require (
 	cel.dev/expr v0.23.1 // indirect

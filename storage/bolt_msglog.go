@@ -113,6 +113,7 @@ type msgLog struct {
 	seqs     map[string]uint64 // last visible seq of the conversations seen (seq)
 	maxID    string            // no message id in bbolt is greater
 	epoch    uint64            // incremented whenever entries leave the memtable
+	cks      ckFilter          // which client keys bbolt may hold (ckfilter.go)
 	room     chan struct{}     // closed (and replaced) whenever entries leave
 	err      error             // sticky: a log write failed
 	ckErr    error             // the last checkpoint's failure, nil once one succeeds
@@ -195,6 +196,9 @@ func (b *Bolt) openLog() error {
 		return err
 	}
 	go b.checkpointLoop()
+	l.mu.Lock()
+	b.buildCKFilter()
+	l.mu.Unlock()
 	return nil
 }
 
@@ -445,6 +449,7 @@ type boltLookup struct {
 // (conversations are never deleted), seqKnown the counter (the log knows
 // a newer one), idFresh the message id (greater than any in bbolt: ids
 // are time-ordered, so this is the rule).
+// ck is nil when the client key cannot be in bbolt.
 func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLen]byte, convKnown, seqKnown, idFresh bool) error {
 	*r = boltLookup{}
 	if !convKnown && tx.Bucket(bktConvs).Get([]byte(m.Conversation)) == nil {
@@ -502,15 +507,23 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 		epoch := l.epoch
 		_, seqKnown := l.seqs[m.Conversation]
 		idFresh := m.ID > l.maxID
+		lookCK := ck
+		if ck != nil && !l.cks.mayHold(ck) {
+			lookCK = nil
+		}
 		l.mu.Unlock()
 		convKnown, _ := b.convs.get(m.Conversation)
 
 		var look boltLookup
-		read := func(tx *bolt.Tx) error {
-			return look.read(tx, &m, ck, sentAt, convKnown != nil, seqKnown, idFresh)
-		}
-		if err := mapErr(b.db.View(read)); err != nil {
-			return Message{}, false, err
+		if convKnown != nil && seqKnown && idFresh && lookCK == nil {
+			look.convFound = true // nothing to ask bbolt
+		} else {
+			read := func(tx *bolt.Tx) error {
+				return look.read(tx, &m, lookCK, sentAt, convKnown != nil, seqKnown, idFresh)
+			}
+			if err := mapErr(b.db.View(read)); err != nil {
+				return Message{}, false, err
+			}
 		}
 		if !look.convFound {
 			return Message{}, false, ErrNotFound
@@ -810,7 +823,13 @@ func (b *Bolt) checkpointPaced(pace time.Duration) error {
 		l.mu.Lock()
 		for _, e := range chunk {
 			l.maxID = max(l.maxID, e.msg.ID)
+			if e.ck != nil {
+				l.cks.add(e.ck)
+			}
 			l.forget(e)
+		}
+		if l.cks.full() {
+			b.buildCKFilter()
 		}
 		l.epoch++
 		close(l.room)
@@ -887,6 +906,7 @@ func (b *Bolt) closeLog() error {
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
+	l.cks.building.Wait()
 	l.writers.Wait() // no new writer starts: nothing is queued once closed
 	err := b.checkpoint()
 	l.mu.Lock()

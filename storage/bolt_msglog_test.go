@@ -419,6 +419,57 @@ func TestMessageLogCheckpointCutShort(t *testing.T) {
 	}
 }
 
+// TestClientKeyFilter: with the client-key filter built (from a scan at
+// open, and from checkpoints after that), a retried client id is found in
+// bbolt, and a new one is stored.
+func TestClientKeyFilter(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "klassenfunk.db")
+	b, err := storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedConv(t, b)
+	storage.WaitClientKeyFilter(b) // built on an empty file: checkpoints fill it
+	const n = 20
+	for i := range n {
+		if _, _, err := b.AppendMessage(ctx, logMsg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.CountMessages(ctx); err != nil { // a checkpoint
+		t.Fatal(err)
+	}
+	retry := func(b *storage.Bolt, i int) {
+		t.Helper()
+		m := logMsg(i)
+		want := m.ID
+		m.ID = fmt.Sprintf("retry-%03d", i)
+		got, created, err := b.AppendMessage(ctx, m)
+		if err != nil || created || got.ID != want {
+			t.Fatalf("retry of client id %s: %s, created %v, %v; want %s", m.ClientID, got.ID, created, err, want)
+		}
+	}
+	for i := range n {
+		retry(b, i)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err = storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	storage.WaitClientKeyFilter(b) // built from the scan
+	for i := range n {
+		retry(b, i)
+	}
+	if m, created, err := b.AppendMessage(ctx, logMsg(n)); err != nil || !created || m.Seq != n+1 {
+		t.Fatalf("a new client id: seq %d, created %v, %v", m.Seq, created, err)
+	}
+}
+
 // TestMessageLogCloseWithAppends: Close with appends in flight loses none
 // that returned success.
 func TestMessageLogCloseWithAppends(t *testing.T) {

@@ -15,6 +15,7 @@ func CrashBolt(b *Bolt) error {
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
+	l.cks.building.Wait()
 	l.writers.Wait()
 	if err := l.f.Close(); err != nil {
 		return err
@@ -69,4 +70,10 @@ func FailBeforeIndexes(b *Bolt) {
 		b.log.beforeIndexes = nil // under ckMu, which the checkpoint holds
 		return errors.New("injected failure before the indexes")
 	}
+}
+
+// WaitClientKeyFilter waits until the client-key filter is built, so that
+// appends consult it.
+func WaitClientKeyFilter(b *Bolt) {
+	b.log.cks.building.Wait()
 }
