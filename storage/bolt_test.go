@@ -225,22 +225,12 @@ func benchCredentialByHash(b *testing.B, db storage.Store, n int) {
 // openAppendBench returns a Bolt with fsync on and n group conversations,
 // created with fsync off to keep the setup short.
 func openAppendBench(b *testing.B, n int) *storage.Bolt {
-	ctx := context.Background()
 	path := filepath.Join(b.TempDir(), "bench.db")
 	db, err := storage.OpenBolt(path, &storage.BoltOptions{NoSync: true})
 	if err != nil {
 		b.Fatal(err)
 	}
-	base := time.Date(2025, time.March, 3, 8, 0, 0, 0, time.UTC)
-	for i := range n {
-		err := db.CreateConversation(ctx, storage.Conversation{
-			ID: fmt.Sprintf("conv-%04d", i), School: "s1", Kind: storage.ConvGroup, Creator: "u1",
-			Members: []storage.Member{{UserID: "u1", CanWrite: true}, {UserID: "u2"}}, CreatedAt: base,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
+	createBenchConvs(b, db, n)
 	if err := db.Close(); err != nil {
 		b.Fatal(err)
 	}
@@ -257,43 +247,63 @@ func openAppendBench(b *testing.B, n int) *storage.Bolt {
 	return db
 }
 
+// createBenchConvs creates the groups conv-0000… of the append benchmarks.
+func createBenchConvs(b *testing.B, db storage.Conversations, n int) {
+	base := time.Date(2025, time.March, 3, 8, 0, 0, 0, time.UTC)
+	for i := range n {
+		err := db.CreateConversation(context.Background(), storage.Conversation{
+			ID: fmt.Sprintf("conv-%04d", i), School: "s1", Kind: storage.ConvGroup, Creator: "u1",
+			Members: []storage.Member{{UserID: "u1", CanWrite: true}, {UserID: "u2"}}, CreatedAt: base,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchAppendParallel appends 200-byte messages from par×GOMAXPROCS
+// goroutines into convs conversations (created by createBenchConvs); one
+// op is one message.
+func benchAppendParallel(b *testing.B, db storage.Messages, convs, par int) {
+	ctx := context.Background()
+	ciphertext := make([]byte, 200)
+	key := make([]byte, 48)
+	base := time.Date(2025, time.March, 3, 8, 0, 0, 0, time.UTC)
+	var seq atomic.Int64
+	b.SetParallelism(par)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n := seq.Add(1)
+			_, _, err := db.AppendMessage(ctx, storage.Message{
+				ID:           fmt.Sprintf("msg-%d", n),
+				Conversation: fmt.Sprintf("conv-%04d", n%int64(convs)),
+				SenderUser:   "u1",
+				SenderDevice: "device-1",
+				ClientID:     fmt.Sprintf("client-%d", n),
+				SentAt:       base,
+				ExpiresAt:    base.Add(720 * time.Hour),
+				Ciphertext:   ciphertext,
+				Keys:         map[string][]byte{"u2/device-2": key},
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
 // BenchmarkAppendMessageParallel measures durable appends (fsync on) from
 // many goroutines into many conversations; one op is one message.
 func BenchmarkAppendMessageParallel(b *testing.B) {
 	const convs = 256
 	for _, par := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("goroutines=%dxGOMAXPROCS", par), func(b *testing.B) {
-			ctx := context.Background()
-			db := openAppendBench(b, convs)
-			ciphertext := make([]byte, 200)
-			key := make([]byte, 48)
-			base := time.Date(2025, time.March, 3, 8, 0, 0, 0, time.UTC)
-			var seq atomic.Int64
-			b.SetParallelism(par)
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					n := seq.Add(1)
-					_, _, err := db.AppendMessage(ctx, storage.Message{
-						ID:           fmt.Sprintf("msg-%d", n),
-						Conversation: fmt.Sprintf("conv-%04d", n%convs),
-						SenderUser:   "u1",
-						SenderDevice: "device-1",
-						ClientID:     fmt.Sprintf("client-%d", n),
-						SentAt:       base,
-						ExpiresAt:    base.Add(720 * time.Hour),
-						Ciphertext:   ciphertext,
-						Keys:         map[string][]byte{"u2/device-2": key},
-					})
-					if err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			benchAppendParallel(b, openAppendBench(b, convs), convs, par)
 		})
 	}
 }

@@ -382,50 +382,13 @@ func BenchmarkRedisCredentialByHash(b *testing.B) {
 // op is one message.
 func BenchmarkRedisAppendMessageParallel(b *testing.B) {
 	const convs = 256
-	ctx := context.Background()
 	srv := redistest.Start(b)
 	client := newClient(b, srv.Addr())
 	for _, par := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("goroutines=%dxGOMAXPROCS", par), func(b *testing.B) {
 			db := openRedis(b, client, nil)
-			base := time.Date(2025, time.March, 3, 8, 0, 0, 0, time.UTC)
-			for i := range convs {
-				err := db.CreateConversation(ctx, storage.Conversation{
-					ID: fmt.Sprintf("conv-%04d", i), School: "s1", Kind: storage.ConvGroup, Creator: "u1",
-					Members: []storage.Member{{UserID: "u1", CanWrite: true}, {UserID: "u2"}}, CreatedAt: base,
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			ciphertext := make([]byte, 200)
-			key := make([]byte, 48)
-			var seq atomic.Int64
-			b.SetParallelism(par)
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					n := seq.Add(1)
-					_, _, err := db.AppendMessage(ctx, storage.Message{
-						ID:           fmt.Sprintf("msg-%d", n),
-						Conversation: fmt.Sprintf("conv-%04d", n%convs),
-						SenderUser:   "u1",
-						SenderDevice: "device-1",
-						ClientID:     fmt.Sprintf("client-%d", n),
-						SentAt:       base,
-						ExpiresAt:    base.Add(720 * time.Hour),
-						Ciphertext:   ciphertext,
-						Keys:         map[string][]byte{"u2/device-2": key},
-					})
-					if err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			createBenchConvs(b, db, convs)
+			benchAppendParallel(b, db, convs, par)
 		})
 	}
 }
