@@ -923,6 +923,19 @@ func (b *Bolt) closeLog() error {
 	return err
 }
 
+// holdsExpired reports whether a message in the memtable has expired at
+// now.
+func (l *msgLog) holdsExpired(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.ids {
+		if !e.msg.ExpiresAt.After(now) {
+			return true
+		}
+	}
+	return false
+}
+
 // memMessage returns the durable memtable copy of message id.
 func (l *msgLog) memMessage(id string) (Message, bool) {
 	l.mu.Lock()
