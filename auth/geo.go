@@ -192,15 +192,9 @@ func (s *Service) addNotice(ctx context.Context, userID string, n storage.Notice
 // disabled, country_blocked when its restriction refuses a. The messenger
 // calls it when a restriction changes.
 func (s *Service) CheckCountry(ctx context.Context, userID string, a netip.Addr) error {
-	u, err := s.store.User(ctx, userID)
+	u, err := s.activeUser(ctx, userID)
 	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return errUnauthorized
-		}
 		return err
-	}
-	if u.Disabled {
-		return errUnauthorized
 	}
 	return s.checkCountry(ctx, u, a)
 }

@@ -473,15 +473,9 @@ func (s *Service) AuthenticateFrom(ctx context.Context, token string, addr netip
 		s.deleteCredential(ctx, c.ID)
 		return Principal{}, errUnauthorized
 	}
-	u, err := s.store.User(ctx, c.UserID)
+	u, err := s.activeUser(ctx, c.UserID)
 	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return Principal{}, errUnauthorized
-		}
 		return Principal{}, err
-	}
-	if u.Disabled {
-		return Principal{}, errUnauthorized
 	}
 	if err := s.checkCountry(ctx, u, addr); err != nil {
 		return Principal{}, err
@@ -616,15 +610,9 @@ func (s *Service) Recheck(ctx context.Context, p *Principal, addr netip.Addr) er
 		s.deleteCredential(ctx, c.ID)
 		return errUnauthorized
 	}
-	u, err := s.store.User(ctx, c.UserID)
+	u, err := s.activeUser(ctx, c.UserID)
 	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return errUnauthorized
-		}
 		return err
-	}
-	if u.Disabled {
-		return errUnauthorized
 	}
 	if err := s.checkCountry(ctx, u, addr); err != nil {
 		return err
@@ -650,4 +638,14 @@ func (s *Service) touch(ctx context.Context, c *storage.Credential, now time.Tim
 	if err := s.store.TouchCredential(ctx, c.ID, c.LastUsedAt, exp); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		s.log.Warn("touch credential", "err", err)
 	}
+}
+
+// activeUser returns the user behind a credential, or errUnauthorized when
+// it is gone or disabled.
+func (s *Service) activeUser(ctx context.Context, id string) (storage.User, error) {
+	u, err := s.store.User(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && u.Disabled {
+		return storage.User{}, errUnauthorized
+	}
+	return u, err
 }
