@@ -45,6 +45,7 @@ type config struct {
 	warmup       time.Duration
 	settle       time.Duration
 	grace        time.Duration
+	progress     time.Duration
 	payload      int
 	sourceIPs    []net.IP
 	sourceSpec   string
@@ -97,6 +98,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.duration, "duration", 30*time.Second, "measured run time (idle mode: hold time after connecting)")
 	fs.DurationVar(&c.warmup, "warmup", 5*time.Second, "sending time before the measured window (not counted)")
 	fs.DurationVar(&c.settle, "settle", 5*time.Second, "wait after all connections are open before measuring server memory")
+	fs.DurationVar(&c.progress, "progress", 5*time.Second, "how often to print a progress line (rates and the largest latency since the last line)")
 	fs.DurationVar(&c.grace, "grace", 5*time.Second, "how long to wait for in-flight deliveries after the senders stop")
 	fs.IntVar(&c.payload, "payload", 200, "ciphertext bytes per message (>= 8; the first 8 carry the send time)")
 	fs.StringVar(&c.sourceSpec, "source-ips", "", "local source addresses, round-robin: 127.0.0.1-127.0.0.8 or a,b,c (default: any)")
@@ -140,7 +142,7 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("--rate must be positive")
 	case c.payload < 8 || c.payload > 64<<10:
 		return nil, errors.New("--payload must be 8 to 65536 bytes")
-	case c.duration <= 0 || c.warmup < 0 || c.settle < 0 || c.grace < 0:
+	case c.duration <= 0 || c.warmup < 0 || c.settle < 0 || c.grace < 0 || c.progress <= 0:
 		return nil, errors.New("--duration must be positive; --warmup, --settle, --grace not negative")
 	case c.setupConc < 1 || c.dialConc < 1:
 		return nil, errors.New("concurrency must be at least 1")
@@ -376,7 +378,7 @@ func run(ctx context.Context, cfg *config) error {
 	if !interrupted {
 		wStart, cpuA, waitA, machA = time.Now(), selfCPU(), runqueueWait(os.Getpid()), sampleMachine()
 		sA = sample("window start")
-		progressUntil(ctx, rs, mEnd)
+		progressUntil(ctx, rs, mEnd, cfg.progress)
 		interrupted = ctx.Err() != nil
 	}
 	wEnd, cpuB, waitB, machB := time.Now(), selfCPU(), runqueueWait(os.Getpid()), sampleMachine()
@@ -411,9 +413,9 @@ func run(ctx context.Context, cfg *config) error {
 	return res.print(cfg)
 }
 
-// progressUntil prints a progress line every 5 s until t.
-func progressUntil(ctx context.Context, rs *runState, t time.Time) {
-	tick := time.NewTicker(5 * time.Second)
+// progressUntil prints a progress line every interval until t.
+func progressUntil(ctx context.Context, rs *runState, t time.Time, interval time.Duration) {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	end := time.NewTimer(time.Until(t))
 	defer end.Stop()
@@ -427,8 +429,9 @@ func progressUntil(ctx context.Context, rs *runState, t time.Time) {
 		case now := <-tick.C:
 			s, dl := rs.sentTotal.Load(), rs.deliveredTotal.Load()
 			el := now.Sub(last).Seconds()
-			fmt.Fprintf(os.Stderr, "  sent %d (%.0f/s) acked %d delivered %d (%.0f/s)\n",
-				s, float64(s-lastSent)/el, rs.ackedTotal.Load(), dl, float64(dl-lastDel)/el)
+			fmt.Fprintf(os.Stderr, "  %s sent %d (%.0f/s) acked %d delivered %d (%.0f/s) max latency %v\n",
+				now.Format("15:04:05.0"), s, float64(s-lastSent)/el, rs.ackedTotal.Load(), dl, float64(dl-lastDel)/el,
+				time.Duration(rs.maxLatency.Swap(0)).Round(time.Millisecond))
 			lastSent, lastDel, last = s, dl, now
 		}
 	}

@@ -35,6 +35,7 @@ type runState struct {
 	ackedTotal     atomic.Int64 // sent frames received
 	deliveredTotal atomic.Int64 // unique message frames received by receivers
 	decodeErrors   atomic.Int64
+	maxLatency     atomic.Int64 // nanoseconds, the largest end-to-end latency since the last progress line
 	idleFrames     atomic.Int64 // frames (other than ready) received on idle connections
 
 	mu          sync.Mutex
@@ -309,6 +310,7 @@ func (p *pairState) receiverRead(rs *runState) func(f *proto.ServerFrame, now ti
 				p.hist = &hist{}
 			}
 			p.hist.record(time.Duration(nowNs - ts))
+			rs.noteLatency(nowNs - ts)
 		}
 	}
 }
@@ -447,4 +449,14 @@ func shortErr(err error) string {
 		s = s[:80]
 	}
 	return s
+}
+
+// noteLatency keeps the largest latency for the next progress line.
+func (rs *runState) noteLatency(ns int64) {
+	for {
+		cur := rs.maxLatency.Load()
+		if ns <= cur || rs.maxLatency.CompareAndSwap(cur, ns) {
+			return
+		}
+	}
 }
