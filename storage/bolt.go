@@ -47,6 +47,8 @@ import (
 //	             checkpoint's writes of one conversation land on neighbouring pages:
 //	               conversation id+\0+BE(seq) → T(ExpiresAt)+Message (msgcodec.go; JSON before it)
 //	               conversation id+\1+sender user+\0+uvarint(len(device))+device+client id → message id
+//	                 (files written before 2026-11: no longer written, and never read; the
+//	                 sweep deletes them with their message)
 //	               conversation id+\2 → BE(last seq in this file)
 //	msgids       message id → conversation id+\0+BE(seq)
 //	msgexp       T(ExpiresAt)+message id → nil
@@ -377,9 +379,10 @@ func seqKey(conv string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
-// clientKey returns the msgs key of a conversation's client-id index
-// entry. The device id is length-prefixed, so device and client ids may
-// hold any bytes.
+// clientKey returns the client key of a message: what makes two appends
+// the same message (the memtable's and the Bloom filter's key, and the
+// msgs key of the client-id entries of older files). The device id is
+// length-prefixed, so device and client ids may hold any bytes.
 func clientKey(conv, user, device, client string) []byte {
 	k := make([]byte, 0, len(conv)+len(user)+len(device)+len(client)+2+binary.MaxVarintLen64)
 	k = append(k, conv...)

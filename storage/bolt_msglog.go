@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -73,16 +74,32 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// memEntry is one message in the memtable.
+// memEntry is one message in the memtable. It keeps the message encoded
+// (val) and decodes it for the rare read: tens of thousands of entries
+// wait for a checkpoint under load, and every pointer in them is work for
+// each garbage-collection cycle, which on one core stalls the senders.
 type memEntry struct {
-	msg Message // Seq set
-	val []byte  // msgs value: T(ExpiresAt)+Message (msgcodec.go)
-	ck  []byte  // client-id key, nil without a client id
+	seq  uint64
+	conv string
+	id   string
+	val  []byte // msgs value: T(ExpiresAt)+Message without its seq (msgcodec.go)
+	ck   []byte // client-id key, nil without a client id
+	atts bool   // the message may have attachments (a replayed one: unknown)
 
 	// Guarded by msgLog.mu.
 	durable bool          // visible to reads: in the log, and its attachments linked
 	err     error         // the log write failed
-	done    chan struct{} // closed once durable or failed
+	done    chan struct{} // closed once durable or failed; shared by the entries of one log write
+}
+
+// message decodes e.
+func (e *memEntry) message() (Message, error) {
+	var m Message
+	if err := decodeMessageValue(e.val[timeKeyLen:], &m); err != nil {
+		return m, fmt.Errorf("storage: decode logged message %s: %w", e.id, err)
+	}
+	m.Seq = e.seq
+	return m, nil
 }
 
 // memConv is the memtable of one conversation.
@@ -104,9 +121,10 @@ type msgLog struct {
 	mu       sync.Mutex
 	f        *os.File
 	gen      uint64
-	pending  []*memEntry // queued, not yet written
-	writing  bool        // a writer goroutine runs
-	order    []*memEntry // written, oldest first: what the next checkpoint moves
+	pending  []*memEntry   // queued, not yet written
+	pendDone chan struct{} // the done of the pending entries
+	writing  bool          // a writer goroutine runs
+	order    []*memEntry   // written, oldest first: what the next checkpoint moves
 	convs    map[string]*memConv
 	ids      map[string]*memEntry
 	clients  map[string]*memEntry
@@ -243,8 +261,8 @@ func (l *msgLog) create(gen uint64) (*os.File, error) {
 func appendRecord(buf []byte, e *memEntry) []byte {
 	start := len(buf)
 	buf = append(buf, make([]byte, logRecordHeader)...)
-	buf = binary.AppendUvarint(buf, e.msg.Seq)
-	for _, s := range [][]byte{[]byte(e.msg.Conversation), []byte(e.msg.ID), e.ck} {
+	buf = binary.AppendUvarint(buf, e.seq)
+	for _, s := range [...]string{e.conv, e.id, string(e.ck)} {
 		buf = binary.AppendUvarint(buf, uint64(len(s)))
 		buf = append(buf, s...)
 	}
@@ -295,8 +313,7 @@ func decodeRecord(p []byte) (*memEntry, bool) {
 	if len(p) < timeKeyLen || !validID(string(parts[0])) || !validID(string(parts[1])) {
 		return nil, false
 	}
-	e := &memEntry{val: p}
-	e.msg.Seq, e.msg.Conversation, e.msg.ID = seq, string(parts[0]), string(parts[1])
+	e := &memEntry{seq: seq, conv: string(parts[0]), id: string(parts[1]), val: p, atts: true}
 	if len(parts[2]) > 0 {
 		e.ck = parts[2]
 	}
@@ -322,7 +339,7 @@ func applyLog(tx *bolt.Tx, entries []*memEntry) error {
 			return err
 		}
 	}
-	return applyIndexes(tx, entries, true)
+	return applyIndexes(tx, entries)
 }
 
 // byConversation returns entries grouped by conversation, the groups in
@@ -331,14 +348,14 @@ func applyLog(tx *bolt.Tx, entries []*memEntry) error {
 func byConversation(entries []*memEntry, n int) [][][]*memEntry {
 	groups := make(map[string][]*memEntry)
 	for _, e := range entries {
-		groups[e.msg.Conversation] = append(groups[e.msg.Conversation], e)
+		groups[e.conv] = append(groups[e.conv], e)
 	}
 	var parts [][][]*memEntry
 	var cur [][]*memEntry
 	size, per := 0, (len(entries)+n-1)/max(n, 1)
 	for _, conv := range slices.Sorted(maps.Keys(groups)) {
 		es := groups[conv]
-		slices.SortStableFunc(es, func(a, b *memEntry) int { return cmp.Compare(a.msg.Seq, b.msg.Seq) })
+		slices.SortStableFunc(es, func(a, b *memEntry) int { return cmp.Compare(a.seq, b.seq) })
 		cur = append(cur, es)
 		if size += len(es); size >= per {
 			parts, cur, size = append(parts, cur), nil, 0
@@ -369,11 +386,15 @@ func putSorted(bk *bolt.Bucket, kvs []kv, sorted bool) error {
 	return nil
 }
 
-// applyMsgs writes the messages, client-id entries and seq counters of the
-// conversation groups convs (from byConversation) into msgs, in key order:
+// applyMsgs writes the messages and seq counters of the conversation
+// groups convs (from byConversation) into msgs, in key order:
 // conversations in order (no id holds a byte below \x20, so conv+\0...
-// sorts before any longer id), and within one its messages, client-id
-// entries and counter.
+// sorts before any longer id), and within one its messages and counter.
+//
+// Client ids get no index entry of their own: they are in the message
+// values, where findClientID looks when the Bloom filter cannot rule a key
+// out. An entry per message put a random insert into every conversation's
+// client-id range: 40 % of a checkpoint's CPU.
 func applyMsgs(tx *bolt.Tx, convs [][]*memEntry) error {
 	msgs := tx.Bucket(bktMsgs)
 	// Keys arrive at the end of a conversation's range: full pages stay
@@ -381,17 +402,11 @@ func applyMsgs(tx *bolt.Tx, convs [][]*memEntry) error {
 	msgs.FillPercent = 0.9
 	var kvs []kv
 	for _, es := range convs {
-		conv := es[0].msg.Conversation
-		var clients []kv
+		conv := es[0].conv
 		for _, e := range es {
-			kvs = append(kvs, kv{seqKey(conv, e.msg.Seq), e.val})
-			if e.ck != nil {
-				clients = append(clients, kv{e.ck, []byte(e.msg.ID)})
-			}
+			kvs = append(kvs, kv{seqKey(conv, e.seq), e.val})
 		}
-		slices.SortFunc(clients, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-		kvs = append(kvs, clients...)
-		if last := es[len(es)-1].msg.Seq; lastSeq(tx, conv) < last {
+		if last := es[len(es)-1].seq; lastSeq(tx, conv) < last {
 			kvs = append(kvs, kv{counterKey(conv), be64(last)})
 		}
 	}
@@ -399,16 +414,15 @@ func applyMsgs(tx *bolt.Tx, convs [][]*memEntry) error {
 }
 
 // applyIndexes writes the msgids and msgexp entries of entries and links
-// their attachments. replay: the attachments are read from the stored
-// value (a replayed entry has only ID, Conversation and Seq).
-func applyIndexes(tx *bolt.Tx, entries []*memEntry, replay bool) error {
+// their attachments, read from the stored value.
+func applyIndexes(tx *bolt.Tx, entries []*memEntry) error {
 	msgIDs, exp := tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgExp)
 	msgIDs.FillPercent, exp.FillPercent = 1, 1 // time-ordered keys: appends
 	idx := make([]kv, 0, len(entries))
 	exps := make([]kv, 0, len(entries))
 	for _, e := range entries {
-		id := []byte(e.msg.ID)
-		idx = append(idx, kv{id, seqKey(e.msg.Conversation, e.msg.Seq)})
+		id := []byte(e.id)
+		idx = append(idx, kv{id, seqKey(e.conv, e.seq)})
 		ek := make([]byte, 0, timeKeyLen+len(id))
 		exps = append(exps, kv{append(append(ek, e.val[:timeKeyLen]...), id...), nil})
 	}
@@ -419,21 +433,59 @@ func applyIndexes(tx *bolt.Tx, entries []*memEntry, replay bool) error {
 		return err
 	}
 	for _, e := range entries {
-		atts := e.msg.Attachments
-		if replay {
-			var m Message
-			if err := decodeMessageValue(e.val[timeKeyLen:], &m); err != nil {
-				return err
-			}
-			atts = m.Attachments
+		if !e.atts {
+			continue
 		}
-		if len(atts) > 0 {
-			if err := linkAttachments(tx, slices.Compact(slices.Sorted(slices.Values(atts))), e.msg.Conversation); err != nil {
+		m, err := e.message()
+		if err != nil {
+			return err
+		}
+		if len(m.Attachments) > 0 {
+			if err := linkAttachments(tx, slices.Compact(slices.Sorted(slices.Values(m.Attachments))), e.conv); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// findClientID returns the newest message in bbolt of m's conversation
+// with m's sender and client id, or nil if there is none or it has
+// expired at sentAt. It reads the conversation from its end: a retry is
+// for a recent message, and a miss (a Bloom false positive, 1 in 1,000
+// appends) reads all of it.
+func findClientID(tx *bolt.Tx, m *Message, sentAt *[timeKeyLen]byte) (*Message, error) {
+	p := prefix(m.Conversation)
+	client := []byte(m.ClientID)
+	c := tx.Bucket(bktMsgs).Cursor()
+	k, v := c.Seek(seqKey(m.Conversation, math.MaxUint64))
+	if k == nil {
+		k, v = c.Last()
+	} else if !bytes.Equal(k, seqKey(m.Conversation, math.MaxUint64)) {
+		k, v = c.Prev()
+	}
+	for ; k != nil && bytes.HasPrefix(k, p); k, v = c.Prev() {
+		if len(k) != len(p)+8 || len(v) < timeKeyLen {
+			continue
+		}
+		body := v[timeKeyLen:]
+		if len(body) > 0 && body[0] == binaryMessage && !bytes.Contains(body, client) {
+			continue // cheaper than reading its fields
+		}
+		user, device, cid, err := senderFields(body)
+		if err != nil {
+			return nil, fmt.Errorf("storage: message %x: %w", k, err)
+		}
+		if string(cid) != m.ClientID || string(user) != m.SenderUser || string(device) != m.SenderDevice {
+			continue
+		}
+		if expiredAt(v, sentAt) {
+			return nil, nil // a newer message may take the client id again
+		}
+		pm, err := decodeMsg(k, v)
+		return &pm, err
+	}
+	return nil, nil
 }
 
 // boltLookup is what AppendMessage reads from bbolt before it takes the
@@ -456,19 +508,13 @@ func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLe
 		return nil
 	}
 	r.convFound = true
-	msgs, msgIDs := tx.Bucket(bktMsgs), tx.Bucket(bktMsgIDs)
+	msgIDs := tx.Bucket(bktMsgIDs)
 	if ck != nil {
-		if prev := msgs.Get(ck); prev != nil {
-			if loc := msgIDs.Get(prev); loc != nil {
-				if v := msgs.Get(loc); v != nil && !expiredAt(v, sentAt) {
-					pm, err := decodeMsg(loc, v)
-					if err != nil {
-						return err
-					}
-					r.prev = &pm
-				}
-			}
+		prev, err := findClientID(tx, m, sentAt)
+		if err != nil {
+			return err
 		}
+		r.prev = prev
 	}
 	r.idTaken = !idFresh && msgIDs.Get([]byte(m.ID)) != nil
 	if !seqKnown {
@@ -546,7 +592,8 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 				if e.err != nil {
 					return Message{}, false, e.err
 				}
-				return e.msg, false, nil
+				prev, err := e.message()
+				return prev, false, err
 			}
 			if look.prev != nil {
 				l.mu.Unlock()
@@ -568,7 +615,11 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 			return Message{}, false, fmt.Errorf("storage: conversation %q: seqs exhausted", m.Conversation)
 		}
 		m.Seq = seq + 1
-		e := &memEntry{msg: m, val: val, ck: ck, done: make(chan struct{})}
+		e := &memEntry{seq: m.Seq, conv: m.Conversation, id: m.ID, val: val, ck: ck, atts: len(attIDs) > 0}
+		if l.pendDone == nil {
+			l.pendDone = make(chan struct{})
+		}
+		e.done = l.pendDone
 		mc.entries = append(mc.entries, e)
 		mc.last = m.Seq
 		l.ids[m.ID] = e
@@ -597,7 +648,7 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 		if err != nil {
 			return Message{}, false, err
 		}
-		return e.msg, true, nil
+		return m, true, nil
 	}
 }
 
@@ -618,8 +669,8 @@ func (l *msgLog) writeLoop() {
 	for {
 		l.wmu.Lock()
 		l.mu.Lock()
-		batch := l.pending
-		l.pending = nil
+		batch, done := l.pending, l.pendDone
+		l.pending, l.pendDone = nil, nil
 		if len(batch) == 0 {
 			l.writing = false
 			l.mu.Unlock()
@@ -633,11 +684,13 @@ func (l *msgLog) writeLoop() {
 
 		l.mu.Lock()
 		var failed []*memEntry
+		var behind chan struct{} // the done of the failed entries queued behind batch
 		if err != nil {
 			// This batch, and what was queued behind it (its seqs follow
 			// the failed ones), fail; the seq counters go back.
 			failed = append(batch, l.pending...)
-			l.pending = nil
+			behind = l.pendDone
+			l.pending, l.pendDone = nil, nil
 			if l.err == nil && !errors.Is(err, errLogWrite) {
 				l.err = err // the log is not usable any more
 			}
@@ -646,21 +699,22 @@ func (l *msgLog) writeLoop() {
 				l.forget(e)
 			}
 			for _, e := range failed {
-				if mc := l.convs[e.msg.Conversation]; mc != nil {
-					mc.last = mc.entries[len(mc.entries)-1].msg.Seq
+				if mc := l.convs[e.conv]; mc != nil {
+					mc.last = mc.entries[len(mc.entries)-1].seq
 				}
 			}
 			batch = failed
 		} else {
 			for _, e := range batch {
-				if len(e.msg.Attachments) == 0 {
+				if !e.atts {
 					l.visible(e)
 				}
 			}
 			l.order = append(l.order, batch...)
 		}
-		for _, e := range batch {
-			close(e.done)
+		close(done)
+		if behind != nil {
+			close(behind)
 		}
 		full := len(l.order) >= l.size
 		l.mu.Unlock()
@@ -721,13 +775,13 @@ func (l *msgLog) writeSync(f *os.File, batch []*memEntry) error {
 
 // forget removes e from the memtable. l.mu is held.
 func (l *msgLog) forget(e *memEntry) {
-	if l.ids[e.msg.ID] == e {
-		delete(l.ids, e.msg.ID)
+	if l.ids[e.id] == e {
+		delete(l.ids, e.id)
 	}
 	if e.ck != nil && l.clients[string(e.ck)] == e {
 		delete(l.clients, string(e.ck))
 	}
-	mc := l.convs[e.msg.Conversation]
+	mc := l.convs[e.conv]
 	if mc == nil {
 		return
 	}
@@ -735,7 +789,7 @@ func (l *msgLog) forget(e *memEntry) {
 		mc.entries = slices.Delete(mc.entries, i, i+1)
 	}
 	if len(mc.entries) == 0 {
-		delete(l.convs, e.msg.Conversation)
+		delete(l.convs, e.conv)
 	}
 }
 
@@ -822,7 +876,7 @@ func (b *Bolt) checkpointPaced(pace time.Duration) error {
 		}
 		l.mu.Lock()
 		for _, e := range chunk {
-			l.maxID = max(l.maxID, e.msg.ID)
+			l.maxID = max(l.maxID, e.id)
 			if e.ck != nil {
 				l.cks.add(e.ck)
 			}
@@ -866,7 +920,7 @@ func (b *Bolt) applyChunk(chunk []*memEntry, n int, pace time.Duration) error {
 					return err
 				}
 			}
-			return applyIndexes(tx, chunk, false)
+			return applyIndexes(tx, chunk)
 		})
 	}
 	gap := time.NewTimer(0)
@@ -888,7 +942,7 @@ func (b *Bolt) applyChunk(chunk []*memEntry, n int, pace time.Duration) error {
 			return err
 		}
 	}
-	return b.db.Update(func(tx *bolt.Tx) error { return applyIndexes(tx, chunk, false) })
+	return b.db.Update(func(tx *bolt.Tx) error { return applyIndexes(tx, chunk) })
 }
 
 // closeLog stops appends and the checkpointer, moves everything into bbolt
@@ -928,8 +982,9 @@ func (b *Bolt) closeLog() error {
 func (l *msgLog) holdsExpired(now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	nowKey := timeKey(now)
 	for _, e := range l.ids {
-		if !e.msg.ExpiresAt.After(now) {
+		if expiredAt(e.val, &nowKey) {
 			return true
 		}
 	}
@@ -937,35 +992,39 @@ func (l *msgLog) holdsExpired(now time.Time) bool {
 }
 
 // memMessage returns the durable memtable copy of message id.
-func (l *msgLog) memMessage(id string) (Message, bool) {
+func (l *msgLog) memMessage(id string) (Message, bool, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if e := l.ids[id]; e != nil && e.durable {
-		return e.msg, true
+	e := l.ids[id]
+	durable := e != nil && e.durable
+	l.mu.Unlock()
+	if !durable {
+		return Message{}, false, nil
 	}
-	return Message{}, false
+	m, err := e.message()
+	return m, err == nil, err
 }
 
-// memAfter returns up to limit durable memtable messages of conv with seq
-// > after, and the lowest seq the memtable holds for conv (0: none), below
+// memAfter returns up to limit durable memtable entries of conv with seq
+// > after (their seq and val never change: decode them unlocked), and the lowest seq the memtable holds for conv (0: none), below
 // which bbolt has every message.
-func (l *msgLog) memAfter(conv string, after uint64, limit int, now time.Time) ([]Message, uint64) {
+func (l *msgLog) memAfter(conv string, after uint64, limit int, now time.Time) ([]*memEntry, uint64) {
+	nowKey := timeKey(now)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	mc := l.convs[conv]
 	if mc == nil || len(mc.entries) == 0 {
 		return nil, 0
 	}
-	var out []Message
+	var out []*memEntry
 	for _, e := range mc.entries {
 		if !e.durable || len(out) >= limit {
 			break
 		}
-		if e.msg.Seq > after && e.msg.ExpiresAt.After(now) {
-			out = append(out, e.msg)
+		if e.seq > after && !expiredAt(e.val, &nowKey) {
+			out = append(out, e)
 		}
 	}
-	return out, mc.entries[0].msg.Seq
+	return out, mc.entries[0].seq
 }
 
 // seq returns the last visible seq of conv, if the log knows it: every
@@ -1000,8 +1059,8 @@ func (l *msgLog) learnSeq(conv string, counter uint64) uint64 {
 // visible makes e visible to reads. l.mu is held.
 func (l *msgLog) visible(e *memEntry) {
 	e.durable = true
-	if l.seqs[e.msg.Conversation] < e.msg.Seq {
-		l.seqs[e.msg.Conversation] = e.msg.Seq
+	if l.seqs[e.conv] < e.seq {
+		l.seqs[e.conv] = e.seq
 	}
 }
 

@@ -101,11 +101,11 @@ func linkAttachments(tx *bolt.Tx, ids []string, conv string) error {
 
 // Message implements Messages.
 func (b *Bolt) Message(ctx context.Context, id string, now time.Time) (Message, error) {
-	if m, ok := b.log.memMessage(id); ok {
-		if !m.ExpiresAt.After(now) {
+	if m, ok, err := b.log.memMessage(id); ok || err != nil {
+		if err == nil && !m.ExpiresAt.After(now) {
 			return Message{}, ErrNotFound
 		}
-		return m, nil
+		return m, err
 	}
 	var m Message
 	nowKey := timeKey(now)
@@ -158,7 +158,13 @@ func (b *Bolt) MessagesAfter(ctx context.Context, conv string, afterSeq uint64, 
 	if err != nil {
 		return nil, false, err
 	}
-	out = append(out, mem[:min(len(mem), want-len(out))]...)
+	for _, e := range mem[:min(len(mem), want-len(out))] {
+		m, err := e.message()
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, m)
+	}
 	if len(out) > max(limit, 0) {
 		return out[:max(limit, 0)], true, nil
 	}

@@ -8,9 +8,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// ckFilter is a Bloom filter of the client-id keys in bbolt's msgs
-// bucket. An append whose client key the filter rules out needs no bbolt
-// lookup for it; with a fresh message id and a known conversation it
+// ckFilter is a Bloom filter of the client keys (clientKey) of the
+// messages in bbolt's msgs bucket. An append whose client key the filter
+// rules out needs no bbolt lookup for it (findClientID, which reads the
+// conversation); with a fresh message id and a known conversation it
 // needs no read transaction at all (one per send was 5% of the server's
 // CPU at saturation).
 //
@@ -33,8 +34,8 @@ type ckFilter struct {
 }
 
 const (
-	ckFilterMin = 1 << 20 // keys the filter is sized for at least (1.2 MB)
-	ckFilterFP  = 0.01
+	ckFilterMin = 1 << 20 // keys the filter is sized for at least (1.8 MB)
+	ckFilterFP  = 0.001   // a false positive reads the whole conversation
 )
 
 // mayHold reports whether bbolt may hold client key ck.
@@ -55,11 +56,19 @@ func (f *ckFilter) add(ck []byte) {
 // build runs).
 func (f *ckFilter) full() bool { return f.cur != nil && f.next == nil && f.added > f.capacity }
 
-// isClientKey reports whether k, a msgs key, is a client-id entry:
-// conversation id+\1+... (ids hold no byte below \x20).
-func isClientKey(k []byte) bool {
-	i := bytes.IndexFunc(k, func(r rune) bool { return r < 0x20 })
-	return i >= 0 && k[i] == 1
+// messageClientKey returns the client key of the msgs entry k, v, nil if
+// it is not a message (ids hold no byte below \x20: a message key is
+// conversation id+\0+BE(seq)), has no client id or cannot be read.
+func messageClientKey(k, v []byte) []byte {
+	i := bytes.IndexByte(k, 0)
+	if i < 0 || len(k) != i+9 || len(v) < timeKeyLen {
+		return nil
+	}
+	user, device, client, err := senderFields(v[timeKeyLen:])
+	if err != nil || len(client) == 0 {
+		return nil
+	}
+	return clientKey(string(k[:i]), string(user), string(device), string(client))
 }
 
 // buildCKFilter starts building a filter in the background. l.mu is held.
@@ -101,20 +110,22 @@ func (b *Bolt) scanClientKeys(next *bloom.BloomFilter) (uint, error) {
 		done := false
 		err := b.db.View(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bktMsgs).Cursor()
-			k, _ := c.First()
+			k, v := c.First()
 			if after != nil {
-				k, _ = c.Seek(after)
+				k, v = c.Seek(after)
 				if bytes.Equal(k, after) {
-					k, _ = c.Next()
+					k, v = c.Next()
 				}
 			}
 			var last []byte
 			for read := 0; k != nil && read < 65536; read++ {
-				if isClientKey(k) {
-					keys = append(keys, bytes.Clone(k))
+				// A corrupt value adds nothing: reads report it, and
+				// no append can be a retry of it.
+				if ck := messageClientKey(k, v); ck != nil {
+					keys = append(keys, ck)
 				}
 				last = k
-				k, _ = c.Next()
+				k, v = c.Next()
 			}
 			if last != nil {
 				after = bytes.Clone(last) // valid only inside the transaction

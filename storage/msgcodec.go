@@ -92,6 +92,29 @@ func appendOptBytes(buf, b []byte) []byte {
 
 var errCorruptMessage = errors.New("corrupt binary message")
 
+// senderFields returns the sender user, sender device and client id of
+// the stored message value v (after T(ExpiresAt)). The binary form is read
+// only as far as these fields, and its slices alias v.
+func senderFields(v []byte) (user, device, client []byte, err error) {
+	if len(v) == 0 || v[0] != binaryMessage {
+		var m Message
+		if err := decodeMessageValue(v, &m); err != nil {
+			return nil, nil, nil, err
+		}
+		return []byte(m.SenderUser), []byte(m.SenderDevice), []byte(m.ClientID), nil
+	}
+	var f [5][]byte // id, conversation, user, device, client id
+	p := v[1:]
+	for i := range f {
+		l, n := binary.Uvarint(p)
+		if n <= 0 || l > uint64(len(p)-n) {
+			return nil, nil, nil, errCorruptMessage
+		}
+		f[i], p = p[n:n+int(l)], p[n+int(l):]
+	}
+	return f[2], f[3], f[4], nil
+}
+
 // decodeMessageValue decodes what appendMessageValue wrote (Seq stays 0).
 func decodeMessageValue(v []byte, m *Message) error {
 	if len(v) == 0 || v[0] != binaryMessage {

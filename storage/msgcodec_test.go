@@ -57,6 +57,10 @@ func TestMessageValueRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("round trip of %+v\n got %#v\nwant %#v (as the JSON form gives)", m, got, want)
 		}
+		user, device, client, err := senderFields(v)
+		if err != nil || string(user) != got.SenderUser || string(device) != got.SenderDevice || string(client) != got.ClientID {
+			t.Fatalf("senderFields of %+v: %q, %q, %q, %v", m, user, device, client, err)
+		}
 	}
 }
 
@@ -70,8 +74,9 @@ func randString(r *rand.Rand) string {
 	return string(b)
 }
 
-// FuzzDecodeMessageValue: any bytes decode without a panic, and what
-// decodes encodes back to a value that decodes the same.
+// FuzzDecodeMessageValue: any bytes decode without a panic, what decodes
+// encodes back to a value that decodes the same, and senderFields reads
+// the same sender and client id.
 func FuzzDecodeMessageValue(f *testing.F) {
 	base := time.Date(2025, time.March, 3, 8, 0, 0, 0, time.UTC)
 	for _, m := range []Message{{}, {ID: "m", SentAt: base, ExpiresAt: base, Ciphertext: []byte("x"), Keys: map[string][]byte{"a/b": {1}}, Attachments: []string{"a"}}} {
@@ -81,7 +86,12 @@ func FuzzDecodeMessageValue(f *testing.F) {
 	f.Add([]byte{binaryMessage, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, v []byte) {
 		var m Message
-		if decodeMessageValue(v, &m) != nil || len(v) == 0 || v[0] != binaryMessage {
+		err := decodeMessageValue(v, &m)
+		user, device, client, ferr := senderFields(v) // never panics either
+		if err == nil && (ferr != nil || string(user) != m.SenderUser || string(device) != m.SenderDevice || string(client) != m.ClientID) {
+			t.Fatalf("senderFields of %+v: %q, %q, %q, %v", m, user, device, client, ferr)
+		}
+		if err != nil || len(v) == 0 || v[0] != binaryMessage {
 			return
 		}
 		again, err := appendMessageValue(nil, &m)
