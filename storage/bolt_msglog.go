@@ -66,6 +66,7 @@ import (
 const (
 	defaultCheckpointInterval = 5 * time.Second
 	defaultCheckpointSize     = 32768
+	defaultSyncSpacing        = 4 * time.Millisecond
 	checkpointChunk           = 65536 // messages per checkpoint round (the memtable holds at most 2×CheckpointSize)
 	logRecordHeader           = 8
 	logWriteBuf               = 256 << 10 // bytes per write of a batch
@@ -111,6 +112,7 @@ type memConv struct {
 type msgLog struct {
 	base     string // dbpath+".msglog."
 	noSync   bool
+	spacing  time.Duration // BoltOptions.SyncSpacing
 	interval time.Duration
 	size     int
 
@@ -144,6 +146,7 @@ type msgLog struct {
 	write func(*os.File, []byte) (int, error) // (*os.File).Write; tests make it fail
 
 	beforeIndexes func() error // tests: fail a paced checkpoint between its transactions (ckMu)
+	onSync        func(n int)  // tests: called by the writer (wmu held) before the write and fsync of n records
 
 	kick chan struct{} // wakes the checkpointer
 	stop chan struct{}
@@ -154,6 +157,7 @@ func newMsgLog(dbPath string, o BoltOptions) *msgLog {
 	return &msgLog{
 		base:     dbPath + ".msglog.",
 		noSync:   o.NoSync,
+		spacing:  o.SyncSpacing,
 		interval: o.CheckpointInterval,
 		size:     o.CheckpointSize,
 		convs:    make(map[string]*memConv),
@@ -680,6 +684,10 @@ func (l *msgLog) writeLoop() {
 		f := l.f
 		l.mu.Unlock()
 
+		if l.onSync != nil {
+			l.onSync(len(batch))
+		}
+		start := time.Now()
 		err := l.writeSync(f, batch)
 
 		l.mu.Lock()
@@ -721,6 +729,14 @@ func (l *msgLog) writeLoop() {
 		l.wmu.Unlock()
 		if full {
 			l.kickCheckpoint()
+		}
+		if err == nil && len(batch) > 1 && !l.noSync && l.spacing > 0 {
+			// Several senders at once: let more of them queue for the
+			// next fsync. (l.writing stays set: appends queue, and none
+			// starts a writer of its own.)
+			if wait := l.spacing - time.Since(start); wait > 0 {
+				time.Sleep(wait)
+			}
 		}
 	}
 }

@@ -524,3 +524,72 @@ func TestMessageLogCloseWithAppends(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageLogSyncSpacing: after a log write of several messages, the
+// next fsync waits for SyncSpacing, so that concurrent senders share it;
+// a lone sender never waits for it.
+func TestMessageLogSyncSpacing(t *testing.T) {
+	ctx := context.Background()
+	const spacing = 30 * time.Millisecond
+	open := func(spacing time.Duration) *storage.Bolt {
+		b, err := storage.OpenBolt(filepath.Join(t.TempDir(), "klassenfunk.db"), &storage.BoltOptions{SyncSpacing: spacing})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		seedConv(t, b)
+		return b
+	}
+
+	// A lone sender: with a spacing of an hour, any wait would hang here.
+	lone := open(time.Hour)
+	for i := range 20 {
+		if _, _, err := lone.AppendMessage(ctx, logMsg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b := open(spacing)
+	type syncAt struct {
+		n  int
+		at time.Time
+	}
+	var (
+		mu    sync.Mutex
+		syncs []syncAt
+	)
+	storage.OnLogSync(b, func(n int) {
+		mu.Lock()
+		syncs = append(syncs, syncAt{n, time.Now()})
+		mu.Unlock()
+	})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 5 {
+				if _, _, err := b.AppendMessage(ctx, logMsg(100+10*g+i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	total, spaced := 0, 0
+	for i, s := range syncs {
+		total += s.n
+		if i > 0 && syncs[i-1].n > 1 {
+			spaced++
+			if gap := s.at.Sub(syncs[i-1].at); gap < spacing {
+				t.Errorf("sync %d came %v after a write of %d messages; want at least %v", i, gap, syncs[i-1].n, spacing)
+			}
+		}
+	}
+	if total != 40 || spaced == 0 {
+		t.Fatalf("%d records in %d syncs, %d after a write of several; want 40 records and a spaced sync", total, len(syncs), spaced)
+	}
+}

@@ -77,3 +77,11 @@ func FailBeforeIndexes(b *Bolt) {
 func WaitClientKeyFilter(b *Bolt) {
 	b.log.cks.building.Wait()
 }
+
+// OnLogSync makes the log writer call fn with the number of records before
+// each write and fsync.
+func OnLogSync(b *Bolt, fn func(n int)) {
+	b.log.wmu.Lock()
+	defer b.log.wmu.Unlock()
+	b.log.onSync = fn
+}
