@@ -125,6 +125,8 @@ type msgLog struct {
 	gen      uint64
 	pending  []*memEntry   // queued, not yet written
 	pendDone chan struct{} // the done of the pending entries
+	waitFor  int           // the writer waits (SyncSpacing) until this many are pending; 0: not waiting
+	enough   chan struct{} // receives when waitFor is reached
 	writing  bool          // a writer goroutine runs
 	order    []*memEntry   // written, oldest first: what the next checkpoint moves
 	convs    map[string]*memConv
@@ -167,6 +169,7 @@ func newMsgLog(dbPath string, o BoltOptions) *msgLog {
 		room:     make(chan struct{}),
 		write:    (*os.File).Write,
 		kick:     make(chan struct{}, 1),
+		enough:   make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -631,6 +634,10 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 			l.clients[string(ck)] = e
 		}
 		l.pending = append(l.pending, e)
+		if l.waitFor > 0 && len(l.pending) >= l.waitFor {
+			l.waitFor = 0
+			l.enough <- struct{}{} // buffered; the writer is the only reader
+		}
 		if !l.writing {
 			l.writing = true
 			l.writers.Add(1)
@@ -730,15 +737,45 @@ func (l *msgLog) writeLoop() {
 		if full {
 			l.kickCheckpoint()
 		}
-		if err == nil && len(batch) > 1 && !l.noSync && l.spacing > 0 {
-			// Several senders at once: let more of them queue for the
-			// next fsync. (l.writing stays set: appends queue, and none
-			// starts a writer of its own.)
-			if wait := l.spacing - time.Since(start); wait > 0 {
-				time.Sleep(wait)
-			}
+		if err == nil && len(batch) > 1 && len(batch) < syncShare && !l.noSync && l.spacing > 0 {
+			l.space(l.spacing - time.Since(start))
 		}
 	}
+}
+
+// syncShare is how many records make an fsync cheap enough (about 1 µs
+// of CPU each) that the writer does not wait for more.
+const syncShare = 64
+
+// space lets more senders queue for the next fsync after a write of
+// several records: it waits for wait, or until syncShare records are
+// pending. l.writing stays set meanwhile: appends queue, and none starts
+// a writer of its own.
+func (l *msgLog) space(wait time.Duration) {
+	if wait <= 0 {
+		return
+	}
+	l.mu.Lock()
+	if len(l.pending) >= syncShare {
+		l.mu.Unlock()
+		return
+	}
+	l.waitFor = syncShare
+	l.mu.Unlock()
+	t := time.NewTimer(wait)
+	select {
+	case <-t.C:
+	case <-l.enough:
+	case <-l.stop: // closing
+	}
+	t.Stop()
+	l.mu.Lock()
+	l.waitFor = 0
+	select {
+	case <-l.enough: // sent after the timer fired
+	default:
+	}
+	l.mu.Unlock()
 }
 
 // errLogWrite marks a write to the log that failed and was undone: the

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -526,30 +527,10 @@ func TestMessageLogCloseWithAppends(t *testing.T) {
 }
 
 // TestMessageLogSyncSpacing: after a log write of several messages, the
-// next fsync waits for SyncSpacing, so that concurrent senders share it;
-// a lone sender never waits for it.
+// next fsync waits for SyncSpacing, unless 64 messages are waiting; a lone
+// sender never waits for it.
 func TestMessageLogSyncSpacing(t *testing.T) {
 	ctx := context.Background()
-	const spacing = 30 * time.Millisecond
-	open := func(spacing time.Duration) *storage.Bolt {
-		b, err := storage.OpenBolt(filepath.Join(t.TempDir(), "klassenfunk.db"), &storage.BoltOptions{SyncSpacing: spacing})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		seedConv(t, b)
-		return b
-	}
-
-	// A lone sender: with a spacing of an hour, any wait would hang here.
-	lone := open(time.Hour)
-	for i := range 20 {
-		if _, _, err := lone.AppendMessage(ctx, logMsg(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	b := open(spacing)
 	type syncAt struct {
 		n  int
 		at time.Time
@@ -558,38 +539,103 @@ func TestMessageLogSyncSpacing(t *testing.T) {
 		mu    sync.Mutex
 		syncs []syncAt
 	)
-	storage.OnLogSync(b, func(n int) {
+	open := func(spacing time.Duration) *storage.Bolt {
+		b, err := storage.OpenBolt(filepath.Join(t.TempDir(), "klassenfunk.db"), &storage.BoltOptions{SyncSpacing: spacing})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() }) // also ends a wait for the spacing
+		seedConv(t, b)
+		mu.Lock()
+		syncs = nil
+		mu.Unlock()
+		return b
+	}
+	record := func(n int) {
 		mu.Lock()
 		syncs = append(syncs, syncAt{n, time.Now()})
 		mu.Unlock()
-	})
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 5 {
-				if _, _, err := b.AppendMessage(ctx, logMsg(100+10*g+i)); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
 	}
-	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	total, spaced := 0, 0
-	for i, s := range syncs {
-		total += s.n
-		if i > 0 && syncs[i-1].n > 1 {
-			spaced++
-			if gap := s.at.Sub(syncs[i-1].at); gap < spacing {
-				t.Errorf("sync %d came %v after a write of %d messages; want at least %v", i, gap, syncs[i-1].n, spacing)
+	var next atomic.Int64 // message numbers; appendAll runs concurrently
+	appendAll := func(b *storage.Bolt, k int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for range k {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				if _, _, err := b.AppendMessage(ctx, logMsg(i)); err != nil {
+					t.Error(err)
+				}
+			}(int(next.Add(1)))
+		}
+		wg.Wait()
+	}
+
+	t.Run("lone sender", func(t *testing.T) {
+		b := open(time.Hour) // any wait would hang here
+		for range 20 {
+			appendAll(b, 1)
+		}
+	})
+
+	t.Run("several senders", func(t *testing.T) {
+		const spacing = 100 * time.Millisecond
+		b := open(spacing)
+		storage.OnLogSync(b, record)
+		// Concurrent appends until one write holds several of them, then
+		// one more: its fsync waits for the spacing.
+		for {
+			appendAll(b, 8)
+			mu.Lock()
+			multi := syncs[len(syncs)-1].n > 1
+			mu.Unlock()
+			if multi {
+				break
 			}
 		}
-	}
-	if total != 40 || spaced == 0 {
-		t.Fatalf("%d records in %d syncs, %d after a write of several; want 40 records and a spaced sync", total, len(syncs), spaced)
-	}
+		appendAll(b, 1)
+		mu.Lock()
+		defer mu.Unlock()
+		last, prev := syncs[len(syncs)-1], syncs[len(syncs)-2]
+		if gap := last.at.Sub(prev.at); last.n != 1 || gap < spacing {
+			t.Fatalf("a lone append %v after a write of %d; want its own write after at least %v", gap, prev.n, spacing)
+		}
+	})
+
+	t.Run("enough senders", func(t *testing.T) {
+		// After a write of 7, 64 appends waiting end the wait at once,
+		// and a write of 64 is not followed by one: with a spacing of an
+		// hour, anything else hangs.
+		b := open(time.Hour)
+		first, release := make(chan struct{}), make(chan struct{})
+		calls := 0
+		storage.OnLogSync(b, func(n int) {
+			record(n)
+			if calls++; calls == 1 {
+				close(first)
+				<-release
+			}
+		})
+		done := make(chan struct{})
+		go func() { appendAll(b, 1); close(done) }()
+		<-first // the writer holds one record
+		go func() {
+			storage.WaitLogPending(b, 7)
+			close(release)
+		}()
+		appendAll(b, 7) // one write of 7
+		<-done
+		appendAll(b, 64) // the wait ends at 64
+		appendAll(b, 1)  // no wait after 64
+		mu.Lock()
+		defer mu.Unlock()
+		var sizes []int
+		for _, s := range syncs {
+			sizes = append(sizes, s.n)
+		}
+		if !slices.Equal(sizes, []int{1, 7, 64, 1}) {
+			t.Fatalf("writes of %v records; want [1 7 64 1]", sizes)
+		}
+	})
 }

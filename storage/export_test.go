@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"os"
+	"runtime"
 	"time"
 )
 
@@ -84,4 +85,17 @@ func OnLogSync(b *Bolt, fn func(n int)) {
 	b.log.wmu.Lock()
 	defer b.log.wmu.Unlock()
 	b.log.onSync = fn
+}
+
+// WaitLogPending waits until at least n records wait for the log writer.
+func WaitLogPending(b *Bolt, n int) {
+	for {
+		b.log.mu.Lock()
+		k := len(b.log.pending)
+		b.log.mu.Unlock()
+		if k >= n {
+			return
+		}
+		runtime.Gosched()
+	}
 }
