@@ -39,7 +39,9 @@ import (
 //     every queued record with one write and one fdatasync; only then do
 //     the messages become visible to reads and their callers return. So
 //     "durable on return" holds as before, and concurrent appends share
-//     fsyncs without waiting for a timer.
+//     fsyncs. After a write of several records the writer waits a few
+//     milliseconds (BoltOptions.SyncSpacing) so that more share the next;
+//     a lone sender never waits.
 //   - A checkpoint moves the written messages into bbolt's message buckets
 //     and then deletes the log files they came from. It runs every
 //     CheckpointInterval, when CheckpointSize messages wait, before the
