@@ -117,9 +117,9 @@ type BoltOptions struct {
 	// message log to the next after a write of several messages (but fewer
 	// than 64), unless 64 are waiting before: appends that arrive meanwhile
 	// share the next fsync. A write of one message (a lone sender) is never
-	// followed by a wait. Zero means 4ms, negative none. At 15,000 msgs/s it cut the server's CPU from 93% to 84%: each
-	// fdatasync costs about 80 µs of CPU, and without a spacing there were
-	// 800 a second.
+	// followed by a wait. Zero means 4ms, negative none. At 15,000 msgs/s
+	// it cut the server's CPU from 93% to 84%: each fdatasync costs about
+	// 80 µs of CPU, and without a spacing there were 800 a second.
 	SyncSpacing time.Duration
 	// Clock tells the time. Zero means time.Now. Reserved: every method
 	// that depends on the time takes it as an argument (AppendMessage uses

@@ -639,3 +639,56 @@ func TestMessageLogSyncSpacing(t *testing.T) {
 		}
 	})
 }
+
+// TestLegacyClientEntries: a file from before 2026-11, with a client-id
+// entry beside each message, still finds retried client ids (in the
+// values), builds its filter, and the sweep removes the entries with
+// their messages.
+func TestLegacyClientEntries(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "klassenfunk.db")
+	b, err := storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedConv(t, b)
+	const n = 5
+	for i := range n {
+		if _, _, err := b.AppendMessage(ctx, logMsg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.CountMessages(ctx); err != nil { // a checkpoint
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := storage.PutLegacyClientEntry(b, logMsg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err = storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	storage.WaitClientKeyFilter(b)
+	for i := range n {
+		m := logMsg(i)
+		want := m.ID
+		m.ID = fmt.Sprintf("retry-%03d", i)
+		if got, created, err := b.AppendMessage(ctx, m); err != nil || created || got.ID != want || got.Seq != uint64(i+1) {
+			t.Fatalf("retry of client id %s: %s seq %d, created %v, %v; want %s seq %d", m.ClientID, got.ID, got.Seq, created, err, want, i+1)
+		}
+	}
+	if got, err := b.DeleteExpiredMessages(ctx, logBase.Add(2*time.Hour), 1000); err != nil || got != n {
+		t.Fatalf("swept %d, %v; want %d", got, err, n)
+	}
+	for i := range n {
+		if found, err := storage.HasLegacyClientEntry(b, logMsg(i)); err != nil || found {
+			t.Fatalf("client-id entry of message %d after the sweep: %v, %v", i, found, err)
+		}
+	}
+}

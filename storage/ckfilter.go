@@ -60,8 +60,8 @@ func (f *ckFilter) full() bool { return f.cur != nil && f.next == nil && f.added
 // it is not a message (ids hold no byte below \x20: a message key is
 // conversation id+\0+BE(seq)), has no client id or cannot be read.
 func messageClientKey(k, v []byte) []byte {
-	i := bytes.IndexByte(k, 0)
-	if i < 0 || len(k) != i+9 || len(v) < timeKeyLen {
+	i := bytes.IndexFunc(k, func(r rune) bool { return r < 0x20 })
+	if i < 0 || k[i] != 0 || len(k) != i+9 || len(v) < timeKeyLen {
 		return nil
 	}
 	user, device, client, err := senderFields(v[timeKeyLen:])

@@ -5,6 +5,8 @@ import (
 	"os"
 	"runtime"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // CrashBolt closes b like a crash would: the message log is neither
@@ -98,4 +100,21 @@ func WaitLogPending(b *Bolt, n int) {
 		}
 		runtime.Gosched()
 	}
+}
+
+// PutLegacyClientEntry writes the client-id entry that files from before
+// 2026-11 hold for m (stored already): clientKey → message id.
+func PutLegacyClientEntry(b *Bolt, m Message) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktMsgs).Put(clientKey(m.Conversation, m.SenderUser, m.SenderDevice, m.ClientID), []byte(m.ID))
+	})
+}
+
+// HasLegacyClientEntry reports whether the client-id entry of m is there.
+func HasLegacyClientEntry(b *Bolt, m Message) (found bool, err error) {
+	err = b.db.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bktMsgs).Get(clientKey(m.Conversation, m.SenderUser, m.SenderDevice, m.ClientID)) != nil
+		return nil
+	})
+	return found, err
 }
