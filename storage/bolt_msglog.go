@@ -70,6 +70,7 @@ const (
 	defaultCheckpointSize     = 32768
 	defaultSyncSpacing        = 4 * time.Millisecond
 	checkpointChunk           = 65536 // messages per checkpoint round (the memtable holds at most 2×CheckpointSize)
+	forgetPiece               = 1024  // messages that leave the memtable under one hold of its lock
 	logRecordHeader           = 8
 	logWriteBuf               = 256 << 10 // bytes per write of a batch
 	maxLogRecord              = 64 << 20
@@ -840,7 +841,11 @@ func (l *msgLog) forget(e *memEntry) {
 	if mc == nil {
 		return
 	}
-	if i := slices.Index(mc.entries, e); i >= 0 {
+	switch i := slices.Index(mc.entries, e); {
+	case i == 0: // the usual case: entries leave oldest first
+		mc.entries[0] = nil // not kept alive by the array
+		mc.entries = mc.entries[1:]
+	case i > 0:
 		mc.entries = slices.Delete(mc.entries, i, i+1)
 	}
 	if len(mc.entries) == 0 {
@@ -929,22 +934,30 @@ func (b *Bolt) checkpointPaced(pace time.Duration) error {
 			l.mu.Unlock()
 			return mapErr(err)
 		}
-		l.mu.Lock()
-		for _, e := range chunk {
-			l.maxID = max(l.maxID, e.id)
-			if e.ck != nil {
-				l.cks.add(e.ck)
+		// The moved messages leave the memtable in short pieces: every
+		// append takes l.mu, and 32k at once held it for tens of
+		// milliseconds. Each piece is a new epoch, so that an append that
+		// read bbolt before the commit reads again.
+		for len(chunk) > 0 {
+			piece := chunk[:min(len(chunk), forgetPiece)]
+			chunk = chunk[len(piece):]
+			l.mu.Lock()
+			for _, e := range piece {
+				l.maxID = max(l.maxID, e.id)
+				if e.ck != nil {
+					l.cks.add(e.ck)
+				}
+				l.forget(e)
 			}
-			l.forget(e)
+			if len(chunk) == 0 && l.cks.full() {
+				b.buildCKFilter()
+			}
+			l.epoch++
+			close(l.room)
+			l.room = make(chan struct{})
+			l.mu.Unlock()
+			snap = snap[len(piece):]
 		}
-		if l.cks.full() {
-			b.buildCKFilter()
-		}
-		l.epoch++
-		close(l.room)
-		l.room = make(chan struct{})
-		l.mu.Unlock()
-		snap = snap[len(chunk):]
 	}
 	for len(l.obsolete) > 0 {
 		if err := os.Remove(l.obsolete[0]); err != nil && !errors.Is(err, os.ErrNotExist) {
