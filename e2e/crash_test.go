@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"klassenfunk/internal/testenv"
 	"klassenfunk/proto"
 )
 
@@ -71,7 +70,7 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 		return srv, addr
 	}
 	srv, addr := startServer("klassenfunk serve")
-	base := "http://" + addr
+	api := testenv.Remote(t, "http://"+addr)
 
 	// A school, a teacher who sends and a parent who receives, both logged
 	// in as personal devices (trust credentials) with a key each, and
@@ -79,14 +78,14 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 	var school struct {
 		ID string `json:"id"`
 	}
-	crashAPI(t, ctx, base, "POST", "/schools", operatorToken, map[string]string{"name": "Grundschule Absturz"}, http.StatusCreated, &school)
+	api.JSON("POST", "/api/v1/schools", operatorToken, map[string]string{"name": "Grundschule Absturz"}, http.StatusCreated, &school)
 	newMember := func(login, role string) crashUser {
 		t.Helper()
 		clientHash := base64.StdEncoding.EncodeToString(randBytes(32))
 		var u struct {
 			ID string `json:"id"`
 		}
-		crashAPI(t, ctx, base, "POST", "/schools/"+school.ID+"/users", operatorToken, map[string]string{
+		api.JSON("POST", "/api/v1/schools/"+school.ID+"/users", operatorToken, map[string]string{
 			"login": login, "display_name": login, "role": role, "client_hash": clientHash,
 		}, http.StatusCreated, &u)
 		m := crashUser{id: u.ID, device: login + "-phone"}
@@ -99,7 +98,7 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 				Token string `json:"token"`
 			} `json:"credential"`
 		}
-		crashAPI(t, ctx, base, "POST", "/login", "", map[string]any{
+		api.JSON("POST", "/api/v1/login", "", map[string]any{
 			"login": login, "client_hash": clientHash,
 			"device": map[string]any{"id": m.device, "name": login + "s Telefon", "os": "android", "personal": true},
 		}, http.StatusOK, &l)
@@ -107,7 +106,7 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 			t.Fatalf("login %s: user %q (want %q), credential kind %q", login, l.User.ID, m.id, l.Credential.Kind)
 		}
 		m.token, m.keyName = l.Credential.Token, proto.KeyName(m.id, m.device)
-		crashAPI(t, ctx, base, "PUT", "/keys", m.token, map[string]string{"public_key": base64.StdEncoding.EncodeToString(randBytes(32))}, http.StatusNoContent, nil)
+		api.JSON("PUT", "/api/v1/keys", m.token, map[string]string{"public_key": base64.StdEncoding.EncodeToString(randBytes(32))}, http.StatusNoContent, nil)
 		return m
 	}
 	snd := newMember("lehrerin", "teacher")
@@ -115,7 +114,7 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 	var conv struct {
 		ID string `json:"id"`
 	}
-	crashAPI(t, ctx, base, "POST", "/conversations", snd.token, map[string]string{"kind": "direct", "peer": rcv.id}, http.StatusCreated, &conv)
+	api.JSON("POST", "/api/v1/conversations", snd.token, map[string]string{"kind": "direct", "peer": rcv.id}, http.StatusCreated, &conv)
 
 	// The messages: random ciphertext, a wrapped key for the receiver's
 	// device and one for the sender's own.
@@ -251,11 +250,11 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 
 	// The restart on the same data. The trust credentials survived.
 	srv2, addr := startServer("klassenfunk serve (after the crash)")
-	base = "http://" + addr
+	api = testenv.Remote(t, "http://"+addr)
 	var me struct {
 		ID string `json:"id"`
 	}
-	crashAPI(t, ctx, base, "GET", "/me", rcv.token, nil, http.StatusOK, &me)
+	api.JSON("GET", "/api/v1/me", rcv.token, nil, http.StatusOK, &me)
 	if me.ID != rcv.id {
 		t.Fatalf("GET /me as the receiver after the restart: id %q, want %q", me.ID, rcv.id)
 	}
@@ -274,7 +273,7 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 			Messages []proto.Message `json:"messages"`
 			More     *bool           `json:"more"`
 		}
-		crashAPI(t, ctx, base, "GET", fmt.Sprintf("/conversations/%s/messages?after_seq=%d&limit=100", conv.ID, after),
+		api.JSON("GET", fmt.Sprintf("/api/v1/conversations/%s/messages?after_seq=%d&limit=100", conv.ID, after),
 			rcv.token, nil, http.StatusOK, &out)
 		if out.More == nil {
 			t.Fatal("a history page lacks more")
@@ -328,7 +327,7 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 		ID      string `json:"id"`
 		LastSeq uint64 `json:"last_seq"`
 	}
-	crashAPI(t, ctx, base, "GET", "/conversations", rcv.token, nil, http.StatusOK, &convs)
+	api.JSON("GET", "/api/v1/conversations", rcv.token, nil, http.StatusOK, &convs)
 	if len(convs) != 1 || convs[0].ID != conv.ID || convs[0].LastSeq != n {
 		t.Fatalf("GET /conversations after the restart: %+v, want %s with last_seq %d", convs, conv.ID, n)
 	}
@@ -367,48 +366,6 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 // crashUser is a user logged in with one personal device.
 type crashUser struct {
 	id, device, token, keyName string
-}
-
-// crashAPI sends a JSON request to base+"/api/v1"+path, fails the test
-// unless the answer has status want, and decodes the answer into out (when
-// not nil).
-func crashAPI(t *testing.T, ctx context.Context, base, method, path, token string, body any, want int, out any) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, base+"/api/v1"+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading the answer: %v", method, path, err)
-	}
-	if resp.StatusCode != want {
-		t.Fatalf("%s %s: HTTP %d, want %d: %s", method, path, resp.StatusCode, want, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: decoding %s: %v", method, path, b, err)
-		}
-	}
 }
 
 // dialReadyWS opens the WebSocket of addr's server as u's device (token in

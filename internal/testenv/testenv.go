@@ -66,6 +66,10 @@ func (e *Env) Logs() string {
 	return e.logs.buf.String()
 }
 
+// Remote returns an Env for a server that runs elsewhere (a subprocess
+// listening at url): only its request and WebSocket helpers work.
+func Remote(t testing.TB, url string) *Env { return &Env{T: t, URL: url} }
+
 // Option changes the configuration of a test node.
 type Option func(*server.Config)
 
