@@ -272,10 +272,9 @@ func appendRecord(buf []byte, e *memEntry) []byte {
 	start := len(buf)
 	buf = append(buf, make([]byte, logRecordHeader)...)
 	buf = binary.AppendUvarint(buf, e.seq)
-	for _, s := range [...]string{e.conv, e.id, string(e.ck)} {
-		buf = binary.AppendUvarint(buf, uint64(len(s)))
-		buf = append(buf, s...)
-	}
+	buf = appendStr(appendStr(buf, e.conv), e.id)
+	buf = binary.AppendUvarint(buf, uint64(len(e.ck)))
+	buf = append(buf, e.ck...)
 	buf = append(buf, e.val...)
 	payload := buf[start+logRecordHeader:]
 	binary.LittleEndian.PutUint32(buf[start:], uint32(len(payload)))
@@ -307,25 +306,15 @@ func decodeLog(data []byte) []*memEntry {
 }
 
 func decodeRecord(p []byte) (*memEntry, bool) {
-	seq, n := binary.Uvarint(p)
-	if n <= 0 {
+	d := msgDecoder{b: p}
+	seq := d.uvarint()
+	conv, id, ck := d.str(), d.str(), d.take(d.uvarint())
+	if d.err != nil || len(d.b) < timeKeyLen || !validID(conv) || !validID(id) {
 		return nil, false
 	}
-	p = p[n:]
-	var parts [3][]byte
-	for i := range parts {
-		l, n := binary.Uvarint(p)
-		if n <= 0 || l > uint64(len(p)-n) {
-			return nil, false
-		}
-		parts[i], p = p[n:n+int(l)], p[n+int(l):]
-	}
-	if len(p) < timeKeyLen || !validID(string(parts[0])) || !validID(string(parts[1])) {
-		return nil, false
-	}
-	e := &memEntry{seq: seq, conv: string(parts[0]), id: string(parts[1]), val: p, atts: true}
-	if len(parts[2]) > 0 {
-		e.ck = parts[2]
+	e := &memEntry{seq: seq, conv: conv, id: id, val: d.b, atts: true}
+	if len(ck) > 0 {
+		e.ck = ck
 	}
 	return e, true
 }

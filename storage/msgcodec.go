@@ -103,16 +103,12 @@ func senderFields(v []byte) (user, device, client []byte, err error) {
 		}
 		return []byte(m.SenderUser), []byte(m.SenderDevice), []byte(m.ClientID), nil
 	}
+	d := msgDecoder{b: v[1:]}
 	var f [5][]byte // id, conversation, user, device, client id
-	p := v[1:]
 	for i := range f {
-		l, n := binary.Uvarint(p)
-		if n <= 0 || l > uint64(len(p)-n) {
-			return nil, nil, nil, errCorruptMessage
-		}
-		f[i], p = p[n:n+int(l)], p[n+int(l):]
+		f[i] = d.take(d.uvarint())
 	}
-	return f[2], f[3], f[4], nil
+	return f[2], f[3], f[4], d.err
 }
 
 // decodeMessageValue decodes what appendMessageValue wrote (Seq stays 0).
