@@ -443,27 +443,8 @@ func TestClientKeyFilter(t *testing.T) {
 	}
 	storage.WaitClientKeyFilter(b) // built on an empty file: checkpoints fill it
 	const n = 20
-	for i := range n {
-		if _, _, err := b.AppendMessage(ctx, logMsg(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := b.CountMessages(ctx); err != nil { // a checkpoint
-		t.Fatal(err)
-	}
-	retry := func(b *storage.Bolt, i int) {
-		t.Helper()
-		m := logMsg(i)
-		want := m.ID
-		m.ID = fmt.Sprintf("retry-%03d", i)
-		got, created, err := b.AppendMessage(ctx, m)
-		if err != nil || created || got.ID != want {
-			t.Fatalf("retry of client id %s: %s, created %v, %v; want %s", m.ClientID, got.ID, created, err, want)
-		}
-	}
-	for i := range n {
-		retry(b, i)
-	}
+	storeCheckpointed(t, b, n, logMsg)
+	retryAll(t, b, n, logMsg)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -473,9 +454,7 @@ func TestClientKeyFilter(t *testing.T) {
 	}
 	defer b.Close()
 	storage.WaitClientKeyFilter(b) // built from the scan
-	for i := range n {
-		retry(b, i)
-	}
+	retryAll(t, b, n, logMsg)
 	if m, created, err := b.AppendMessage(ctx, logMsg(n)); err != nil || !created || m.Seq != n+1 {
 		t.Fatalf("a new client id: seq %d, created %v, %v", m.Seq, created, err)
 	}
@@ -653,14 +632,7 @@ func TestLegacyClientEntries(t *testing.T) {
 	}
 	seedConv(t, b)
 	const n = 5
-	for i := range n {
-		if _, _, err := b.AppendMessage(ctx, logMsg(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := b.CountMessages(ctx); err != nil { // a checkpoint
-		t.Fatal(err)
-	}
+	storeCheckpointed(t, b, n, logMsg)
 	for i := range n {
 		if err := storage.PutLegacyClientEntry(b, logMsg(i)); err != nil {
 			t.Fatal(err)
@@ -675,20 +647,42 @@ func TestLegacyClientEntries(t *testing.T) {
 	}
 	defer b.Close()
 	storage.WaitClientKeyFilter(b)
-	for i := range n {
-		m := logMsg(i)
-		want := m.ID
-		m.ID = fmt.Sprintf("retry-%03d", i)
-		if got, created, err := b.AppendMessage(ctx, m); err != nil || created || got.ID != want || got.Seq != uint64(i+1) {
-			t.Fatalf("retry of client id %s: %s seq %d, created %v, %v; want %s seq %d", m.ClientID, got.ID, got.Seq, created, err, want, i+1)
-		}
-	}
+	retryAll(t, b, n, logMsg)
 	if got, err := b.DeleteExpiredMessages(ctx, logBase.Add(2*time.Hour), 1000); err != nil || got != n {
 		t.Fatalf("swept %d, %v; want %d", got, err, n)
 	}
 	for i := range n {
 		if found, err := storage.HasLegacyClientEntry(b, logMsg(i)); err != nil || found {
 			t.Fatalf("client-id entry of message %d after the sweep: %v, %v", i, found, err)
+		}
+	}
+}
+
+// storeCheckpointed appends messages 0..n-1 of msg and checkpoints them
+// into bbolt.
+func storeCheckpointed(t *testing.T, b *storage.Bolt, n int, msg func(int) storage.Message) {
+	t.Helper()
+	for i := range n {
+		if _, _, err := b.AppendMessage(t.Context(), msg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.CountMessages(t.Context()); err != nil { // a checkpoint
+		t.Fatal(err)
+	}
+}
+
+// retryAll sends messages 0..n-1 of msg again under new message ids and
+// fails unless each comes back as the stored message i, seq i+1.
+func retryAll(t *testing.T, b *storage.Bolt, n int, msg func(int) storage.Message) {
+	t.Helper()
+	for i := range n {
+		m := msg(i)
+		want := m.ID
+		m.ID = fmt.Sprintf("retry-%03d", i)
+		got, created, err := b.AppendMessage(t.Context(), m)
+		if err != nil || created || got.ID != want || got.Seq != uint64(i+1) {
+			t.Fatalf("retry of client id %s: %s seq %d, created %v, %v; want %s seq %d", m.ClientID, got.ID, got.Seq, created, err, want, i+1)
 		}
 	}
 }
