@@ -127,18 +127,12 @@ func (c *conn) send(it outItem) {
 	}
 	c.writing = true // this goroutine is the writer until it hands back
 	c.mu.Unlock()
-	err := c.writeFrame(it.frame)
-	if err == nil && it.sentConv != "" {
-		c.noteSent(it.sentConv, it.sentSeq)
+	if err := c.writeOut(&it); err != nil {
+		c.writeFailed()
+		return
 	}
 	c.mu.Lock()
 	c.writing = false
-	if err != nil {
-		c.finished = true
-		c.mu.Unlock()
-		c.ws.NetConn().Close() // the reader fails and cleans up
-		return
-	}
 	if len(c.queue) > 0 || c.closeCode != 0 {
 		c.kick() // what came meanwhile, or a close
 	} else if len(c.lastSeq) == 0 {
@@ -204,10 +198,7 @@ func (c *conn) writeLoop() {
 			bp = bufPool.Get().(*[]byte)
 		}
 		if err := c.writeItems(items, bp); err != nil {
-			c.mu.Lock()
-			c.finished, c.writing = true, false
-			c.mu.Unlock()
-			c.ws.NetConn().Close() // the reader fails and cleans up
+			c.writeFailed()
 			return
 		}
 	}
@@ -224,10 +215,7 @@ func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 		case it.ping:
 			err = c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
 		case it.frame != nil:
-			err = c.writeFrame(it.frame)
-			if err == nil && it.sentConv != "" {
-				c.noteSent(it.sentConv, it.sentSeq)
-			}
+			err = c.writeOut(it)
 		case it.msg != nil:
 			err = c.writeLive(it.msg, bp)
 		case it.sync != nil:
@@ -238,6 +226,25 @@ func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 		}
 	}
 	return nil
+}
+
+// writeFailed ends the writing after a failed write: the reader fails on
+// the closed socket and cleans up.
+func (c *conn) writeFailed() {
+	c.mu.Lock()
+	c.finished, c.writing = true, false
+	c.mu.Unlock()
+	c.ws.NetConn().Close()
+}
+
+// writeOut writes a prepared frame and, for a sent frame, notes the seq it
+// reports.
+func (c *conn) writeOut(it *outItem) error {
+	err := c.writeFrame(it.frame)
+	if err == nil && it.sentConv != "" {
+		c.noteSent(it.sentConv, it.sentSeq)
+	}
+	return err
 }
 
 func (c *conn) writeFrame(b []byte) error {
