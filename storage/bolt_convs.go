@@ -232,6 +232,7 @@ func (b *Bolt) Conversation(ctx context.Context, id string) (Conversation, error
 	memo, gen := b.convs.get(id)
 	seq, seqKnown := b.log.seq(id)
 	if memo == nil || !seqKnown {
+		missed := memo == nil
 		var counter uint64
 		err := b.view(ctx, func(tx *bolt.Tx) error {
 			v := tx.Bucket(bktConvs).Get([]byte(id))
@@ -249,7 +250,9 @@ func (b *Bolt) Conversation(ctx context.Context, id string) (Conversation, error
 		if err != nil {
 			return Conversation{}, err
 		}
-		b.convs.put(memo, gen)
+		if missed {
+			b.convs.put(memo, gen)
+		}
 		seq = b.log.learnSeq(id, counter)
 	}
 	c := cloneConversation(*memo)
