@@ -124,7 +124,7 @@ type msgReport struct {
 }
 
 type anomalies struct {
-	Duplicates      uint64 `json:"duplicates"`       // message frames with an id seen before
+	Duplicates      uint64 `json:"duplicates"`       // message frames with a seq seen before
 	OutOfOrder      uint64 `json:"out_of_order"`     // seq not above the last one seen
 	KeyAnomalies    uint64 `json:"key_anomalies"`    // keys other than exactly the receiver's entry
 	Foreign         uint64 `json:"foreign"`          // messages of another conversation or sender
@@ -279,13 +279,13 @@ func (r *result) finish(cfg *config, rs *runState, pairs []*pairState, end time.
 		deliveredWin += p.deliveredWin
 		var lost uint64
 		for _, a := range p.acks {
-			if _, ok := p.seen[a.id]; !ok {
+			if _, ok := p.seen[a.seq]; !ok {
 				lost++
 				if a.at >= lateCut {
 					m.LostLateAck++
 				}
 				if len(r.lostSample) < maxVerify {
-					r.lostSample = append(r.lostSample, lostMsg{a.id, p.rcv})
+					r.lostSample = append(r.lostSample, lostMsg{string(p.ackIDs[a.idOff : a.idOff+a.idLen]), p.rcv})
 				}
 			}
 		}
