@@ -360,12 +360,24 @@ func TestMessageLogWriteFailureUndone(t *testing.T) {
 	checkSeqs(t, msgs, 2)
 }
 
-// TestMessageLogCheckpointCutShort: a paced checkpoint that stops after
-// writing messages and before their indexes (a crash there) loses nothing:
-// reads keep finding the messages, and after a crash the replay writes the
-// indexes, so the messages can be found by id and are swept when they
-// expire.
+// TestMessageLogCheckpointCutShort: a paced checkpoint that stops between
+// two of its transactions (a crash there) loses nothing: reads keep
+// finding the messages, and after a crash the replay writes what was
+// missing, so the messages can be found by id and are swept when they
+// expire. Cut after some of the msgs bucket, before the indexes, and after
+// some of the indexes.
 func TestMessageLogCheckpointCutShort(t *testing.T) {
+	for _, cut := range []struct {
+		at      int
+		indexes bool
+	}{{1, false}, {0, true}, {1, true}, {19, true}} {
+		t.Run(fmt.Sprintf("at=%d,indexes=%v", cut.at, cut.indexes), func(t *testing.T) {
+			checkpointCutShort(t, cut.at, cut.indexes)
+		})
+	}
+}
+
+func checkpointCutShort(t *testing.T, at int, indexes bool) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "klassenfunk.db")
 	b, err := storage.OpenBolt(path, &storage.BoltOptions{CheckpointInterval: time.Hour})
@@ -379,7 +391,7 @@ func TestMessageLogCheckpointCutShort(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const n = 40
+	const n = 40 // four parts of the msgs bucket (a conversation each), 20 of the indexes
 	for i := range n {
 		m := logMsg(i)
 		m.Conversation = convs[i%len(convs)]
@@ -401,7 +413,7 @@ func TestMessageLogCheckpointCutShort(t *testing.T) {
 			}
 		}
 	}
-	storage.FailBeforeIndexes(b)
+	storage.FailCheckpointStep(b, at, indexes)
 	if err := storage.CheckpointPaced(b, time.Millisecond); err == nil {
 		t.Fatal("the checkpoint did not fail")
 	}

@@ -64,14 +64,21 @@ func FailNextLogWrite(b *Bolt, err error) {
 // several transactions spread over pace.
 func CheckpointPaced(b *Bolt, pace time.Duration) error { return b.checkpointPaced(pace) }
 
-// FailBeforeIndexes makes the next paced checkpoint fail after it wrote
-// the msgs bucket and before it wrote the indexes, like a crash there.
-func FailBeforeIndexes(b *Bolt) {
+// FailCheckpointStep makes the next paced checkpoint fail before its
+// transaction at, counted from its first transaction of the indexes if
+// indexes, else of the msgs bucket: like a crash there.
+func FailCheckpointStep(b *Bolt, at int, indexes bool) {
 	b.log.ckMu.Lock()
 	defer b.log.ckMu.Unlock()
-	b.log.beforeIndexes = func() error {
-		b.log.beforeIndexes = nil // under ckMu, which the checkpoint holds
-		return errors.New("injected failure before the indexes")
+	b.log.beforeStep = func(i, parts int) error {
+		if indexes {
+			i -= parts
+		}
+		if i != at {
+			return nil
+		}
+		b.log.beforeStep = nil // under ckMu, which the checkpoint holds
+		return errors.New("injected failure between checkpoint transactions")
 	}
 }
 
