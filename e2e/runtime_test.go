@@ -1,0 +1,62 @@
+package e2e_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestServeRuntimeSettings: serve raises GOMAXPROCS to 2 and runs the
+// garbage collector at GOGC=400 unless the environment says otherwise
+// (docs/api.md), as the Go runtime's own metrics report them.
+func TestServeRuntimeSettings(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tmp := t.TempDir()
+	serverBin, _ := buildBinaries(t, ctx, filepath.Join(tmp, "bin"))
+	var env []string
+	for _, kv := range baseEnv(filepath.Join(tmp, "home")) {
+		if !strings.HasPrefix(kv, "GOGC=") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
+			env = append(env, kv)
+		}
+	}
+	for _, c := range []struct {
+		name             string
+		env              []string
+		gogc, gomaxprocs string
+	}{
+		{"defaults", []string{"GOMAXPROCS=1"}, "400", "2"},
+		{"GOGC set", []string{"GOMAXPROCS=3", "GOGC=150"}, "150", "3"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srvEnv := append(env[:len(env):len(env)], c.env...)
+			srvEnv = append(srvEnv, "KLASSENFUNK_DATA="+filepath.Join(tmp, c.name), "KLASSENFUNK_OPERATOR_TOKEN="+operatorToken, "KLASSENFUNK_LISTEN=127.0.0.1:0")
+			srv := startProc(t, ctx, "klassenfunk serve", srvEnv, serverBin, "serve")
+			addr := logAddr(srv.waitLine(srv.stderr, 20*time.Second, `"serving" log line`, func(l string) bool { return logAddr(l) != "" }))
+			waitReady(t, "http://"+addr, 10*time.Second)
+			resp, err := http.Get("http://" + addr + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for metric, want := range map[string]string{"go_gc_gogc_percent": c.gogc, "go_sched_gomaxprocs_threads": c.gomaxprocs} {
+				m := regexp.MustCompile(`(?m)^` + metric + ` (\S+)$`).FindSubmatch(body)
+				if m == nil || string(m[1]) != want {
+					t.Errorf("%s = %q, want %s", metric, m, want)
+				}
+			}
+			if err := srv.stop(20 * time.Second); err != nil {
+				t.Errorf("serve exited with %v", err)
+			}
+		})
+	}
+}
