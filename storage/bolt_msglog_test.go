@@ -44,6 +44,33 @@ func seedConv(t *testing.T, b storage.Store) {
 	}
 }
 
+// openSeeded opens a new database file with opt and seeds it with
+// seedConv. It returns the file's path for tests that reopen it; closing
+// is the test's (some crash the store instead).
+func openSeeded(t *testing.T, opt *storage.BoltOptions) (*storage.Bolt, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "klassenfunk.db")
+	b, err := storage.OpenBolt(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedConv(t, b)
+	return b, path
+}
+
+// reopen closes b and opens its file at path again with the defaults.
+func reopen(t *testing.T, b *storage.Bolt, path string) *storage.Bolt {
+	t.Helper()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func logMsg(i int) storage.Message {
 	return storage.Message{
 		ID: fmt.Sprintf("m%03d", i), Conversation: "g1", SenderUser: "u1", SenderDevice: "d1",
@@ -80,12 +107,7 @@ func checkSeqs(t *testing.T, msgs []storage.Message, n int) {
 // the log is ignored, and the client-id index and seq counter carry on.
 func TestMessageLogCrashReplay(t *testing.T) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "klassenfunk.db")
-	b, err := storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedConv(t, b)
+	b, path := openSeeded(t, nil)
 	if err := b.PutAttachment(ctx, storage.Attachment{ID: "a1", Uploader: "u1", Size: 1, CreatedAt: logBase, ExpiresAt: logBase.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -160,12 +182,7 @@ func TestMessageLogCrashReplay(t *testing.T) {
 // doubles.
 func TestMessageLogReplayTwice(t *testing.T) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "klassenfunk.db")
-	b, err := storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedConv(t, b)
+	b, path := openSeeded(t, nil)
 	const n = 10
 	for i := range n {
 		if _, _, err := b.AppendMessage(ctx, logMsg(i)); err != nil {
@@ -322,12 +339,7 @@ func TestMessageLogWriteFailure(t *testing.T) {
 // cleanly.
 func TestMessageLogWriteFailureUndone(t *testing.T) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "klassenfunk.db")
-	b, err := storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedConv(t, b)
+	b, path := openSeeded(t, nil)
 	if _, _, err := b.AppendMessage(ctx, logMsg(0)); err != nil {
 		t.Fatal(err)
 	}
@@ -379,12 +391,7 @@ func TestMessageLogCheckpointCutShort(t *testing.T) {
 
 func checkpointCutShort(t *testing.T, at int, indexes bool) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "klassenfunk.db")
-	b, err := storage.OpenBolt(path, &storage.BoltOptions{CheckpointInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedConv(t, b)
+	b, path := openSeeded(t, &storage.BoltOptions{CheckpointInterval: time.Hour})
 	convs := []string{"g1", "g2", "g3", "g4"}
 	for _, c := range convs[1:] {
 		if err := b.CreateConversation(ctx, storage.Conversation{ID: c, School: "s1", Kind: storage.ConvGroup, Creator: "u1", Members: []storage.Member{{UserID: "u1", CanWrite: true}}, CreatedAt: logBase}); err != nil {
@@ -421,7 +428,7 @@ func checkpointCutShort(t *testing.T, at int, indexes bool) {
 	if err := storage.CrashBolt(b); err != nil {
 		t.Fatal(err)
 	}
-	b, err = storage.OpenBolt(path, nil)
+	b, err := storage.OpenBolt(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,12 +444,7 @@ func checkpointCutShort(t *testing.T, at int, indexes bool) {
 // bbolt, and a new one is stored.
 func TestClientKeyFilter(t *testing.T) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "klassenfunk.db")
-	b, err := storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedConv(t, b)
+	b, path := openSeeded(t, nil)
 	// Odd messages are stored as JSON (a time zone the binary form does
 	// not carry): client ids are read from both forms.
 	zone := time.FixedZone("CET", 3600)
@@ -457,13 +459,7 @@ func TestClientKeyFilter(t *testing.T) {
 	const n = 20
 	storeCheckpointed(t, b, n, logMsg)
 	retryAll(t, b, n, logMsg)
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b, err = storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b = reopen(t, b, path)
 	defer b.Close()
 	storage.WaitClientKeyFilter(b) // built from the scan
 	retryAll(t, b, n, logMsg)
@@ -476,12 +472,7 @@ func TestClientKeyFilter(t *testing.T) {
 // that returned success.
 func TestMessageLogCloseWithAppends(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "klassenfunk.db")
-	b, err := storage.OpenBolt(path, &storage.BoltOptions{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedConv(t, b)
+	b, path := openSeeded(t, &storage.BoltOptions{NoSync: true})
 	var (
 		wg sync.WaitGroup
 		mu sync.Mutex
@@ -505,7 +496,7 @@ func TestMessageLogCloseWithAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait()
-	b, err = storage.OpenBolt(path, nil)
+	b, err := storage.OpenBolt(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -637,12 +628,7 @@ func TestMessageLogSyncSpacing(t *testing.T) {
 // their messages.
 func TestLegacyClientEntries(t *testing.T) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "klassenfunk.db")
-	b, err := storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seedConv(t, b)
+	b, path := openSeeded(t, nil)
 	const n = 5
 	storeCheckpointed(t, b, n, logMsg)
 	for i := range n {
@@ -650,13 +636,7 @@ func TestLegacyClientEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b, err = storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b = reopen(t, b, path)
 	defer b.Close()
 	storage.WaitClientKeyFilter(b)
 	retryAll(t, b, n, logMsg)
