@@ -502,7 +502,7 @@ func (c *conn) handle(data []byte) {
 	}
 }
 
-// sentFrameSize holds a sent frame without its ref and id (101 bytes with
+// sentFrameSize holds a sent frame without its ref and id (102 bytes with
 // a 20-digit seq): one allocation instead of the five of growing from nil.
 // A ref that needs escapes still grows it.
 const sentFrameSize = 104
