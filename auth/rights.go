@@ -31,12 +31,16 @@ func (s *Service) Erase(ctx context.Context, p Principal, clientHash []byte) err
 	}
 	now := s.now()
 	key := strings.ToLower(p.User.Login)
-	if wait := s.byLogin.acquire(key, now); wait > 0 {
+	wait, ticket, err := s.byLogin.Acquire(ctx, key, now)
+	if err != nil {
+		return fmt.Errorf("brute-force counter: %w", err)
+	}
+	if wait > 0 {
 		return &proto.Error{Code: proto.CodeRateLimited, Message: "too many failed attempts; try again later", RetryAfter: wait}
 	}
 	u, err := s.store.User(ctx, p.User.ID)
 	if err != nil {
-		s.byLogin.release(key, now)
+		s.releaseFailure(s.byLogin, key, ticket)
 		if errors.Is(err, storage.ErrNotFound) {
 			return errUnauthorized
 		}
@@ -45,11 +49,11 @@ func (s *Service) Erase(ctx context.Context, p Principal, clientHash []byte) err
 	var ok bool
 	var verr error
 	if err := s.withHashSlot(ctx, func() { ok, verr = verifyPassword(clientHash, u.PasswordHash) }); err != nil {
-		s.byLogin.release(key, now)
+		s.releaseFailure(s.byLogin, key, ticket)
 		return err
 	}
 	if verr != nil {
-		s.byLogin.release(key, now)
+		s.releaseFailure(s.byLogin, key, ticket)
 		return fmt.Errorf("verify password of user %s: %w", u.ID, verr)
 	}
 	if !ok {
@@ -59,7 +63,7 @@ func (s *Service) Erase(ctx context.Context, p Principal, clientHash []byte) err
 		}
 		return errWrongPassword
 	}
-	s.byLogin.reset(key)
+	s.clearFailures(s.byLogin, key)
 	removed, err := s.store.EraseUser(ctx, u.ID, now.UTC())
 	if err != nil {
 		return fmt.Errorf("erase user %s: %w", u.ID, err)

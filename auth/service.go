@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -52,6 +53,9 @@ type Config struct {
 	MaxFailuresPerAddr int
 	// FailureWindow is the brute-force window. Zero means 15 minutes.
 	FailureWindow time.Duration
+	// NewLimiter returns the brute-force counter named name ("login" or
+	// "addr"). Nil means NewMemoryLimiter: counts per process.
+	NewLimiter func(name string, limit int, window time.Duration) Limiter
 	// MaxConcurrentHashes bounds concurrent Argon2 computations (each uses
 	// Argon2.Memory). Zero means 4.
 	MaxConcurrentHashes int
@@ -86,8 +90,8 @@ type Service struct {
 	now       func() time.Time
 	hashSem   chan struct{}
 	dummyHash string
-	byLogin   *throttle
-	byAddr    *throttle
+	byLogin   Limiter
+	byAddr    Limiter
 	opHash    [32]byte // SHA-256 of the operator token; zero when none
 }
 
@@ -135,14 +139,17 @@ func New(cfg Config) (*Service, error) {
 	if cfg.OnCountries == nil {
 		cfg.OnCountries = func(string) {}
 	}
+	if cfg.NewLimiter == nil {
+		cfg.NewLimiter = func(_ string, limit int, window time.Duration) Limiter { return NewMemoryLimiter(limit, window) }
+	}
 	s := &Service{
 		cfg:     cfg,
 		store:   cfg.Store,
 		log:     cfg.Log,
 		now:     cfg.Now,
 		hashSem: make(chan struct{}, cfg.MaxConcurrentHashes),
-		byLogin: newThrottle(cfg.MaxFailuresPerLogin, cfg.FailureWindow),
-		byAddr:  newThrottle(cfg.MaxFailuresPerAddr, cfg.FailureWindow),
+		byLogin: cfg.NewLimiter("login", cfg.MaxFailuresPerLogin, cfg.FailureWindow),
+		byAddr:  cfg.NewLimiter("addr", cfg.MaxFailuresPerAddr, cfg.FailureWindow),
 	}
 	s.dummyHash = hashPassword(make([]byte, ClientHashLen), cfg.Argon2)
 	return s, nil
@@ -347,14 +354,19 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 	addrKey := addr.String()
 	// The attempt counts as a failure until it succeeds: checking and
 	// counting in one step keeps concurrent attempts within the limit.
-	wl, wa := s.byLogin.acquire(loginKey, now), s.byAddr.acquire(addrKey, now)
+	wl, tl, errl := s.byLogin.Acquire(ctx, loginKey, now)
+	wa, ta, erra := s.byAddr.Acquire(ctx, addrKey, now)
 	release := func() {
-		if wl == 0 {
-			s.byLogin.release(loginKey, now)
+		if tl != "" {
+			s.releaseFailure(s.byLogin, loginKey, tl)
 		}
-		if wa == 0 {
-			s.byAddr.release(addrKey, now)
+		if ta != "" {
+			s.releaseFailure(s.byAddr, addrKey, ta)
 		}
+	}
+	if err := cmp.Or(errl, erra); err != nil {
+		release()
+		return LoginResult{}, fmt.Errorf("brute-force counter: %w", err)
 	}
 	if wait := max(wl, wa); wait > 0 {
 		release()
@@ -390,8 +402,8 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 		}
 		return LoginResult{}, errBadLogin
 	}
-	s.byLogin.reset(loginKey)
-	s.byAddr.release(addrKey, now)
+	s.clearFailures(s.byLogin, loginKey)
+	s.releaseFailure(s.byAddr, addrKey, ta)
 	// The password was right: only now may the answer tell that the
 	// country restriction refuses the address.
 	if err := s.checkCountry(ctx, u, addr); err != nil {
@@ -648,4 +660,23 @@ func (s *Service) activeUser(ctx context.Context, id string) (storage.User, erro
 		return storage.User{}, errUnauthorized
 	}
 	return u, err
+}
+
+// releaseFailure takes back a failure counted by Acquire, and
+// clearFailures forgets key's failures after a success. They run even when
+// the request's context has ended: a success must not stay counted.
+func (s *Service) releaseFailure(l Limiter, key, ticket string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.Release(ctx, key, ticket); err != nil {
+		s.log.Warn("release brute-force counter", "err", err)
+	}
+}
+
+func (s *Service) clearFailures(l Limiter, key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.Reset(ctx, key); err != nil {
+		s.log.Warn("reset brute-force counter", "err", err)
+	}
 }

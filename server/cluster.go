@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"klassenfunk/auth"
 	"klassenfunk/internal/ids"
 	"klassenfunk/messenger"
 	"klassenfunk/storage"
@@ -51,6 +52,16 @@ func (s *Server) openCluster(ctx context.Context) error {
 		presence: messenger.NewRedisPresence(client, redisPrefix, node, 0, log),
 	}
 	return nil
+}
+
+// limiter returns the brute-force counters: shared through Redis in a
+// cluster, so that a lock holds on every node; nil (in memory) otherwise.
+func (s *Server) limiter() func(name string, limit int, window time.Duration) auth.Limiter {
+	r, ok := s.store.(*storage.Redis)
+	if s.cluster == nil || !ok {
+		return nil
+	}
+	return func(name string, limit int, window time.Duration) auth.Limiter { return r.Limiter(name, limit, window) }
 }
 
 func (s *Server) broker() messenger.Broker {

@@ -93,6 +93,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		MaxFailuresPerLogin: cfg.Auth.MaxFailuresPerLogin,
 		MaxFailuresPerAddr:  cfg.Auth.MaxFailuresPerAddr,
 		FailureWindow:       cfg.Auth.FailureWindow,
+		NewLimiter:          s.limiter(),
 		OnRevoke:            s.onRevoke,
 		OnErase:             s.onErase,
 		Locator:             s.locator(),

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -11,22 +12,26 @@ import (
 	"time"
 
 	"klassenfunk/auth"
+	"klassenfunk/internal/redistest"
 	"klassenfunk/internal/testenv"
 	"klassenfunk/server"
 )
+
+// bruteForceStep is one login attempt of TestLoginBruteForce.
+type bruteForceStep struct {
+	advance    time.Duration
+	login      string
+	password   string // "" means the right one
+	xff        string // X-Forwarded-For
+	want       int
+	retryAfter int // with 429: the exact Retry-After
+}
 
 // TestLoginBruteForce runs login attempts against the clock and checks the
 // brute-force lock per login and per client address.
 func TestLoginBruteForce(t *testing.T) {
 	const wrong = "wrong-password"
-	type step struct {
-		advance    time.Duration
-		login      string
-		password   string // "" means the right one
-		xff        string // X-Forwarded-For
-		want       int
-		retryAfter int // with 429: the exact Retry-After
-	}
+	type step = bruteForceStep
 	tests := map[string]struct {
 		opt   testenv.Option
 		steps []step
@@ -126,40 +131,90 @@ func TestLoginBruteForce(t *testing.T) {
 			},
 		},
 	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			w := newAuthWorld(t, tc.opt)
-			env := w.env
-			for i, s := range tc.steps {
-				env.Clock.Advance(s.advance)
-				pw := s.password
-				if pw == "" {
-					pw = testenv.Password(s.login)
-				}
-				var h http.Header
-				if s.xff != "" {
-					h = http.Header{"X-Forwarded-For": {s.xff}}
-				}
-				r := authCall(t, env, "POST", "/api/v1/login", "", authLoginBody(s.login, pw, "dev", "ios", false), h)
-				if r.Status != s.want {
-					t.Fatalf("step %d (%s): status %d, want %d; body %s", i, s.login, r.Status, s.want, r.Body)
-				}
-				switch s.want {
-				case 429:
-					authWantError(t, r, 429, "rate_limited")
-					ra, err := strconv.Atoi(r.Header.Get("Retry-After"))
-					if err != nil || ra < 1 || ra != s.retryAfter {
-						t.Fatalf("step %d: Retry-After %q, want %d", i, r.Header.Get("Retry-After"), s.retryAfter)
-					}
-				case 401:
-					authWantError(t, r, 401, "unauthorized")
-					if r.Header.Get("Retry-After") != "" {
-						t.Fatalf("step %d: Retry-After on a 401", i)
-					}
-				}
-			}
-		})
+	for _, nodes := range []int{1, 2} {
+		for name, tc := range tests {
+			t.Run(fmt.Sprintf("%d nodes/%s", nodes, name), func(t *testing.T) {
+				runBruteForceSteps(t, nodes, tc.opt, tc.steps)
+			})
+		}
 	}
+}
+
+// runBruteForceSteps runs steps against one node, or against two nodes
+// that share a Redis (and a clock), taking turns: a lock must hold on
+// every node of a cluster.
+func runBruteForceSteps(t *testing.T, nodes int, opt testenv.Option, steps []bruteForceStep) {
+	envs := startAuthNodes(t, nodes, opt)
+	clock := envs[0].Clock
+	for i, s := range steps {
+		env := envs[i%len(envs)]
+		clock.Advance(s.advance)
+		pw := s.password
+		if pw == "" {
+			pw = testenv.Password(s.login)
+		}
+		var h http.Header
+		if s.xff != "" {
+			h = http.Header{"X-Forwarded-For": {s.xff}}
+		}
+		r := authCall(t, env, "POST", "/api/v1/login", "", authLoginBody(s.login, pw, "dev", "ios", false), h)
+		if r.Status != s.want {
+			t.Fatalf("step %d (%s): status %d, want %d; body %s", i, s.login, r.Status, s.want, r.Body)
+		}
+		switch s.want {
+		case 429:
+			authWantError(t, r, 429, "rate_limited")
+			ra, err := strconv.Atoi(r.Header.Get("Retry-After"))
+			if err != nil || ra < 1 || ra != s.retryAfter {
+				t.Fatalf("step %d: Retry-After %q, want %d", i, r.Header.Get("Retry-After"), s.retryAfter)
+			}
+		case 401:
+			authWantError(t, r, 401, "unauthorized")
+			if r.Header.Get("Retry-After") != "" {
+				t.Fatalf("step %d: Retry-After on a 401", i)
+			}
+		}
+	}
+}
+
+// startAuthNodes starts the auth world on one node, or on two nodes that
+// share a Redis and the first node's clock.
+func startAuthNodes(t *testing.T, nodes int, opts ...testenv.Option) []*testenv.Env {
+	envs, _ := startAuthNodesRedis(t, nodes, opts...)
+	return envs
+}
+
+// startAuthNodesRedis is startAuthNodes that also returns the Redis (nil
+// for one node).
+func startAuthNodesRedis(t *testing.T, nodes int, opts ...testenv.Option) ([]*testenv.Env, *redistest.Server) {
+	t.Helper()
+	if nodes == 1 {
+		return []*testenv.Env{newAuthWorld(t, opts...).env}, nil
+	}
+	r := redistest.Start(t)
+	opts = append(opts, func(c *server.Config) { c.RedisURL = r.URL() })
+	n1 := newAuthWorld(t, opts...).env
+	n2 := testenv.New(t, append(opts, func(c *server.Config) { c.Now = n1.Clock.Now })...)
+	return []*testenv.Env{n1, n2}, r
+}
+
+// TestLoginBruteForceRedisDown: a cluster node that cannot reach the
+// shared counters refuses logins (500 internal) instead of letting them
+// through uncounted, and counts again once Redis is back.
+func TestLoginBruteForceRedisDown(t *testing.T) {
+	envs, r := startAuthNodesRedis(t, 2, func(c *server.Config) { c.Auth.MaxFailuresPerLogin = 2 })
+	login := func(env *testenv.Env, password string) testenv.Response {
+		return authCall(t, env, "POST", "/api/v1/login", "", authLoginBody("teacher-a", password, "dev", "ios", false), nil)
+	}
+	authWantError(t, login(envs[0], "wrong-password"), http.StatusUnauthorized, "unauthorized")
+	r.Kill()
+	authWantError(t, login(envs[1], testenv.Password("teacher-a")), http.StatusInternalServerError, "internal")
+	r.Restart()
+	testenv.Eventually(t, 10*time.Second, "nodes ready again", func() bool {
+		return envs[0].Do("GET", "/readyz", "", nil).Status == 200 && envs[1].Do("GET", "/readyz", "", nil).Status == 200
+	})
+	authWantError(t, login(envs[1], "wrong-password"), http.StatusUnauthorized, "unauthorized")
+	authWantError(t, login(envs[0], testenv.Password("teacher-a")), http.StatusTooManyRequests, "rate_limited")
 }
 
 // TestLoginBruteForceConcurrent fires many wrong logins at once: the lock
@@ -180,43 +235,53 @@ func TestLoginBruteForceConcurrent(t *testing.T) {
 			login: func(i int) string { return []string{"teacher-a", "student-a", "admin-a", "ghost"}[i%4] },
 		},
 	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			w := newAuthWorld(t, tc.opt, func(c *server.Config) {
-				// A few milliseconds per hash, so that the attempts overlap.
-				c.Auth.Argon2 = auth.Argon2Params{Memory: 4 << 10, Time: 1, Threads: 1}
+	for _, nodes := range []int{1, 2} {
+		for name, tc := range tests {
+			t.Run(fmt.Sprintf("%d nodes/%s", nodes, name), func(t *testing.T) {
+				loginBruteForceConcurrent(t, nodes, tc.opt, tc.login, attempts)
 			})
-			env := w.env
-			start := make(chan struct{})
-			statuses := make(chan int, attempts)
-			var wg sync.WaitGroup
-			for i := range attempts {
-				body, _ := json.Marshal(authLoginBody(tc.login(i), "wrong-password", "dev", "ios", false))
-				wg.Go(func() {
-					<-start
-					resp, err := http.Post(env.URL+"/api/v1/login", "application/json", bytes.NewReader(body))
-					if err != nil {
-						statuses <- -1
-						return
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					statuses <- resp.StatusCode
-				})
+		}
+	}
+}
+
+// loginBruteForceConcurrent sends attempts wrong logins at once, spread
+// over the nodes, and wants exactly the limit (3) of them answered 401.
+func loginBruteForceConcurrent(t *testing.T, nodes int, opt testenv.Option, login func(int) string, attempts int) {
+	envs := startAuthNodes(t, nodes, opt, func(c *server.Config) {
+		// A few milliseconds per hash, so that the attempts overlap.
+		c.Auth.Argon2 = auth.Argon2Params{Memory: 4 << 10, Time: 1, Threads: 1}
+	})
+	start := make(chan struct{})
+	statuses := make(chan int, attempts)
+	var wg sync.WaitGroup
+	for i := range attempts {
+		body, _ := json.Marshal(authLoginBody(login(i), "wrong-password", "dev", "ios", false))
+		url := envs[i%len(envs)].URL + "/api/v1/login"
+		wg.Go(func() {
+			<-start
+			resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+			if err != nil {
+				statuses <- -1
+				return
 			}
-			close(start)
-			wg.Wait()
-			close(statuses)
-			count := map[int]int{}
-			for s := range statuses {
-				count[s]++
-			}
-			if count[401] != 3 || count[429] != attempts-3 {
-				t.Fatalf("statuses %v: want 3 × 401 and %d × 429 (a lock must also stop attempts in flight)", count, attempts-3)
-			}
-			// And the right password is locked out as well.
-			r := authCall(t, env, "POST", "/api/v1/login", "", authLoginBody("teacher-a", testenv.Password("teacher-a"), "dev", "ios", false), nil)
-			authWantError(t, r, http.StatusTooManyRequests, "rate_limited")
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses <- resp.StatusCode
 		})
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if count[401] != 3 || count[429] != attempts-3 {
+		t.Fatalf("statuses %v: want 3 × 401 and %d × 429 (a lock must also stop attempts in flight)", count, attempts-3)
+	}
+	// And the right password is locked out as well.
+	for _, env := range envs {
+		r := authCall(t, env, "POST", "/api/v1/login", "", authLoginBody("teacher-a", testenv.Password("teacher-a"), "dev", "ios", false), nil)
+		authWantError(t, r, http.StatusTooManyRequests, "rate_limited")
 	}
 }
