@@ -60,6 +60,10 @@ func TestRedis(t *testing.T) {
 		t.Parallel()
 		testPushOutbox(t, openRedis(t, client, nil))
 	})
+	t.Run("Limiter", func(t *testing.T) {
+		t.Parallel()
+		testLimiter(t, openRedis(t, client, nil), client)
+	})
 }
 
 func TestRedisCluster(t *testing.T) {
@@ -71,6 +75,10 @@ func TestRedisCluster(t *testing.T) {
 	t.Run("PushOutbox", func(t *testing.T) {
 		t.Parallel()
 		testPushOutbox(t, openRedis(t, client, nil))
+	})
+	t.Run("Limiter", func(t *testing.T) {
+		t.Parallel()
+		testLimiter(t, openRedis(t, client, nil), client)
 	})
 
 	// The same cluster through the URL forms of OpenRedisURL.
