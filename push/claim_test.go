@@ -5,40 +5,126 @@ import (
 	"testing"
 	"time"
 
+	"klassenfunk/internal/redistest"
 	"klassenfunk/push"
 	"klassenfunk/storage"
 )
 
-// otherNodeStore is the relay's store as seen by a node whose every claim
-// another node already holds (cluster mode, after a restart).
-type otherNodeStore struct{ *storage.Bolt }
-
-func (otherNodeStore) ClaimPush(context.Context, string, string, string, time.Time) (bool, error) {
-	return false, nil
+// sharedClaims is the relay's store of a node in a cluster: everything in
+// the rig's bbolt file, except the claims, which go to a real Redis that
+// "other nodes" (the test) share.
+type sharedClaims struct {
+	*storage.Bolt
+	claims *storage.Redis
 }
 
-// A push claimed by another node sharing the outbox is neither sent nor
-// acknowledged here: the claiming node sends it and removes the entry.
-func TestPushClaimedElsewhereIsLeftToItsOwner(t *testing.T) {
-	r := newRig(t)
-	a := r.device("u1", "phone", push.ProviderFCM)
+func (s sharedClaims) ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (storage.ClaimState, error) {
+	return s.claims.ClaimPush(ctx, credID, messageID, owner, until)
+}
+
+func (s sharedClaims) FinishPush(ctx context.Context, credID, messageID string, until time.Time) error {
+	return s.claims.FinishPush(ctx, credID, messageID, until)
+}
+
+// startShared starts the rig's relay with claims in a fresh Redis, which
+// it returns. lease is the relay's ClaimLease.
+func startShared(t *testing.T, r *rig, lease time.Duration) *storage.Redis {
+	t.Helper()
+	srv := redistest.Start(t)
+	client, err := storage.NewRedisClient(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := storage.OpenRedis(t.Context(), client, &storage.RedisOptions{KeyPrefix: "kf:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { claims.Close(); client.Close() })
+	r.tuning.ClaimLease = lease
 	cfg := r.config()
-	cfg.Store = otherNodeStore{r.store}
+	cfg.Store = sharedClaims{r.store, claims}
 	rl, err := push.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.relay = rl
 	t.Cleanup(rl.Close)
+	return claims
+}
+
+// A push whose claim another (live) node holds is neither sent nor
+// acknowledged here: the claiming node sends it and removes the entry.
+func TestPushClaimedElsewhereIsLeftToItsOwner(t *testing.T) {
+	r := newRig(t)
+	a := r.device("u1", "phone", push.ProviderFCM)
+	claims := startShared(t, r, 20*time.Millisecond)
+	if st, err := claims.ClaimPush(t.Context(), a, "msg-1", "node-b", time.Now().Add(time.Hour)); err != nil || st != storage.ClaimHeld {
+		t.Fatalf("node-b's claim: %v, %v", st, err)
+	}
 	r.send("conv-1", []string{"u1", "u2"}, "u2", "d2")
 
-	eventually(t, "the claim refused", func() bool {
-		return r.outcome(push.ProviderFCM, push.OutcomeClaimedElsewhere) >= 1
+	eventually(t, "the claim refused twice (it asks again after its lease)", func() bool {
+		return r.outcome(push.ProviderFCM, push.OutcomeClaimedElsewhere) >= 2
 	})
 	if n := len(r.prov.To(r.tokens[a])); n != 0 {
 		t.Fatalf("%d pushes sent for an entry another node claimed", n)
 	}
 	if p := r.pending(); len(p) != 1 || p[0].CredID != a {
 		t.Fatalf("outbox %+v: the other node's entry must stay until it acknowledges", p)
+	}
+}
+
+// A node that claimed a push and died before sending it: its lease runs
+// out, and this node, which holds the same entry, sends the push once and
+// marks it done for everybody.
+func TestPushOfADeadNodeIsSentWhenItsLeaseRunsOut(t *testing.T) {
+	r := newRig(t)
+	a := r.device("u1", "phone", push.ProviderFCM)
+	claims := startShared(t, r, 20*time.Millisecond)
+	if st, err := claims.ClaimPush(t.Context(), a, "msg-1", "dead-node", time.Now().Add(300*time.Millisecond)); err != nil || st != storage.ClaimHeld {
+		t.Fatalf("the dead node's claim: %v, %v", st, err)
+	}
+	m := r.send("conv-1", []string{"u1", "u2"}, "u2", "d2")
+
+	got := r.waitFor(a, 1)
+	if p := r.open(a, got[0]); p.M != m.ID {
+		t.Fatalf("push for %q, want %q", p.M, m.ID)
+	}
+	if r.outcome(push.ProviderFCM, push.OutcomeClaimedElsewhere) < 1 {
+		t.Fatal("the first attempt did not meet the dead node's claim")
+	}
+	eventually(t, "the entry acknowledged", func() bool { return len(r.pending()) == 0 })
+	// Marked done before the acknowledgement: another node's claim fails.
+	if st, err := claims.ClaimPush(t.Context(), a, m.ID, "node-c", time.Now().Add(time.Hour)); err != nil || st != storage.ClaimDone {
+		t.Fatalf("after the send, another node's claim: %v, %v; want done", st, err)
+	}
+	if n := len(r.prov.To(r.tokens[a])); n != 1 {
+		t.Fatalf("%d pushes sent, want 1", n)
+	}
+}
+
+// A push that another node already sent (its claim is done) is dropped
+// here without a send and without an acknowledgement.
+func TestPushFinishedElsewhereIsDropped(t *testing.T) {
+	r := newRig(t)
+	a := r.device("u1", "phone", push.ProviderFCM)
+	claims := startShared(t, r, 20*time.Millisecond)
+	if err := claims.FinishPush(t.Context(), a, "msg-1", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r.send("conv-1", []string{"u1", "u2"}, "u2", "d2")
+
+	eventually(t, "the push dropped as done elsewhere", func() bool {
+		return r.outcome(push.ProviderFCM, push.OutcomeClaimedElsewhere) >= 1
+	})
+	r.idle()
+	if n := len(r.prov.To(r.tokens[a])); n != 0 {
+		t.Fatalf("%d pushes sent for an entry another node finished", n)
+	}
+	if p := r.pending(); len(p) != 1 {
+		t.Fatalf("outbox %+v: acknowledging is the finishing node's job", p)
+	}
+	if n := r.outcome(push.ProviderFCM, push.OutcomeClaimedElsewhere); n != 1 {
+		t.Fatalf("claimed_elsewhere %v times, want 1 (a done claim is not asked again)", n)
 	}
 }

@@ -69,6 +69,10 @@ type Tuning struct {
 	// 5m.
 	RetryBase time.Duration
 	RetryMax  time.Duration
+	// ClaimLease is how long a node's claim on a push holds (cluster
+	// mode) before another node holding the same entry may send it, should
+	// the first have died. Zero means 1m.
+	ClaimLease time.Duration
 }
 
 func (t *Tuning) defaults() {
@@ -95,6 +99,9 @@ func (t *Tuning) defaults() {
 	}
 	if t.RetryMax < t.RetryBase {
 		t.RetryMax = t.RetryBase
+	}
+	if t.ClaimLease <= 0 {
+		t.ClaimLease = time.Minute
 	}
 }
 

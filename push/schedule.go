@@ -309,12 +309,21 @@ func (r *Relay) deliver(j *job) {
 		return
 	}
 	// Nodes sharing the outbox (cluster mode) may all hold this entry, e.g.
-	// after one restarted: only the one that claims it sends.
-	if ok, err := r.store.ClaimPush(ctx, e.CredID, e.MessageID, r.id, e.ExpiresAt); err != nil {
+	// after one restarted: the one that claims it sends, and marks it done
+	// for the others. A claim is a lease: if its owner dies before the
+	// send, another node holding the entry sends it once the lease is out.
+	lease := r.cfg.Tuning.ClaimLease
+	switch st, err := r.store.ClaimPush(ctx, e.CredID, e.MessageID, r.id, minTime(r.now().Add(lease), e.ExpiresAt)); {
+	case err != nil:
 		r.sometimes("store", func() { r.log.Error("push: claim", "err", err) })
 		done(OutcomeRetried)
 		return
-	} else if !ok {
+	case st == storage.ClaimTaken:
+		r.m.count(provider, OutcomeClaimedElsewhere)
+		j.retryAfter = lease
+		done(OutcomeRetried)
+		return
+	case st == storage.ClaimDone:
 		done(OutcomeClaimedElsewhere)
 		return
 	}
@@ -330,7 +339,30 @@ func (r *Relay) deliver(j *job) {
 	}
 	a := r.sendOne(ctx, &c, snd, blob, e.ExpiresAt)
 	j.retryAfter = a.retryAfter
+	if a.outcome != OutcomeRetried {
+		// Sent or given up: the other nodes drop their copies. They ask
+		// again within a lease plus a backoff, so the mark need not live
+		// as long as the message.
+		keep := max(claimDoneKeep, 2*(r.cfg.Tuning.RetryMax+lease))
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(j.ctx), 5*time.Second)
+		if err := r.store.FinishPush(fctx, e.CredID, e.MessageID, minTime(r.now().Add(keep), e.ExpiresAt)); err != nil {
+			r.sometimes("store", func() { r.log.Error("push: finish claim", "err", err) })
+		}
+		cancel()
+	}
 	done(a.outcome)
+}
+
+// claimDoneKeep is how long a finished claim is kept at least: beyond a
+// lease plus the longest backoff, within which another node holding the
+// entry asks again.
+const claimDoneKeep = time.Hour
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // sent is the result of sendOne.

@@ -156,6 +156,11 @@ func (b *Bolt) CountRegistrations(ctx context.Context) (map[string]int, error) {
 
 // ClaimPush implements PushOutbox. A bbolt file is opened by one process
 // only, so there is nobody to share the outbox with: every claim holds.
-func (b *Bolt) ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (bool, error) {
-	return true, ctx.Err()
+func (b *Bolt) ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (ClaimState, error) {
+	return ClaimHeld, ctx.Err()
+}
+
+// FinishPush implements PushOutbox: nothing to tell anybody.
+func (b *Bolt) FinishPush(ctx context.Context, credID, messageID string, until time.Time) error {
+	return ctx.Err()
 }

@@ -28,13 +28,27 @@ type PushOutbox interface {
 	// CountRegistrations returns the number of push registrations by
 	// provider ("fcm", "apns"), for anonymous statistics.
 	CountRegistrations(ctx context.Context) (map[string]int, error)
-	// ClaimPush claims, for owner and until the given time, the sending of
-	// the push for messageID to the device of credID, so that of several
-	// nodes sharing the outbox exactly one sends it. It reports true when
-	// the claim is new or already owner's, false when another owner holds
-	// it. A backend that only one process opens may always report true.
-	ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (bool, error)
+	// ClaimPush claims, for owner and until the given time (a lease), the
+	// sending of the push for messageID to the device of credID, so that of
+	// several nodes sharing the outbox one sends it at a time. A claim that
+	// is already owner's is renewed. ClaimTaken means another owner's lease
+	// runs: ask again when it may have run out (its owner may have died);
+	// ClaimDone means FinishPush was called: drop the push. A backend that
+	// only one process opens may always report ClaimHeld.
+	ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (ClaimState, error)
+	// FinishPush marks the push for messageID to credID's device as done
+	// (sent, or given up) until the given time: later claims get ClaimDone.
+	FinishPush(ctx context.Context, credID, messageID string, until time.Time) error
 }
+
+// ClaimState is the answer of ClaimPush (meaningless with an error).
+type ClaimState int
+
+const (
+	ClaimHeld  ClaimState = iota // the caller holds the claim: send
+	ClaimTaken                   // another owner's lease runs
+	ClaimDone                    // the push is done: drop it
+)
 
 // PushEntry is one pending push: wake the device of CredID for a message.
 type PushEntry struct {

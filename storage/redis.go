@@ -75,6 +75,7 @@ import (
 //	{P a:<attachment>}c  set   conversation ids of the attachment
 //	{P x:a}              zset  H(ExpiresAt)+id, score ms(ExpiresAt)
 //	{P x:push}           hash  push outbox (redis_push.go)
+//	{P pc:<cred>}<msg>   string claim of a push: owner id (a lease) or done (redis_push.go)
 //	{P b:<name>:<hash>}  zset  brute-force counter (redis_limiter.go)
 //
 // The client key of a message is sender user + \0 + len(device) + ":" +

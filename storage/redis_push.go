@@ -186,23 +186,57 @@ func globEscape(s string) string {
 	return b.String()
 }
 
-// ClaimPush implements PushOutbox: SET NX with an expiry at until, in the
-// credential's slot; a claim already held by owner counts as owner's.
-func (r *Redis) ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (bool, error) {
+// Claims of pushes (cluster mode), in the credential's slot:
+//
+//	{P pc:<credential>}<message id>  string  the owner's id (a lease), or claimDone
+const claimDone = "\x00done"
+
+// scriptClaimPush: KEYS[1] the claim; ARGV owner, until (Unix ms), done
+// marker. Returns 0 (held: new or renewed), 1 (taken), 2 (done): the
+// values of ClaimState. (SET … PXAT would need Redis 6.2.)
+var scriptClaimPush = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  return 0
+end
+if cur == ARGV[3] then return 2 end
+if cur == ARGV[1] then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  return 0
+end
+return 1`)
+
+func (r *Redis) claimKey(credID, messageID string) string {
+	return "{" + r.p + "pc:" + credID + "}" + messageID
+}
+
+// claimUntil keeps a claim's expiry in the future, so that its key lives
+// long enough to be read.
+func claimUntil(until time.Time) int64 {
+	if now := time.Now(); !until.After(now) {
+		until = now.Add(time.Minute)
+	}
+	return until.UnixMilli()
+}
+
+// ClaimPush implements PushOutbox: one script in the credential's slot.
+func (r *Redis) ClaimPush(ctx context.Context, credID, messageID, owner string, until time.Time) (ClaimState, error) {
 	if err := r.check(ctx); err != nil {
-		return false, err
+		return 0, err
 	}
-	if !until.After(time.Now()) {
-		until = time.Now().Add(time.Minute) // keep a claim long enough to send once
+	st, err := scriptClaimPush.Run(ctx, r.c, []string{r.claimKey(credID, messageID)}, owner, claimUntil(until), claimDone).Int()
+	if err != nil {
+		return 0, err
 	}
-	key := "{" + r.p + "pc:" + credID + "}" + messageID
-	ok, err := r.c.SetNX(ctx, key, owner, time.Until(until)).Result()
-	if err != nil || ok {
-		return ok, err
+	return ClaimState(st), nil
+}
+
+// FinishPush implements PushOutbox.
+func (r *Redis) FinishPush(ctx context.Context, credID, messageID string, until time.Time) error {
+	if err := r.check(ctx); err != nil {
+		return err
 	}
-	cur, err := r.c.Get(ctx, key).Result()
-	if isNil(err) {
-		return r.ClaimPush(ctx, credID, messageID, owner, until) // expired meanwhile
-	}
-	return cur == owner, err
+	return r.c.Set(ctx, r.claimKey(credID, messageID), claimDone, time.Until(time.UnixMilli(claimUntil(until)))).Err()
 }
