@@ -69,6 +69,9 @@ func TestPushClaimedElsewhereIsLeftToItsOwner(t *testing.T) {
 	if n := len(r.prov.To(r.tokens[a])); n != 0 {
 		t.Fatalf("%d pushes sent for an entry another node claimed", n)
 	}
+	if n := r.outcome(push.ProviderFCM, push.OutcomeRetried); n != 0 {
+		t.Fatalf("retried counted %v times: an attempt that met another node's claim counts once, as claimed_elsewhere", n)
+	}
 	if p := r.pending(); len(p) != 1 || p[0].CredID != a {
 		t.Fatalf("outbox %+v: the other node's entry must stay until it acknowledges", p)
 	}

@@ -35,6 +35,7 @@ type job struct {
 	// Set by the worker.
 	outcome    Outcome
 	retryAfter time.Duration
+	counted    bool // a retry already counted under another outcome (a claim taken elsewhere)
 }
 
 // schedule is the scheduler goroutine. It owns the device states and a
@@ -172,7 +173,9 @@ func (s *scheduler) result(j *job, now time.Time, stopping bool) {
 			s.remove(d)
 			return
 		}
-		r.m.count(d.entry.Provider, OutcomeRetried)
+		if !j.counted {
+			r.m.count(d.entry.Provider, OutcomeRetried)
+		}
 		d.due = now.Add(delay)
 		heap.Push(&s.heap, d)
 		return
@@ -319,8 +322,9 @@ func (r *Relay) deliver(j *job) {
 		done(OutcomeRetried)
 		return
 	case st == storage.ClaimTaken:
+		// Counted once, as claimed elsewhere; asked again after the lease.
 		r.m.count(provider, OutcomeClaimedElsewhere)
-		j.retryAfter = lease
+		j.retryAfter, j.counted = lease, true
 		done(OutcomeRetried)
 		return
 	case st == storage.ClaimDone:
