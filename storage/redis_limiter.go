@@ -62,6 +62,9 @@ return 0
 // Acquire returns how long key must wait, or 0 and a ticket after counting
 // the attempt as a failure.
 func (l *RedisLimiter) Acquire(ctx context.Context, key string, now time.Time) (time.Duration, string, error) {
+	if err := l.r.check(ctx); err != nil {
+		return 0, "", err
+	}
 	ms := now.UnixMilli()
 	ticket := strconv.FormatInt(ms, 10) + ":" + rand.Text()
 	wait, err := scriptLimiterAcquire.Run(ctx, l.r.c, []string{l.key(key)}, ms, l.window.Milliseconds(), l.limit, ticket).Int64()
@@ -76,6 +79,9 @@ func (l *RedisLimiter) Acquire(ctx context.Context, key string, now time.Time) (
 
 // Release takes back the failure counted with ticket.
 func (l *RedisLimiter) Release(ctx context.Context, key, ticket string) error {
+	if err := l.r.check(ctx); err != nil {
+		return err
+	}
 	if err := l.r.c.ZRem(ctx, l.key(key), ticket).Err(); err != nil {
 		return fmt.Errorf("storage: redis limiter %s: %w", l.name, err)
 	}
@@ -84,6 +90,9 @@ func (l *RedisLimiter) Release(ctx context.Context, key, ticket string) error {
 
 // Reset forgets every failure of key.
 func (l *RedisLimiter) Reset(ctx context.Context, key string) error {
+	if err := l.r.check(ctx); err != nil {
+		return err
+	}
 	if err := l.r.c.Del(ctx, l.key(key)).Err(); err != nil {
 		return fmt.Errorf("storage: redis limiter %s: %w", l.name, err)
 	}
