@@ -106,7 +106,9 @@ func TestHTTPStudentDirectSwitch(t *testing.T) {
 	httpWantError(t, w.env.Do("PATCH", "/api/v1/schools/no-such-school", testenv.OperatorToken, off), 404, proto.CodeNotFound)
 
 	// On by default, and none of the refused PATCHes switched it off.
-	w.env.JSON("POST", "/api/v1/conversations", sam.tok, httpDirect(sue.id), http.StatusCreated, nil)
+	samSue := w.direct(sam.tok, sue.id)
+	w.post(sam.tok, samSue, httpMsg("before", "hi", []string{sam.key(), sue.key()}))
+	samTom := w.direct(sam.tok, w.u["tom"].id)
 
 	type school struct {
 		ID            string `json:"id"`
@@ -148,6 +150,32 @@ func TestHTTPStudentDirectSwitch(t *testing.T) {
 		}
 	})
 
+	// A conversation of two students that exists already is read-only:
+	// listed without can_write, refused on both paths, still readable.
+	t.Run("existing conversation of two students", func(t *testing.T) {
+		for _, u := range []httpUser{sam, sue} {
+			if got := w.members(u.tok, samSue); got[sam.id] || got[sue.id] {
+				t.Errorf("%s sees members %v, want no can_write", u.id, got)
+			}
+		}
+		if got := w.members(sam.tok, samTom); !got[sam.id] || !got[w.u["tom"].id] {
+			t.Errorf("sam's conversation with a teacher lists %v, want can_write for both", got)
+		}
+		r := w.env.Do("POST", "/api/v1/conversations/"+samSue+"/messages", sam.tok, httpMsg("off", "x", []string{sam.key(), sue.key()}))
+		httpWantError(t, r, http.StatusForbidden, proto.CodeForbidden)
+		ws := w.env.Dial(sue.tok)
+		s := &proto.Send{Conversation: samSue, ClientID: "off-ws", Ciphertext: []byte("x"),
+			Keys: map[string][]byte{sam.key(): []byte("k"), sue.key(): []byte("k")}}
+		ws.Send(string(proto.AppendSendFrame(nil, "r1", s)))
+		if f := ws.Read(); f.Type != proto.TypeError || f.Code != proto.CodeForbidden || f.Ref != "r1" {
+			t.Fatalf("send frame: got %+v, want forbidden", f)
+		}
+		w.post(sam.tok, samTom, httpMsg("to-teacher", "x", []string{sam.key()}))
+		if msgs, _ := w.history(sue.tok, samSue, ""); len(msgs) != 1 {
+			t.Fatalf("history has %d messages, want the 1 sent before", len(msgs))
+		}
+	})
+
 	// The operator switches it on again.
 	s = school{}
 	w.env.JSON("PATCH", "/api/v1/schools/"+w.a, testenv.OperatorToken, map[string]bool{"student_direct": true}, http.StatusOK, &s)
@@ -161,6 +189,12 @@ func TestHTTPStudentDirectSwitch(t *testing.T) {
 		t.Fatalf("empty PATCH answer %+v", s)
 	}
 	w.env.JSON("POST", "/api/v1/conversations", sam.tok, httpDirect(sol.id), http.StatusCreated, nil)
+	if got := w.members(sue.tok, samSue); !got[sam.id] || !got[sue.id] {
+		t.Errorf("switched on again: members %v, want can_write for both", got)
+	}
+	if m := w.post(sue.tok, samSue, httpMsg("after", "x", []string{sam.key(), sue.key()})); m.Seq != 2 {
+		t.Errorf("switched on again: seq %d, want 2", m.Seq)
+	}
 }
 
 func TestHTTPCreateGroup(t *testing.T) {

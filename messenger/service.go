@@ -17,6 +17,9 @@ import (
 var (
 	errNotFound  = proto.Errorf(proto.CodeNotFound, "not found")
 	errForbidden = proto.Errorf(proto.CodeForbidden, "not allowed")
+	// errStudentDirectOff answers a start of, or a write in, a direct
+	// conversation between two students while their school forbids them.
+	errStudentDirectOff = proto.Errorf(proto.CodeForbidden, "this school does not allow direct conversations between students")
 )
 
 // MaxGroupMembers caps a group's size (every member device needs a wrapped
@@ -83,13 +86,10 @@ func (n *Node) CreateDirect(ctx context.Context, p auth.Principal, peerID string
 	if err != nil {
 		return storage.Conversation{}, false, err
 	}
-	if p.User.Role == storage.RoleStudent && peer.Role == storage.RoleStudent {
-		school, err := n.store.School(ctx, p.User.School)
-		if err != nil {
+	pair := p.User.Role == storage.RoleStudent && peer.Role == storage.RoleStudent
+	if pair {
+		if err := n.studentDirectAllowed(ctx, p.User.School); err != nil {
 			return storage.Conversation{}, false, err
-		}
-		if school.NoStudentDirect {
-			return storage.Conversation{}, false, proto.Errorf(proto.CodeForbidden, "this school does not allow direct conversations between students")
 		}
 	}
 	c := storage.Conversation{
@@ -101,9 +101,23 @@ func (n *Node) CreateDirect(ctx context.Context, p auth.Principal, peerID string
 			{UserID: p.User.ID, CanWrite: true},
 			{UserID: peer.ID, CanWrite: true},
 		},
-		CreatedAt: n.now().UTC(),
+		CreatedAt:   n.now().UTC(),
+		StudentPair: pair,
 	}
 	return n.store.CreateDirect(ctx, c)
+}
+
+// studentDirectAllowed returns errStudentDirectOff if school has switched
+// off direct conversations between students.
+func (n *Node) studentDirectAllowed(ctx context.Context, school string) error {
+	s, err := n.store.School(ctx, school)
+	if err != nil {
+		return err
+	}
+	if s.NoStudentDirect {
+		return errStudentDirectOff
+	}
+	return nil
 }
 
 // NewMember is one entry of a new group's member list.
@@ -151,9 +165,29 @@ func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, 
 	return c, nil
 }
 
-// Conversations lists p's conversations.
+// Conversations lists p's conversations. While p's school forbids direct
+// conversations between students, both members of such a conversation
+// are listed without can_write, so that an app can grey out its composer.
 func (n *Node) Conversations(ctx context.Context, p auth.Principal) ([]storage.Conversation, error) {
-	return n.store.ConversationsOf(ctx, p.User.ID)
+	cs, err := n.store.ConversationsOf(ctx, p.User.ID)
+	if err != nil || !slices.ContainsFunc(cs, func(c storage.Conversation) bool { return c.StudentPair }) {
+		return cs, err
+	}
+	switch err := n.studentDirectAllowed(ctx, p.User.School); {
+	case errors.Is(err, errStudentDirectOff):
+		for i, c := range cs {
+			if c.StudentPair {
+				ms := slices.Clone(c.Members) // a store may share them with its cache
+				for j := range ms {
+					ms[j].CanWrite = false
+				}
+				cs[i].Members = ms
+			}
+		}
+	case err != nil:
+		return nil, err
+	}
+	return cs, nil
 }
 
 // manageable returns a group p may manage: its creator or an admin of its
@@ -266,6 +300,11 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	}
 	if !member.CanWrite {
 		return storage.Message{}, false, proto.Errorf(proto.CodeForbidden, "you may not write in this conversation")
+	}
+	if c.StudentPair {
+		if err := n.studentDirectAllowed(ctx, c.School); err != nil {
+			return storage.Message{}, false, err
+		}
 	}
 	now := n.now().UTC()
 	for _, a := range s.Attachments {

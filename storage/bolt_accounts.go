@@ -41,8 +41,18 @@ func (b *Bolt) School(ctx context.Context, id string) (School, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		return decode(v, &s, "school")
+		var err error
+		// Every send in a direct conversation of two students reads its
+		// school's switch.
+		s, err = b.schoolCache.get([]byte(id), v, decodeSchool, func(s School) School { return s })
+		return err
 	})
+	return s, err
+}
+
+func decodeSchool(v []byte) (School, error) {
+	var s School
+	err := decode(v, &s, "school")
 	return s, err
 }
 
