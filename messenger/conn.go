@@ -58,6 +58,7 @@ type conn struct {
 	mu         sync.Mutex
 	queue      []outItem       // guarded by mu
 	closeCode  proto.CloseCode // guarded by mu; set once, when closing starts
+	flush      bool            // guarded by mu; the close waits for the queued frames (closeAfterQueue)
 	writing    bool            // guarded by mu; a writer goroutine runs
 	finished   bool            // guarded by mu; the writer is done for good
 	readerDone bool            // guarded by mu; the reader has returned
@@ -141,21 +142,50 @@ func (c *conn) send(it outItem) {
 	c.mu.Unlock()
 }
 
-// closeWith starts closing the connection with code. The first code wins.
-func (c *conn) closeWith(code proto.CloseCode) {
+// closeWith starts closing the connection with code at once: what is
+// queued is dropped (a revoked device gets nothing more; a slow reader
+// recovers through sync). The first code wins.
+func (c *conn) closeWith(code proto.CloseCode) { c.startClose(code, false) }
+
+// closeAfterQueue starts closing the connection with code after the frames
+// already queued (the error frames and sent acks of the client's earlier
+// frames) are written; queued deliveries and syncs are dropped, the
+// client recovers them through sync. For the closes that the client's own
+// frames cause: 4400, 4413 and 4429 for sending too fast.
+func (c *conn) closeAfterQueue(code proto.CloseCode) { c.startClose(code, true) }
+
+func (c *conn) startClose(code proto.CloseCode, flush bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closeCode == 0 {
-		c.closeCode = code
-		c.queue = nil
+		c.closeCode, c.flush = code, flush
+		if !flush {
+			c.queue = nil
+		}
+	} else if !flush {
+		c.flush, c.queue = false, nil // a hard close overtakes a flushing one
 	}
 	c.kick()
 }
 
+// closing reports whether the connection is closing: the reader ignores
+// further frames.
 func (c *conn) closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closeCode != 0 || c.readerDone
+}
+
+// writable reports whether the writer may write the queued item it: not
+// after the reader has gone or a close that drops the queue, and only
+// frames during a close after the queue.
+func (c *conn) writable(it *outItem) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readerDone || c.closeCode != 0 && !c.flush {
+		return false
+	}
+	return c.closeCode == 0 || it.frame != nil
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -172,7 +202,7 @@ func (c *conn) writeLoop() {
 	}()
 	for {
 		c.mu.Lock()
-		if c.closeCode != 0 || c.readerDone {
+		if c.readerDone || (c.closeCode != 0 && len(c.queue) == 0) {
 			code, readerDone := c.closeCode, c.readerDone
 			c.finished, c.writing, c.queue = true, false, nil
 			c.mu.Unlock()
@@ -206,10 +236,10 @@ func (c *conn) writeLoop() {
 
 func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 	for i := range items {
-		if c.closing() {
-			return nil // the loop sends the close frame
-		}
 		it := &items[i]
+		if !c.writable(it) {
+			continue // the loop sends the close frame
+		}
 		var err error
 		switch {
 		case it.ping:
@@ -416,7 +446,7 @@ func (c *conn) readLoop() {
 			framePool.Put(buf)
 			return
 		case n > proto.MaxFrameSize:
-			c.closeWith(proto.CloseTooLarge)
+			c.closeAfterQueue(proto.CloseTooLarge)
 		case mt != websocket.TextMessage:
 			c.reject("", proto.Errorf(proto.CodeInvalidRequest, "frames must be text frames with one JSON object"))
 		default:
@@ -451,7 +481,7 @@ func (c *conn) reject(ref string, e *proto.Error) {
 		c.invalidInRow++
 		if c.invalidInRow >= 3 {
 			c.enqueue(outItem{frame: proto.AppendError(nil, ref, e.Code, e.Message)})
-			c.closeWith(proto.CloseMalformed)
+			c.closeAfterQueue(proto.CloseMalformed)
 			return
 		}
 	} else {
@@ -474,7 +504,7 @@ func (c *conn) handle(data []byte) {
 		if !c.limiter.Allow() {
 			c.limitedInRow++
 			if c.limitedInRow >= maxLimitedInRow {
-				c.closeWith(proto.CloseTooSlow)
+				c.closeAfterQueue(proto.CloseTooSlow)
 				return
 			}
 			c.reject(f.Ref, proto.Errorf(proto.CodeRateLimited, "sending too fast; slow down"))

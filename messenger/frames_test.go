@@ -2,6 +2,7 @@ package messenger_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -123,11 +124,22 @@ func TestBadFrames(t *testing.T) {
 	})
 	t.Run("three invalid in a row close 4400", func(t *testing.T) {
 		ws := c.env.Dial(c.b1)
-		for i := 0; i < 3; i++ {
-			ws.Send(`nope`)
+		// Back to back: the close waits for the error frames.
+		for _, f := range []string{`{"type":"ping"}`, `nope`, `{"type":"nope","ref":"r9"}`, `[1,2]`, `{"type":"ping"}`} {
+			ws.Send(f)
 		}
-		if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseMalformed) {
+		frames, code := ws.FramesUntilClose(5 * time.Second)
+		if code != int(proto.CloseMalformed) {
 			t.Fatalf("close %d, want 4400", code)
+		}
+		var got []string
+		for _, f := range frames {
+			got = append(got, f.Type+":"+string(f.Code)+":"+f.Ref)
+		}
+		// The pong of the first ping, an error for each bad frame, and
+		// nothing for the frame after the third.
+		if want := "pong::,error:invalid_request:,error:invalid_request:r9,error:invalid_request:"; strings.Join(got, ",") != want {
+			t.Fatalf("frames before the close %v, want %s", got, want)
 		}
 	})
 	t.Run("a valid frame resets the count", func(t *testing.T) {
@@ -145,9 +157,14 @@ func TestBadFrames(t *testing.T) {
 	})
 	t.Run("frame over 1 MiB closes 4413", func(t *testing.T) {
 		ws := c.env.Dial(c.b1)
+		ws.Send(`nope`)
 		ws.Send(`{"type":"ping","pad":"` + strings.Repeat("x", proto.MaxFrameSize) + `"}`)
-		if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseTooLarge) {
+		frames, code := ws.FramesUntilClose(5 * time.Second)
+		if code != int(proto.CloseTooLarge) {
 			t.Fatalf("close %d, want 4413", code)
+		}
+		if len(frames) != 1 || frames[0].Code != proto.CodeInvalidRequest {
+			t.Fatalf("frames before the close %+v, want the error of the frame before", frames)
 		}
 	})
 }
@@ -190,12 +207,23 @@ func TestSendRateLimit(t *testing.T) {
 	if strings.Join(codes, ",") != "sent,sent,rate_limited" {
 		t.Fatalf("frames %v, want two sent then rate_limited", codes)
 	}
-	// A client that keeps hammering is disconnected.
+	// A client that keeps hammering is disconnected by its 50th limited
+	// send in a row, after the error frames of the 49 before it (one of
+	// them above).
 	for i := 0; i < 60; i++ {
-		ws.Send(c.sendFrame("x", "y", "z"))
+		ws.Send(c.sendFrame(fmt.Sprint("h", i), "y", "z"))
 	}
-	if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseTooSlow) {
+	frames, code := ws.FramesUntilClose(5 * time.Second)
+	if code != int(proto.CloseTooSlow) {
 		t.Fatalf("close %d, want 4429", code)
+	}
+	for i, f := range frames {
+		if f.Type != proto.TypeError || f.Code != proto.CodeRateLimited || f.Ref != fmt.Sprint("h", i) {
+			t.Fatalf("frame %d before the close: %+v, want rate_limited for h%d", i, f, i)
+		}
+	}
+	if len(frames) != 48 {
+		t.Fatalf("%d error frames before the close, want 48", len(frames))
 	}
 }
 

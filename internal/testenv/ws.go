@@ -122,20 +122,35 @@ func (w *WS) ReadType(typ string) (f *proto.ServerFrame, skipped []*proto.Server
 // close code (0 when it ended without a close frame).
 func (w *WS) CloseCode(within time.Duration) int {
 	w.t.Helper()
+	_, code := w.FramesUntilClose(within)
+	return code
+}
+
+// FramesUntilClose reads until the server closes the connection and
+// returns the frames before the close and the close code (0 when it ended
+// without a close frame).
+func (w *WS) FramesUntilClose(within time.Duration) ([]*proto.ServerFrame, int) {
+	w.t.Helper()
 	deadline := time.Now().Add(within)
+	var frames []*proto.ServerFrame
 	for {
 		w.Conn.SetReadDeadline(deadline)
-		_, _, err := w.Conn.ReadMessage()
+		_, data, err := w.Conn.ReadMessage()
 		if err == nil {
+			f, err := proto.DecodeServerFrame(data)
+			if err != nil {
+				w.t.Fatalf("ws read: %v", err)
+			}
+			frames = append(frames, f)
 			continue
 		}
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
-			return ce.Code
+			return frames, ce.Code
 		}
 		if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
 			w.t.Fatalf("no close within %v", within)
 		}
-		return 0
+		return frames, 0
 	}
 }
