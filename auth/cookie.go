@@ -39,24 +39,26 @@ const (
 // come from the server's own page.
 var errCrossSite = proto.Errorf(proto.CodeForbidden, "cross-site request refused")
 
-// credential returns the token of r: the bearer token when r has an
-// Authorization header (exactly as before cookies existed), otherwise the
-// session cookie, which for a state-changing method must pass sameOrigin.
-// "" means no credential.
-func (h *HTTP) credential(r *http.Request) (string, error) {
+// principal authenticates r by its bearer token when r has an
+// Authorization header (exactly as before cookies existed), otherwise by
+// the session cookie, which for a state-changing method must pass
+// sameOrigin. The cookie carries only a session credential, as the page
+// gets one: a device's long-lived trust token in it is refused like an
+// unknown one, so that it cannot become a browser's ambient credential.
+func (h *HTTP) principal(r *http.Request) (Principal, error) {
 	if _, ok := r.Header["Authorization"]; ok {
-		return httpapi.Bearer(r), nil
+		return h.svc.AuthenticateFrom(r.Context(), httpapi.Bearer(r), h.ClientAddr(r))
 	}
 	c, err := r.Cookie(SessionCookie)
 	if err != nil || c.Value == "" {
-		return "", nil
+		return h.svc.AuthenticateFrom(r.Context(), "", h.ClientAddr(r))
 	}
 	if !safeMethod(r.Method) {
 		if err := h.sameOrigin(r); err != nil {
-			return "", err
+			return Principal{}, err
 		}
 	}
-	return c.Value, nil
+	return h.svc.authenticate(r.Context(), c.Value, h.ClientAddr(r), storage.CredSession)
 }
 
 func safeMethod(m string) bool {

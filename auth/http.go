@@ -70,12 +70,7 @@ func (h *HTTP) Register(mux *http.ServeMux) {
 // (cookie.go).
 func (h *HTTP) Authed(next func(http.ResponseWriter, *http.Request, Principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok, err := h.credential(r)
-		if err != nil {
-			httpapi.WriteError(w, nil, err)
-			return
-		}
-		p, err := h.svc.AuthenticateFrom(r.Context(), tok, h.ClientAddr(r))
+		p, err := h.principal(r)
 		if err != nil {
 			httpapi.WriteError(w, h.svc.log, err)
 			return

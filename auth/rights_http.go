@@ -23,11 +23,7 @@ func (h *HTTP) ClientAddr(r *http.Request) netip.Addr {
 // session cookie) used from r's client address, so that a country
 // restriction applies. The WebSocket gateway calls it for the header path.
 func (h *HTTP) Principal(r *http.Request) (Principal, error) {
-	tok, err := h.credential(r)
-	if err != nil {
-		return Principal{}, err
-	}
-	return h.svc.AuthenticateFrom(r.Context(), tok, h.ClientAddr(r))
+	return h.principal(r)
 }
 
 // Country restriction.

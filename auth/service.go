@@ -470,6 +470,12 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 // two reads, plus a write at most once per TouchInterval. A user's country
 // restriction that refuses addr is 403 country_blocked (geo.go).
 func (s *Service) AuthenticateFrom(ctx context.Context, token string, addr netip.Addr) (Principal, error) {
+	return s.authenticate(ctx, token, addr, "")
+}
+
+// authenticate is AuthenticateFrom; a credential of another kind than
+// only (when set) counts as unknown.
+func (s *Service) authenticate(ctx context.Context, token string, addr netip.Addr, only storage.CredKind) (Principal, error) {
 	if !plausibleToken(token) {
 		return Principal{}, errUnauthorized
 	}
@@ -479,6 +485,9 @@ func (s *Service) AuthenticateFrom(ctx context.Context, token string, addr netip
 			return Principal{}, errUnauthorized
 		}
 		return Principal{}, err
+	}
+	if only != "" && c.Kind != only {
+		return Principal{}, errUnauthorized
 	}
 	now := s.now()
 	if c.Kind == storage.CredSession && !now.Before(c.ExpiresAt) {

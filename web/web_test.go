@@ -333,6 +333,21 @@ func TestCSRF(t *testing.T) {
 	if r := do(t, f.e.URL, nil, request{method: "GET", path: "/api/v1/me?token=" + f.phone.token}); r.status != http.StatusUnauthorized {
 		t.Errorf("token in the URL: %d, want 401", r.status)
 	}
+	// The cookie carries the page's session credential only: a device's
+	// trust token in it is refused, on reads and on same-origin writes.
+	trustCookie := &http.Cookie{Name: auth.SessionCookie, Value: f.phone.token}
+	for _, q := range []request{
+		{method: "GET", path: "/api/v1/me"},
+		{method: "PUT", path: "/api/v1/me/countries", body: map[string]any{"allowed": nil}, header: sameOrigin(origin)},
+	} {
+		q.cookie = trustCookie
+		if r := do(t, f.e.URL, nil, q); r.status != http.StatusUnauthorized || r.code() != "unauthorized" {
+			t.Errorf("trust token as the cookie: %s %s: %d %s, want 401", q.method, q.path, r.status, r.body)
+		}
+	}
+	if r := f.e.Do("GET", "/api/v1/me", f.phone.token, nil); r.Status != http.StatusOK {
+		t.Errorf("the trust token as a bearer after its refusal as a cookie: %d", r.Status)
+	}
 }
 
 // TestCSRFBehindProxy: behind a trusted TLS-terminating proxy the page's
