@@ -9,6 +9,7 @@ var (
 	errBadLogin     = proto.Errorf(proto.CodeUnauthorized, "wrong login or password")
 	errNotFound     = proto.Errorf(proto.CodeNotFound, "not found")
 	errForbidden    = proto.Errorf(proto.CodeForbidden, "not allowed")
+	errNotOperator  = proto.Errorf(proto.CodeForbidden, "only the operator token may do this")
 	// errCountryBlocked: the account's country restriction refuses the
 	// client's address (geo.go).
 	errCountryBlocked = proto.Errorf(proto.CodeCountryBlocked, "the account's country restriction does not allow access from this address")

@@ -79,11 +79,17 @@ func (h *HTTP) Authed(next func(http.ResponseWriter, *http.Request, Principal)) 
 	}
 }
 
-// Operator wraps a handler that needs the operator token.
+// Operator wraps a handler that needs the operator token. A user's valid
+// credential is 403, not 401: it is fine, only not enough here, and an app
+// that takes 401 for a revoked token must not log its user out.
 func (h *HTTP) Operator(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !h.svc.IsOperator(httpapi.Bearer(r)) {
-			httpapi.WriteError(w, nil, errUnauthorized)
+			err := errUnauthorized
+			if _, perr := h.principal(r); perr == nil {
+				err = errNotOperator
+			}
+			httpapi.WriteError(w, nil, err)
 			return
 		}
 		next(w, r)

@@ -38,8 +38,8 @@ func TestCreateSchool(t *testing.T) {
 		"no token":                 {body: map[string]string{"name": "X"}, want: 401, wantCode: "unauthorized"},
 		"wrong token":              {token: "kfop_wrong", body: map[string]string{"name": "X"}, want: 401, wantCode: "unauthorized"},
 		"operator token, suffixed": {token: testenv.OperatorToken + "x", body: map[string]string{"name": "X"}, want: 401, wantCode: "unauthorized"},
-		"teacher token":            {token: teacherTok, body: map[string]string{"name": "X"}, want: 401, wantCode: "unauthorized"},
-		"school admin token":       {token: adminTok, body: map[string]string{"name": "X"}, want: 401, wantCode: "unauthorized"},
+		"teacher token":            {token: teacherTok, body: map[string]string{"name": "X"}, want: 403, wantCode: "forbidden"},
+		"school admin token":       {token: adminTok, body: map[string]string{"name": "X"}, want: 403, wantCode: "forbidden"},
 		"empty name":               {token: testenv.OperatorToken, body: map[string]string{"name": ""}, want: 400, wantCode: "invalid_request"},
 		"blank name":               {token: testenv.OperatorToken, body: map[string]string{"name": " \t "}, want: 400, wantCode: "invalid_request"},
 		"missing name":             {token: testenv.OperatorToken, body: map[string]string{}, want: 400, wantCode: "invalid_request"},
@@ -77,7 +77,7 @@ func TestListSchools(t *testing.T) {
 		"operator":    {token: testenv.OperatorToken, want: 200},
 		"no token":    {want: 401, wantCode: "unauthorized"},
 		"wrong token": {token: "kfop_nope", want: 401, wantCode: "unauthorized"},
-		"user token":  {token: teacherTok, want: 401, wantCode: "unauthorized"},
+		"user token":  {token: teacherTok, want: 403, wantCode: "forbidden"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

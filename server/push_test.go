@@ -529,7 +529,7 @@ func TestPushAdminTest(t *testing.T) {
 		want  int
 		code  string
 	}{
-		"user token":   {phone.token, map[string]string{"user_id": u}, 401, "unauthorized"},
+		"user token":   {phone.token, map[string]string{"user_id": u}, 403, "forbidden"},
 		"no token":     {"", map[string]string{"user_id": u}, 401, "unauthorized"},
 		"unknown user": {testenv.OperatorToken, map[string]string{"user_id": "nobody"}, 404, "not_found"},
 		"no user id":   {testenv.OperatorToken, map[string]string{}, 400, "invalid_request"},

@@ -98,11 +98,13 @@ func TestAdminStats(t *testing.T) {
 		map[string]string{"client_hash": testenv.ClientHash(testenv.Password("erased.ermine"))}, nil), 204)
 
 	// Who may ask.
-	for name, tok := range map[string]string{"no token": "", "a user": toks["quokka.quasimodo"], "wrong token": "kfop_wrong"} {
+	for name, tok := range map[string]string{"no token": "", "wrong token": "kfop_wrong"} {
 		t.Run(name, func(t *testing.T) {
 			authWantError(t, authCall(t, env, "GET", "/api/v1/admin/stats", tok, nil, nil), 401, "unauthorized")
 		})
 	}
+	// A user's valid credential is not refused as invalid.
+	authWantError(t, authCall(t, env, "GET", "/api/v1/admin/stats", toks["quokka.quasimodo"], nil, nil), 403, "forbidden")
 
 	r := authCall(t, env, "GET", "/api/v1/admin/stats", testenv.OperatorToken, nil, nil)
 	authWantStatus(t, r, 200)
