@@ -240,6 +240,8 @@ func TestHTTPCreateGroup(t *testing.T) {
 		"member of another school": {tina.tok, httpGroup("AG", httpMember(sam.id, true), httpMember(w.u["bert"].id, true)), 404, proto.CodeNotFound},
 		"unknown member":           {tina.tok, httpGroup("AG", httpMember("no-such-user", true)), 404, proto.CodeNotFound},
 		"member without user_id":   {tina.tok, map[string]any{"kind": "group", "title": "AG", "members": []map[string]bool{{"can_write": true}}}, 400, proto.CodeInvalidRequest},
+		"member without can_write": {tina.tok, map[string]any{"kind": "group", "title": "AG", "members": []map[string]string{{"user_id": sam.id}}}, 400, proto.CodeInvalidRequest},
+		"can_write not a bool":     {tina.tok, map[string]any{"kind": "group", "title": "AG", "members": []map[string]string{{"user_id": sam.id, "can_write": "yes"}}}, 400, proto.CodeInvalidRequest},
 		"empty title":              {tina.tok, httpGroup(""), 400, proto.CodeInvalidRequest},
 		"blank title":              {tina.tok, httpGroup("   "), 400, proto.CodeInvalidRequest},
 		"title missing":            {tina.tok, map[string]any{"kind": "group"}, 400, proto.CodeInvalidRequest},

@@ -120,10 +120,11 @@ func (n *Node) studentDirectAllowed(ctx context.Context, school string) error {
 	return nil
 }
 
-// NewMember is one entry of a new group's member list.
+// NewMember is one entry of a new group's member list. Both fields are
+// required.
 type NewMember struct {
 	UserID   string `json:"user_id"`
-	CanWrite bool   `json:"can_write"`
+	CanWrite *bool  `json:"can_write"`
 }
 
 // CreateGroup creates a group conversation. Teachers and admins only; the
@@ -142,6 +143,9 @@ func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, 
 		if m.UserID == "" {
 			return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "members[].user_id is required")
 		}
+		if m.CanWrite == nil {
+			return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "members[].can_write is required")
+		}
 		if seen[m.UserID] {
 			continue
 		}
@@ -153,7 +157,7 @@ func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, 
 		if _, err := n.schoolUser(ctx, p, m.UserID); err != nil {
 			return storage.Conversation{}, err
 		}
-		list = append(list, storage.Member{UserID: m.UserID, CanWrite: m.CanWrite})
+		list = append(list, storage.Member{UserID: m.UserID, CanWrite: *m.CanWrite})
 	}
 	c := storage.Conversation{
 		ID: ids.New(), School: p.User.School, Kind: storage.ConvGroup, Title: title,
