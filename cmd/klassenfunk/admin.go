@@ -33,6 +33,8 @@ while it runs).
 Tasks:
   create-school NAME                 create a school, print its id
   list-schools                       list schools (id and name)
+  stats                              print the statistics as JSON: counts only, no
+                                     personal data (GET /api/v1/admin/stats)
   create-user --school ID --login LOGIN --name "DISPLAY NAME" --role admin|teacher|student|parent
                                      create a user; the password is read from the
                                      terminal (twice) or from the first line of stdin.
@@ -115,6 +117,17 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%s\t%s\n", s.ID, s.Name)
 		}
 		return nil
+	case "stats":
+		if len(targs) != 0 {
+			return errors.New("usage: klassenfunk admin stats")
+		}
+		st, err := ops.stats(ctx)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
 	case "create-user":
 		return createUser(ctx, ops, env, targs)
 	case "export-tombstones":
@@ -211,6 +224,7 @@ type adminOps interface {
 	createSchool(ctx context.Context, name string) (string, error)
 	listSchools(ctx context.Context) ([]schoolRow, error)
 	createUser(ctx context.Context, nu auth.NewUser) (auth.UserView, error)
+	stats(ctx context.Context) (auth.Stats, error)
 }
 
 type offlineOps struct {
@@ -257,6 +271,8 @@ func (o *offlineOps) listSchools(ctx context.Context) ([]schoolRow, error) {
 	}
 	return out, err
 }
+
+func (o *offlineOps) stats(ctx context.Context) (auth.Stats, error) { return o.auth.Stats(ctx) }
 
 func (o *offlineOps) createUser(ctx context.Context, nu auth.NewUser) (auth.UserView, error) {
 	u, err := o.auth.CreateUser(ctx, nu)
@@ -344,5 +360,11 @@ func (a *apiOps) createUser(ctx context.Context, nu auth.NewUser) (auth.UserView
 		"login": nu.Login, "display_name": nu.DisplayName, "role": string(nu.Role),
 		"client_hash": base64.StdEncoding.EncodeToString(nu.ClientHash),
 	}, &out)
+	return out, err
+}
+
+func (a *apiOps) stats(ctx context.Context) (auth.Stats, error) {
+	var out auth.Stats
+	err := a.call(ctx, "GET", "/admin/stats", nil, &out)
 	return out, err
 }

@@ -199,6 +199,7 @@ func TestAdminOffline(t *testing.T) {
 	if err != nil || out != school+"\tGymnasium Musterstadt\n" {
 		t.Fatalf("list-schools: %q, %v", out, err)
 	}
+	wantStats(t, offline("stats"), 1, 1)
 
 	// A new operator token, stored only hashed.
 	out, _, err = runCLI(t, "", offline("operator-token", "--reset")...)
@@ -284,12 +285,34 @@ func TestAdminOffline(t *testing.T) {
 	if err != nil || !strings.Contains(out, school+"\tGymnasium Musterstadt\n") || !strings.Contains(out, school2+"\tRealschule\n") {
 		t.Fatalf("online list-schools: %q, %v", out, err)
 	}
+	wantStats(t, online("stats"), 2, 2)
 	// A wrong token is refused by the server.
 	if err := os.WriteFile(tokenFile, []byte("kfop_wrong\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := runCLI(t, "", online("list-schools")...); err == nil || !strings.Contains(err.Error(), "HTTP 401") {
 		t.Fatalf("wrong operator token: %v, want HTTP 401", err)
+	}
+}
+
+// wantStats runs an admin stats command and checks its counts of schools
+// and accounts.
+func wantStats(t *testing.T, args []string, schools, accounts int) {
+	t.Helper()
+	out, _, err := runCLI(t, "", args...)
+	if err != nil {
+		t.Fatalf("stats: %v", err)
+	}
+	var st auth.Stats
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("stats printed %q: %v", out, err)
+	}
+	n := 0
+	for _, c := range st.Accounts.ByRole {
+		n += c
+	}
+	if st.Schools != schools || n != accounts {
+		t.Fatalf("stats: %d schools, %d accounts, want %d and %d: %s", st.Schools, n, schools, accounts, out)
 	}
 }
 
