@@ -87,6 +87,7 @@ type Node struct {
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+	pairs   pairMemo // studentPair's answers
 
 	closeOnce sync.Once
 	stop      chan struct{}

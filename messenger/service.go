@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -86,8 +87,7 @@ func (n *Node) CreateDirect(ctx context.Context, p auth.Principal, peerID string
 	if err != nil {
 		return storage.Conversation{}, false, err
 	}
-	pair := p.User.Role == storage.RoleStudent && peer.Role == storage.RoleStudent
-	if pair {
+	if p.User.Role == storage.RoleStudent && peer.Role == storage.RoleStudent {
 		if err := n.studentDirectAllowed(ctx, p.User.School); err != nil {
 			return storage.Conversation{}, false, err
 		}
@@ -101,8 +101,7 @@ func (n *Node) CreateDirect(ctx context.Context, p auth.Principal, peerID string
 			{UserID: p.User.ID, CanWrite: true},
 			{UserID: peer.ID, CanWrite: true},
 		},
-		CreatedAt:   n.now().UTC(),
-		StudentPair: pair,
+		CreatedAt: n.now().UTC(),
 	}
 	return n.store.CreateDirect(ctx, c)
 }
@@ -118,6 +117,68 @@ func (n *Node) studentDirectAllowed(ctx context.Context, school string) error {
 		return errStudentDirectOff
 	}
 	return nil
+}
+
+// studentPair reports whether c is a direct conversation of two students,
+// which the school's switch concerns. Roles never change and neither do
+// the members of a direct conversation, so the answer is remembered (a
+// conversation whose member was erased later keeps its answer; nobody
+// writes to it any more).
+func (n *Node) studentPair(ctx context.Context, c *storage.Conversation) (bool, error) {
+	if c.Kind != storage.ConvDirect {
+		return false, nil
+	}
+	if pair, ok := n.pairs.get(c.ID); ok {
+		return pair, nil
+	}
+	pair := true
+	for _, m := range c.Members {
+		u, err := n.store.User(ctx, m.UserID)
+		if errors.Is(err, storage.ErrNotFound) {
+			pair = false // erased
+			break
+		}
+		if err != nil {
+			return false, err
+		}
+		if u.Role != storage.RoleStudent {
+			pair = false
+			break
+		}
+	}
+	n.pairs.put(c.ID, pair)
+	return pair, nil
+}
+
+// pairMemo remembers studentPair's answers, at most pairMemoSize; when
+// full it forgets an arbitrary one.
+type pairMemo struct {
+	mu sync.RWMutex
+	m  map[string]bool
+}
+
+const pairMemoSize = 1 << 17
+
+func (p *pairMemo) get(conv string) (pair, ok bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	pair, ok = p.m[conv]
+	return pair, ok
+}
+
+func (p *pairMemo) put(conv string, pair bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = make(map[string]bool)
+	}
+	if len(p.m) >= pairMemoSize {
+		for k := range p.m {
+			delete(p.m, k)
+			break
+		}
+	}
+	p.m[conv] = pair
 }
 
 // NewMember is one entry of a new group's member list. Both fields are
@@ -174,22 +235,28 @@ func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, 
 // are listed without can_write, so that an app can grey out its composer.
 func (n *Node) Conversations(ctx context.Context, p auth.Principal) ([]storage.Conversation, error) {
 	cs, err := n.store.ConversationsOf(ctx, p.User.ID)
-	if err != nil || !slices.ContainsFunc(cs, func(c storage.Conversation) bool { return c.StudentPair }) {
-		return cs, err
+	if err != nil || p.User.Role != storage.RoleStudent {
+		return cs, err // only a student can be in a student pair
 	}
 	switch err := n.studentDirectAllowed(ctx, p.User.School); {
 	case errors.Is(err, errStudentDirectOff):
-		for i, c := range cs {
-			if c.StudentPair {
-				ms := slices.Clone(c.Members) // a store may share them with its cache
-				for j := range ms {
-					ms[j].CanWrite = false
-				}
-				cs[i].Members = ms
-			}
-		}
 	case err != nil:
 		return nil, err
+	default:
+		return cs, nil
+	}
+	for i := range cs {
+		pair, err := n.studentPair(ctx, &cs[i])
+		if err != nil {
+			return nil, err
+		}
+		if pair {
+			ms := slices.Clone(cs[i].Members) // a store may share them with its cache
+			for j := range ms {
+				ms[j].CanWrite = false
+			}
+			cs[i].Members = ms
+		}
 	}
 	return cs, nil
 }
@@ -305,9 +372,15 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	if !member.CanWrite {
 		return storage.Message{}, false, proto.Errorf(proto.CodeForbidden, "you may not write in this conversation")
 	}
-	if c.StudentPair {
-		if err := n.studentDirectAllowed(ctx, c.School); err != nil {
+	if p.User.Role == storage.RoleStudent {
+		pair, err := n.studentPair(ctx, &c)
+		if err != nil {
 			return storage.Message{}, false, err
+		}
+		if pair {
+			if err := n.studentDirectAllowed(ctx, c.School); err != nil {
+				return storage.Message{}, false, err
+			}
 		}
 	}
 	now := n.now().UTC()

@@ -27,9 +27,9 @@ type School struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
 	// NoStudentDirect switches off direct conversations between two
-	// students: none can be started, and the existing ones
-	// (Conversation.StudentPair) are read-only until it is cleared. The
-	// zero value (false) allows them, the default of API.md.
+	// students: none can be started, and the existing ones are read-only
+	// until it is cleared. The zero value (false) allows them, the default
+	// of API.md.
 	NoStudentDirect bool      `json:"no_student_direct,omitempty"`
 	CreatedAt       time.Time `json:"created_at"`
 }
@@ -142,10 +142,6 @@ type Conversation struct {
 	Creator   string    `json:"creator"`
 	Members   []Member  `json:"members"`
 	CreatedAt time.Time `json:"created_at"`
-	// StudentPair marks a direct conversation between two students: while
-	// their school has School.NoStudentDirect set, nobody may write in it
-	// (roles never change, so it is decided once, at creation).
-	StudentPair bool `json:"student_pair,omitempty"`
 	// LastSeq is the highest seq allocated in the conversation. Backends
 	// fill it on read; it is not written through CreateConversation.
 	LastSeq uint64 `json:"-"`

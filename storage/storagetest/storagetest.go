@@ -1105,7 +1105,6 @@ func testUpdateConversation(t *testing.T, s storage.Store) {
 func testCreateDirect(t *testing.T, s storage.Store) {
 	ctx := t.Context()
 	d := newDirect("d1", "u1", "u2")
-	d.StudentPair = true // stored as given, like every other field
 	got, created, err := s.CreateDirect(ctx, d)
 	noErr(t, err, "CreateDirect")
 	eq(t, "created", created, true)
@@ -1130,7 +1129,6 @@ func testCreateDirect(t *testing.T, s storage.Store) {
 		list, err := s.ConversationsOf(ctx, u)
 		noErr(t, err, "ConversationsOf "+u)
 		eq(t, "ConversationsOf "+u, convIDs(list), []string{"d1"})
-		eq(t, "ConversationsOf "+u+": StudentPair", list[0].StudentPair, true)
 	}
 
 	other := newDirect("d3", "u1", "u3")
