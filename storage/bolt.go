@@ -86,10 +86,10 @@ type Bolt struct {
 	log *msgLog // AppendMessage's write-ahead log (bolt_msglog.go)
 	// Decoded hot records, validated against the stored bytes on every
 	// read (decodecache.go): Authenticate reads both on every request.
-	credCache   *decodeCache[Credential]
-	userCache   *decodeCache[User]
-	schoolCache *decodeCache[School]
-	convs       *convMemo // read on every send (bolt_convs.go)
+	credCache *decodeCache[Credential]
+	userCache *decodeCache[User]
+	convs     *convMemo  // read on every send (bolt_convs.go)
+	schools   schoolMemo // read on every send between students (bolt_accounts.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -178,13 +178,12 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
 	b := &Bolt{
-		db:          db,
-		gc:          groupCommit{db: db, maxSize: o.MaxBatchSize},
-		log:         newMsgLog(path, o),
-		credCache:   newDecodeCache[Credential](decodeCacheSize),
-		userCache:   newDecodeCache[User](decodeCacheSize),
-		schoolCache: newDecodeCache[School](decodeCacheSize),
-		convs:       newConvMemo(decodeCacheSize),
+		db:        db,
+		gc:        groupCommit{db: db, maxSize: o.MaxBatchSize},
+		log:       newMsgLog(path, o),
+		credCache: newDecodeCache[Credential](decodeCacheSize),
+		userCache: newDecodeCache[User](decodeCacheSize),
+		convs:     newConvMemo(decodeCacheSize),
 	}
 	if err := b.openLog(); err != nil {
 		_ = db.Close()
@@ -255,6 +254,7 @@ func (b *Bolt) Ping(ctx context.Context) error {
 // after Close return ErrClosed.
 func (b *Bolt) Close() error {
 	b.closeOnce.Do(func() {
+		b.schools.close()
 		b.closeErr = errors.Join(b.closeLog(), b.db.Close())
 	})
 	return b.closeErr

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -24,6 +25,7 @@ func (b *Bolt) CreateSchool(ctx context.Context, s School) error {
 	if err != nil {
 		return fmt.Errorf("storage: encode school: %w", err)
 	}
+	defer b.schools.changed(s.ID)
 	return b.update(ctx, func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bktSchools)
 		if bk.Get([]byte(s.ID)) != nil {
@@ -35,29 +37,77 @@ func (b *Bolt) CreateSchool(ctx context.Context, s School) error {
 
 // School implements Accounts.
 func (b *Bolt) School(ctx context.Context, id string) (School, error) {
+	if s, ok := b.schools.get(id); ok {
+		return s, ctx.Err()
+	}
+	gen := b.schools.generation()
 	var s School
 	err := b.view(ctx, func(tx *bolt.Tx) error {
 		v := tx.Bucket(bktSchools).Get([]byte(id))
 		if v == nil {
 			return ErrNotFound
 		}
-		var err error
-		// Every send in a direct conversation of two students reads its
-		// school's switch.
-		s, err = b.schoolCache.get([]byte(id), v, decodeSchool, func(s School) School { return s })
-		return err
+		return decode(v, &s, "school")
 	})
+	if err == nil {
+		b.schools.put(id, s, gen)
+	}
 	return s, err
 }
 
-func decodeSchool(v []byte) (School, error) {
-	var s School
-	err := decode(v, &s, "school")
-	return s, err
+// schoolMemo holds the schools read so far, a handful per server: every
+// send between two students reads its school's switch, and a read
+// transaction for it cost 0.5 µs and 7 allocations. A write forgets its
+// school after the commit; a read that began before a write does not put
+// what it read (the generation moved).
+type schoolMemo struct {
+	mu     sync.RWMutex
+	gen    uint64
+	m      map[string]School
+	closed bool // the store is closed: reads go to bbolt, which says so
+}
+
+func (s *schoolMemo) get(id string) (School, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sc, ok := s.m[id]
+	return sc, ok
+}
+
+func (s *schoolMemo) generation() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gen
+}
+
+func (s *schoolMemo) put(id string, sc School, gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != gen || s.closed {
+		return
+	}
+	if s.m == nil {
+		s.m = make(map[string]School)
+	}
+	s.m[id] = sc
+}
+
+func (s *schoolMemo) changed(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	delete(s.m, id)
+}
+
+func (s *schoolMemo) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed, s.m = true, nil
 }
 
 // UpdateSchool implements Accounts.
 func (b *Bolt) UpdateSchool(ctx context.Context, id string, fn func(*School) error) error {
+	defer b.schools.changed(id)
 	return b.update(ctx, func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bktSchools)
 		v := bk.Get([]byte(id))

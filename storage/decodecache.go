@@ -7,12 +7,12 @@ import (
 )
 
 // decodeCache remembers the decoded form of hot records (credentials by
-// token hash, users and schools by id) together with the stored bytes
-// they came from. A read still fetches the record from the store; only
-// when its bytes equal the remembered ones is the JSON decode skipped. So
-// the cache can never return a stale record: any change to the record
-// changes its bytes. It holds at most max entries and forgets an
-// arbitrary one when full.
+// token hash, users by id) together with the stored bytes they came from.
+// A read still fetches the record from the store; only when its bytes
+// equal the remembered ones is the JSON decode skipped. So the cache can
+// never return a stale record: any change to the record changes its
+// bytes. It holds at most max entries and forgets an arbitrary one when
+// full.
 type decodeCache[T any] struct {
 	max int
 

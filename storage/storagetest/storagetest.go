@@ -1696,12 +1696,14 @@ func testPing(t *testing.T, s storage.Store) {
 func testClose(t *testing.T, s storage.Store) {
 	ctx := context.Background()
 	noErr(t, s.CreateSchool(ctx, storage.School{ID: "s1", Name: "S", CreatedAt: base}), "CreateSchool")
+	_, err := s.School(ctx, "s1") // a store that remembers it must still refuse after Close
+	noErr(t, err, "School")
 	noErr(t, s.Close(), "Close")
 	noErr(t, s.Close(), "Close twice")
 	if err := s.Ping(ctx); err == nil {
 		t.Fatal("Ping after Close succeeded")
 	}
-	_, err := s.School(ctx, "s1")
+	_, err = s.School(ctx, "s1")
 	isErr(t, err, storage.ErrClosed, "School after Close")
 	isErr(t, s.PutMeta(ctx, "k", []byte("v")), storage.ErrClosed, "PutMeta after Close")
 	_, _, err = s.AppendMessage(ctx, newMsg("m1", "g1", "c1", 0, day))
@@ -1712,6 +1714,9 @@ func testUpdateSchool(t *testing.T, s storage.Store) {
 	ctx := t.Context()
 	sc := storage.School{ID: "s1", Name: "Gymnasium", CreatedAt: base}
 	noErr(t, s.CreateSchool(ctx, sc), "CreateSchool")
+	if got, err := s.School(ctx, "s1"); err != nil || got.NoStudentDirect {
+		t.Fatalf("School before UpdateSchool = %+v, %v", got, err)
+	}
 	noErr(t, s.UpdateSchool(ctx, "s1", func(x *storage.School) error {
 		x.NoStudentDirect = true
 		return nil
