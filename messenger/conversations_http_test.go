@@ -415,8 +415,8 @@ func TestHTTPRemoveMember(t *testing.T) {
 		"user who is no member":              {tina.tok, g, w.u["tom"].id, 404, proto.CodeNotFound},
 		"user of another school":             {tina.tok, g, w.u["ben"].id, 404, proto.CodeNotFound},
 		"unknown conversation":               {tina.tok, "no-such-conv", sue.id, 404, proto.CodeNotFound},
-		"direct conversation, itself":        {sam.tok, d, sam.id, 403, proto.CodeForbidden},
 		"direct conversation, the other":     {tina.tok, d, sam.id, 403, proto.CodeForbidden},
+		"direct conversation, admin":         {w.u["anna"].tok, d, sam.id, 403, proto.CodeForbidden},
 		"no credential":                      {"", g, sue.id, 401, proto.CodeUnauthorized},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -466,6 +466,48 @@ func TestHTTPRemoveMember(t *testing.T) {
 	w.post(sol.tok, g, httpMsg("s1", "noch da", []string{tina.key()}))
 	var devs []json.RawMessage
 	w.env.JSON("GET", "/api/v1/conversations/"+g+"/devices", sol.tok, nil, http.StatusOK, &devs)
+}
+
+// TestHTTPLeaveDirect: a member may leave a direct conversation; starting
+// it again brings both back into the same conversation.
+func TestHTTPLeaveDirect(t *testing.T) {
+	w := newHTTPWorld(t)
+	tina, sam := w.u["tina"], w.u["sam"]
+	d := w.direct(tina.tok, sam.id)
+	w.post(tina.tok, d, httpMsg("t1", "vorher", []string{tina.key(), sam.key()}))
+
+	r := w.env.Do("DELETE", "/api/v1/conversations/"+d+"/members/"+sam.id, sam.tok, nil)
+	if r.Status != http.StatusNoContent {
+		t.Fatalf("leave: %d %s, want 204", r.Status, r.Body)
+	}
+	if _, ok := w.conversations(sam.tok)[d]; ok {
+		t.Fatal("still listed for the member who left")
+	}
+	if got := w.members(tina.tok, d); len(got) != 1 || !got[tina.id] {
+		t.Fatalf("members after leaving %v, want tina alone", got)
+	}
+	httpWantError(t, w.env.Do("GET", "/api/v1/conversations/"+d+"/messages", sam.tok, nil), 404, proto.CodeNotFound)
+	// The other one may still write; the one who left gets nothing.
+	ws := w.env.Dial(sam.tok)
+	w.post(tina.tok, d, httpMsg("t2", "allein", []string{tina.key()}))
+	ws.Send(`{"type":"ping"}`)
+	if f := ws.Read(); f.Type != proto.TypePong {
+		t.Fatalf("the member who left got %+v, want only the pong", f)
+	}
+
+	// Starting it again, from either side, is the same conversation with
+	// both members and its history.
+	var again convView
+	w.env.JSON("POST", "/api/v1/conversations", sam.tok, httpDirect(tina.id), http.StatusOK, &again)
+	if again.ID != d || !maps.Equal(httpMemberMap(t, again.Members), map[string]bool{tina.id: true, sam.id: true}) || again.LastSeq != 2 {
+		t.Fatalf("started again: %+v, want %s with both members and last_seq 2", again, d)
+	}
+	if msgs, _ := w.history(sam.tok, d, ""); len(msgs) != 2 {
+		t.Fatalf("history after returning: %d messages, want 2", len(msgs))
+	}
+	w.post(sam.tok, d, httpMsg("s1", "wieder da", []string{tina.key(), sam.key()}))
+	// Members of a direct conversation cannot be added.
+	httpWantError(t, w.env.Do("PUT", "/api/v1/conversations/"+d+"/members/"+w.u["sue"].id, tina.tok, map[string]bool{"can_write": true}), 403, proto.CodeForbidden)
 }
 
 func TestHTTPGroupSizeCap(t *testing.T) {

@@ -103,7 +103,25 @@ func (n *Node) CreateDirect(ctx context.Context, p auth.Principal, peerID string
 		},
 		CreatedAt: n.now().UTC(),
 	}
-	return n.store.CreateDirect(ctx, c)
+	got, created, err := n.store.CreateDirect(ctx, c)
+	if err != nil || created || len(got.Members) == 2 {
+		return got, created, err
+	}
+	// One of the two has left it (RemoveMember): starting it again brings
+	// both back.
+	err = n.store.UpdateConversation(ctx, got.ID, func(cv *storage.Conversation) error {
+		for _, id := range []string{p.User.ID, peer.ID} {
+			if _, ok := cv.Member(id); !ok {
+				cv.Members = append(cv.Members, storage.Member{UserID: id, CanWrite: true})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return storage.Conversation{}, false, err
+	}
+	got, err = n.store.Conversation(ctx, got.ID)
+	return got, false, err
 }
 
 // studentDirectAllowed returns errStudentDirectOff if school has switched
@@ -120,13 +138,13 @@ func (n *Node) studentDirectAllowed(ctx context.Context, school string) error {
 }
 
 // studentPair reports whether c is a direct conversation of two students,
-// which the school's switch concerns. Roles never change and neither do
-// the members of a direct conversation, so the answer is remembered (a
-// conversation whose member was erased later keeps its answer; nobody
-// writes to it any more).
+// which the school's switch concerns. Roles never change, and a direct
+// conversation only ever has its pair as members, so the answer is
+// remembered (a conversation whose member was erased later keeps its
+// answer; nobody writes to it any more).
 func (n *Node) studentPair(ctx context.Context, c *storage.Conversation) (bool, error) {
-	if c.Kind != storage.ConvDirect {
-		return false, nil
+	if c.Kind != storage.ConvDirect || len(c.Members) != 2 {
+		return false, nil // a group, or one has left: nobody to write to
 	}
 	if pair, ok := n.pairs.get(c.ID); ok {
 		return pair, nil
@@ -312,15 +330,13 @@ func (n *Node) SetMember(ctx context.Context, p auth.Principal, convID, userID s
 }
 
 // RemoveMember removes a member from a group: its creator, a school admin
-// or the member itself may.
+// or the member itself may. A member may also leave a direct conversation
+// (nobody else may remove it); starting the conversation again
+// (CreateDirect) brings it back.
 func (n *Node) RemoveMember(ctx context.Context, p auth.Principal, convID, userID string) error {
 	if userID == p.User.ID {
-		c, _, err := n.conversationFor(ctx, p, convID)
-		if err != nil {
+		if _, _, err := n.conversationFor(ctx, p, convID); err != nil {
 			return err
-		}
-		if c.Kind != storage.ConvGroup {
-			return proto.Errorf(proto.CodeForbidden, "members of a direct conversation cannot change")
 		}
 	} else if _, err := n.manageable(ctx, p, convID); err != nil {
 		return err
