@@ -223,6 +223,15 @@ func (g *redisGroup) session(recovering bool) error {
 		return err
 	}
 	g.mu.Lock()
+	select {
+	case <-b.stop:
+		// Close ran while this subscription was being made: it closed
+		// the previous one, if any, and cannot see this one.
+		g.mu.Unlock()
+		ps.Close()
+		return nil
+	default:
+	}
 	chans := make([]string, 0, len(g.channels))
 	for ch := range g.channels {
 		chans = append(chans, ch)
@@ -248,7 +257,7 @@ func (g *redisGroup) session(recovering bool) error {
 		if err != nil {
 			var ne interface{ Timeout() bool }
 			if errors.As(err, &ne) && ne.Timeout() {
-				if perr := ps.Ping(ctx); perr == nil {
+				if perr := ps.Ping(ctx); perr == nil && !g.stopping() {
 					continue
 				}
 			}
@@ -269,6 +278,16 @@ func (g *redisGroup) session(recovering bool) error {
 			continue
 		}
 		b.deliver(m.Channel[i+len("}:u:"):], &ev)
+	}
+}
+
+// stopping reports whether the broker is closing.
+func (g *redisGroup) stopping() bool {
+	select {
+	case <-g.b.stop:
+		return true
+	default:
+		return false
 	}
 }
 
