@@ -36,7 +36,16 @@ type outItem struct {
 type syncJob struct {
 	cursors map[string]uint64
 	catchUp bool
+	attempt int // of a catch-up: failed attempts before this one
 }
+
+// A catch-up that fails (the store is not back yet) is tried again
+// catchUpAttempts times, catchUpRetry apart, before the connection is
+// closed with 1001 so that the client reconnects and syncs.
+const (
+	catchUpAttempts = 5
+	catchUpRetry    = time.Second
+)
 
 // conn is one WebSocket connection.
 //
@@ -54,6 +63,7 @@ type conn struct {
 	deviceKey string // "<user>/<device>": the entry of keys this device reads
 	credID    string
 	addr      netip.Addr // the client's address (country restriction)
+	opened    int64      // when the socket opened (Unix ms, the node's clock): a catch-up's floor
 
 	mu         sync.Mutex
 	queue      []outItem       // guarded by mu
@@ -84,6 +94,7 @@ func newConn(n *Node, ws *websocket.Conn, p auth.Principal, addr netip.Addr) *co
 		deviceID:  p.Cred.DeviceID,
 		deviceKey: proto.KeyName(p.User.ID, p.Cred.DeviceID),
 		credID:    p.Cred.ID,
+		opened:    n.now().UnixMilli(),
 		limiter:   rate.NewLimiter(rate.Limit(n.cfg.Gateway.SendRate), n.cfg.Gateway.SendBurst),
 	}
 }
@@ -343,8 +354,7 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 	ctx := context.Background()
 	convs, err := c.n.store.ConversationsOf(ctx, c.userID)
 	if err != nil {
-		c.n.log.Error("sync: conversations", "err", err)
-		return c.writeFrame(proto.AppendError(nil, "", proto.CodeInternal, "sync failed; try again"))
+		return c.syncFailed(job, "sync: conversations", err)
 	}
 	if c.lastSeq == nil {
 		c.lastSeq = make(map[string]uint64, len(convs))
@@ -354,7 +364,12 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 		if job.catchUp {
 			last, known := c.lastSeq[cv.ID]
 			if !known && !c.synced {
-				continue // the client has not asked for this conversation yet
+				// The socket has not synced nor been sent a message of
+				// cv: it may have missed what was sent in cv while it
+				// was open.
+				if last, err = c.openedFloor(ctx, &cv); err != nil {
+					return c.syncFailed(job, "sync: catch-up floor", err)
+				}
 			}
 			after = last
 		}
@@ -364,8 +379,7 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 			}
 			msgs, more, err := c.n.store.MessagesAfter(ctx, cv.ID, after, syncPage, c.n.now())
 			if err != nil {
-				c.n.log.Error("sync: messages", "err", err)
-				return c.writeFrame(proto.AppendError(nil, "", proto.CodeInternal, "sync failed; try again"))
+				return c.syncFailed(job, "sync: messages", err)
 			}
 			for i := range msgs {
 				if err := c.writeMessage(&msgs[i], bp); err != nil {
@@ -389,6 +403,50 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 }
 
 const syncPage = 200
+
+// catchUpMargin widens a catch-up from the socket's opening back in time:
+// sent_at comes from the clock of the node that took the send.
+const catchUpMargin = 5 * time.Second
+
+// openedFloor returns the seq of cv after which its messages were sent
+// while the socket was open (less catchUpMargin): a binary search over
+// seq, which sent_at follows. Clients deduplicate by id, so the margin
+// costs at most a few repeated messages.
+func (c *conn) openedFloor(ctx context.Context, cv *storage.Conversation) (uint64, error) {
+	since := time.UnixMilli(c.opened).Add(-catchUpMargin)
+	lo, hi := uint64(0), cv.LastSeq
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		msgs, _, err := c.n.store.MessagesAfter(ctx, cv.ID, mid, 1, c.n.now())
+		if err != nil {
+			return 0, err
+		}
+		if len(msgs) == 0 || !msgs[0].SentAt.Before(since) {
+			hi = mid
+		} else {
+			lo = msgs[0].Seq
+		}
+	}
+	return lo, nil
+}
+
+// syncFailed answers a sync that the store failed: the client's own sync
+// gets an internal error frame (it may send sync again); a catch-up, which
+// the client did not ask for, is tried again later and, failing that,
+// ends the connection with 1001 for the client to reconnect and sync.
+func (c *conn) syncFailed(job *syncJob, what string, err error) error {
+	c.n.log.Error(what, "err", err, "catch_up", job.catchUp)
+	if !job.catchUp {
+		return c.writeFrame(proto.AppendError(nil, "", proto.CodeInternal, "sync failed; try again"))
+	}
+	if job.attempt+1 >= catchUpAttempts {
+		c.closeWith(proto.CloseGoingAway)
+		return nil
+	}
+	next := &syncJob{catchUp: true, attempt: job.attempt + 1}
+	time.AfterFunc(catchUpRetry*time.Duration(next.attempt), func() { c.enqueue(outItem{sync: next}) })
+	return nil
+}
 
 // sendClose writes the close frame and gives the client a moment to answer
 // it; the reader sees the answer (or the deadline) and ends the connection.

@@ -152,3 +152,61 @@ func TestClusterRedisRestartMidStream(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterCatchUpAfterLostSubscription: a message published while the
+// nodes have lost their Redis subscriptions still reaches every socket of
+// the receiver once they resubscribe: a socket that has synced is caught
+// up from its last seq, and one that never synced from what was sent since
+// it opened.
+func TestClusterCatchUpAfterLostSubscription(t *testing.T) {
+	tn := startTwoNodes(t)
+	post := func(clientID string) proto.Message {
+		var m proto.Message
+		tn.n1.JSON("POST", "/api/v1/conversations/"+tn.conv+"/messages", tn.aTok, map[string]any{
+			"client_id": clientID, "ciphertext": base64.StdEncoding.EncodeToString([]byte("x")),
+			"keys": map[string]string{proto.KeyName(tn.bob, "b-phone"): "AAAA"},
+		}, http.StatusCreated, &m)
+		return m
+	}
+	// History from before the sockets opened, which a catch-up leaves
+	// alone.
+	for i := range 5 {
+		post(fmt.Sprint("old", i))
+	}
+	tn.n1.Clock.Advance(time.Minute)
+	tn.n2.Clock.Advance(time.Minute)
+	synced := tn.n2.Dial(tn.bTok)
+	synced.SendBytes(proto.AppendSync(nil, nil))
+	synced.ReadType(proto.TypeSynced)
+	unsynced := tn.n2.Dial(tn.bTok)
+
+	// The subscriptions are killed over and over while alice posts, so
+	// that the message is published while node 2 is not subscribed.
+	stop, killed := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		defer func() { killed <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := redistest.Do(tn.redis.Addr(), "CLIENT", "KILL", "TYPE", "pubsub"); err == nil {
+				n++
+			}
+		}
+	}()
+	m := post("gap")
+	close(stop)
+	if n := <-killed; n == 0 {
+		t.Fatal("no CLIENT KILL went through: the gap did not happen as planned")
+	}
+
+	if f, _ := synced.ReadType(proto.TypeMessage); f.Message.ID != m.ID {
+		t.Fatalf("the synced socket got %s, want %s", f.Message.ID, m.ID)
+	}
+	if f, _ := unsynced.ReadType(proto.TypeMessage); f.Message.ID != m.ID {
+		t.Fatalf("the socket that never synced got %s, want %s", f.Message.ID, m.ID)
+	}
+}
