@@ -131,3 +131,32 @@ func TestPushFinishedElsewhereIsDropped(t *testing.T) {
 		t.Fatalf("claimed_elsewhere %v times, want 1 (a done claim is not asked again)", n)
 	}
 }
+
+// A push that another node queued in the shared outbox after this relay
+// started, and then died holding (its claim's lease ran out), is picked
+// up by the relay's rescan and sent once.
+func TestPushRescanAdoptsADeadNodesEntry(t *testing.T) {
+	r := newRig(t)
+	a := r.device("u1", "phone", push.ProviderFCM)
+	r.tuning.Rescan = 20 * time.Millisecond
+	claims := startShared(t, r, 50*time.Millisecond)
+	// The other node queues the push, claims it and dies before sending.
+	now := r.clock.Now()
+	e := storage.PushEntry{CredID: a, UserID: "u1", DeviceID: "phone", Provider: push.ProviderFCM,
+		Conversation: "conv-1", MessageID: "msg-elsewhere", Seq: 7, ExpiresAt: now.Add(time.Hour), EnqueuedAt: now}
+	if err := r.store.PutPushes(t.Context(), []storage.PushEntry{e}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := claims.ClaimPush(t.Context(), a, e.MessageID, "node-b", time.Now().Add(50*time.Millisecond)); err != nil || st != storage.ClaimHeld {
+		t.Fatalf("node-b's claim: %v, %v", st, err)
+	}
+
+	got := r.waitFor(a, 1)
+	if p := r.open(a, got[0]); p.M != e.MessageID || p.S != 7 {
+		t.Fatalf("push %+v, want the other node's message", p)
+	}
+	eventually(t, "the entry acknowledged", func() bool { return len(r.pending()) == 0 })
+	if n := len(r.prov.To(r.tokens[a])); n != 1 {
+		t.Fatalf("%d pushes, want 1", n)
+	}
+}

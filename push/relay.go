@@ -73,6 +73,11 @@ type Tuning struct {
 	// mode) before another node holding the same entry may send it, should
 	// the first have died. Zero means 1m.
 	ClaimLease time.Duration
+	// Rescan is how often the relay reads the shared outbox again for
+	// devices it holds nothing for (cluster mode): the pushes queued by a
+	// node that died since, which the claims' leases then let this node
+	// send. Zero: the outbox is read only at start (one node).
+	Rescan time.Duration
 }
 
 func (t *Tuning) defaults() {
@@ -137,12 +142,13 @@ type Relay struct {
 	m        *metrics
 	senders  map[string]sender // enabled providers only
 
-	intake  chan notice // Notify → resolver
-	added   chan added  // resolver → scheduler, after the durable write
-	forget  chan string // Forget → scheduler
-	work    chan *job   // scheduler → workers
-	results chan *job   // workers → scheduler
-	acks    ackQueue    // scheduler → acker
+	intake  chan notice              // Notify → resolver
+	added   chan added               // resolver → scheduler, after the durable write
+	adopt   chan []storage.PushEntry // rescan → scheduler: the outbox as read now
+	forget  chan string              // Forget → scheduler
+	work    chan *job                // scheduler → workers
+	results chan *job                // workers → scheduler
+	acks    ackQueue                 // scheduler → acker
 
 	// unresolved counts events from Notify until the scheduler knows their
 	// pushes (the intake-depth gauge).
@@ -200,6 +206,7 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 		senders:   map[string]sender{},
 		intake:    make(chan notice, cfg.Tuning.IntakeQueue),
 		added:     make(chan added),
+		adopt:     make(chan []storage.PushEntry),
 		forget:    make(chan string, 1024),
 		work:      make(chan *job, cfg.Tuning.Workers),
 		results:   make(chan *job, cfg.Tuning.Workers),
@@ -254,6 +261,9 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	}
 	go r.resolve()
 	go r.schedule(pending)
+	if cfg.Tuning.Rescan > 0 {
+		go r.rescan(cfg.Tuning.Rescan)
+	}
 	r.workers.Add(cfg.Tuning.Workers)
 	for range cfg.Tuning.Workers {
 		go r.worker()

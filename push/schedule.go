@@ -79,6 +79,13 @@ func (r *Relay) schedule(initial []storage.PushEntry) {
 			}
 			r.m.depth.Set(float64(s.pending))
 			r.unresolved.Add(-int64(a.events))
+		case es := <-r.adopt:
+			now := time.Now()
+			for _, e := range es {
+				if s.devs[e.CredID] == nil { // what this node holds, it handles
+					s.upsert(e, now)
+				}
+			}
 		case j := <-r.results:
 			s.result(j, time.Now(), stopping)
 		case id := <-r.forget:
@@ -88,6 +95,31 @@ func (r *Relay) schedule(initial []storage.PushEntry) {
 			stop, stopping = nil, true
 		case <-resolved:
 			resolved = nil
+		}
+	}
+}
+
+// rescan hands the scheduler the outbox every interval until Close.
+func (r *Relay) rescan(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		pending, err := r.store.PendingPushes(ctx)
+		cancel()
+		if err != nil {
+			r.log.Warn("push: rescan outbox", "err", err)
+			continue
+		}
+		select {
+		case r.adopt <- pending:
+		case <-r.stop:
+			return
 		}
 	}
 }

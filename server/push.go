@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"klassenfunk/push"
 	"klassenfunk/storage"
@@ -17,6 +18,11 @@ func (s *Server) openPush(ctx context.Context) error {
 		return nil
 	}
 	p := s.cfg.Push
+	tuning := p.Tuning
+	if s.cfg.RedisURL != "" && tuning.Rescan == 0 {
+		// The outbox is shared: pick up what a node that died had queued.
+		tuning.Rescan = time.Minute
+	}
 	relay, err := push.New(ctx, push.Config{
 		Store:      st,
 		Presence:   s.Msg,
@@ -27,7 +33,7 @@ func (s *Server) openPush(ctx context.Context) error {
 			KeyFile: p.APNSKeyFile, KeyID: p.APNSKeyID, TeamID: p.APNSTeamID, Endpoint: p.APNSEndpoint,
 		},
 		CAFile: p.CAFile,
-		Tuning: p.Tuning,
+		Tuning: tuning,
 		Now:    s.cfg.Now,
 	})
 	if err != nil {
