@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,6 +54,37 @@ func (s *Server) openCluster(ctx context.Context) error {
 		presence: messenger.NewRedisPresence(client, redisPrefix, node, 0, log),
 	}
 	return nil
+}
+
+// checkSharedAttachments logs an error when this node's attachments
+// directory is not the one the other nodes use. Attachments are files, and
+// a node that cannot see another's upload answers 404 for it. Each node
+// that starts leaves a probe file there and puts its name in Redis,
+// looking first for the probe of the node that started before it.
+func (s *Server) checkSharedAttachments(ctx context.Context, dir string) {
+	name := ".probe-" + ids.New()
+	err := os.MkdirAll(dir, 0o700)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), nil, 0o600)
+	}
+	if err != nil {
+		s.log.Warn("attachments: cannot write a probe to check the shared directory", "dir", dir, "err", err)
+		return
+	}
+	prev, err := s.cluster.client.GetSet(ctx, redisPrefix+"attachments-probe", name).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return // the first node
+	case err != nil:
+		s.log.Warn("attachments: cannot check the shared directory", "err", err)
+		return
+	}
+	p := filepath.Join(dir, filepath.Base(prev))
+	if _, err := os.Stat(p); err != nil {
+		s.log.Error("attachments: this node's directory is not shared with the other nodes: give every node the same data_dir (a shared file system), or attachments uploaded on one node are 404 on the others", "dir", dir)
+		return
+	}
+	os.Remove(p) // only the newest probe is needed
 }
 
 // limiter returns the brute-force counters: shared through Redis in a

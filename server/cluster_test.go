@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -208,5 +209,27 @@ func TestClusterCatchUpAfterLostSubscription(t *testing.T) {
 	}
 	if f, _ := unsynced.ReadType(proto.TypeMessage); f.Message.ID != m.ID {
 		t.Fatalf("the socket that never synced got %s, want %s", f.Message.ID, m.ID)
+	}
+}
+
+// TestClusterAttachmentDirCheck: a node whose attachments directory is
+// not the other nodes' says so when it starts.
+func TestClusterAttachmentDirCheck(t *testing.T) {
+	r := redistest.Start(t)
+	on := func(dir string) testenv.Option {
+		return func(c *server.Config) { c.RedisURL, c.DataDir = r.URL(), dir }
+	}
+	shared := t.TempDir()
+	first := testenv.New(t, on(shared))
+	second := testenv.New(t, on(shared))
+	alone := testenv.New(t, on(t.TempDir()))
+	const complaint = "not shared with the other nodes"
+	for name, n := range map[string]*testenv.Env{"the first node": first, "a node sharing the directory": second} {
+		if strings.Contains(n.Logs(), complaint) {
+			t.Errorf("%s complained: %s", name, n.Logs())
+		}
+	}
+	if !strings.Contains(alone.Logs(), complaint) {
+		t.Errorf("a node with its own directory did not complain: %s", alone.Logs())
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -166,3 +167,7 @@ func (c *Config) trustedProxies() ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// attachmentDir is where attachments are kept as files: shared by the
+// nodes of a cluster.
+func (c *Config) attachmentDir() string { return filepath.Join(c.DataDir, "attachments") }

@@ -68,7 +68,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, stop: make(chan struct{}), draining: make(chan struct{})}
 	var err error
 	if cfg.RedisURL != "" {
-		err = s.openCluster(ctx)
+		if err = s.openCluster(ctx); err == nil {
+			s.checkSharedAttachments(ctx, cfg.attachmentDir())
+		}
 	} else {
 		s.store, err = storage.OpenBolt(filepath.Join(cfg.DataDir, "klassenfunk.db"), &storage.BoltOptions{NoSync: cfg.NoSync})
 	}
@@ -118,7 +120,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Log:                 log.With("component", "messenger"),
 		OnMessage:           s.onMessage,
 		Registerer:          s.reg,
-		AttachmentDir:       filepath.Join(cfg.DataDir, "attachments"),
+		AttachmentDir:       cfg.attachmentDir(),
 		MessageRetention:    cfg.Retention.Messages,
 		AttachmentRetention: cfg.Retention.Attachments,
 		MaxAttachmentBytes:  cfg.Messenger.MaxAttachmentBytes,
