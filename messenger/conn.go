@@ -74,8 +74,9 @@ type conn struct {
 	readerDone bool            // guarded by mu; the reader has returned
 
 	// Owned by the running writer.
-	lastSeq map[string]uint64
-	synced  bool // the client has synced: lastSeq covers every conversation
+	lastSeq    map[string]uint64
+	synced     bool // the client has synced: lastSeq covers every conversation
+	catchUpDue bool // a failed catch-up will be tried again (syncFailed)
 
 	// Owned by the reader goroutine.
 	invalidInRow int
@@ -314,6 +315,11 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 	if known && m.Seq <= last {
 		return nil
 	}
+	if !known && c.catchUpDue {
+		// Recording m.Seq would make the catch-up start after it, past
+		// what the socket missed before it: leave cv to its floor.
+		return c.writeMessage(m, bp)
+	}
 	if known && m.Seq > last+1 {
 		c.n.metrics.gapFills.Inc()
 		gap, _, err := c.n.store.MessagesAfter(context.Background(), m.Conversation, last, int(m.Seq-last-1), c.n.now())
@@ -352,6 +358,9 @@ func (c *conn) noteSent(conv string, seq uint64) {
 // writes "synced".
 func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 	ctx := context.Background()
+	if job.catchUp {
+		c.catchUpDue = false
+	}
 	convs, err := c.n.store.ConversationsOf(ctx, c.userID)
 	if err != nil {
 		return c.syncFailed(job, "sync: conversations", err)
@@ -444,6 +453,7 @@ func (c *conn) syncFailed(job *syncJob, what string, err error) error {
 		return nil
 	}
 	next := &syncJob{catchUp: true, attempt: job.attempt + 1}
+	c.catchUpDue = true
 	time.AfterFunc(catchUpRetry*time.Duration(next.attempt), func() { c.enqueue(outItem{sync: next}) })
 	return nil
 }

@@ -1,0 +1,163 @@
+package messenger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"klassenfunk/proto"
+	"klassenfunk/storage"
+)
+
+// catchUpStore serves one conversation from memory. ConversationsOf fails
+// while failConvs > 0 and reports each failure on failed.
+type catchUpStore struct {
+	storage.Store
+	mu        sync.Mutex
+	failConvs int
+	failed    chan struct{}
+	msgs      []storage.Message // seqs 1..n
+	expired   map[uint64]bool
+}
+
+func (f *catchUpStore) ConversationsOf(context.Context, string) ([]storage.Conversation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failConvs > 0 {
+		f.failConvs--
+		f.failed <- struct{}{}
+		return nil, errors.New("store down")
+	}
+	return []storage.Conversation{{ID: "c1", Kind: storage.ConvDirect, LastSeq: uint64(len(f.msgs))}}, nil
+}
+
+func (f *catchUpStore) MessagesAfter(_ context.Context, _ string, after uint64, limit int, _ time.Time) ([]storage.Message, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []storage.Message
+	for _, m := range f.msgs {
+		if m.Seq <= after || f.expired[m.Seq] {
+			continue
+		}
+		if len(out) == limit {
+			return out, true, nil
+		}
+		out = append(out, m)
+	}
+	return out, false, nil
+}
+
+func catchUpNode(t *testing.T, st storage.Store, now time.Time) *Node {
+	t.Helper()
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{store: st, log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: m, now: func() time.Time { return now }}
+	n.cfg.Gateway.SendQueue, n.cfg.Gateway.WriteTimeout = 256, 5*time.Second
+	return n
+}
+
+func catchUpMsg(seq int, at time.Time) storage.Message {
+	return storage.Message{ID: fmt.Sprint("m", seq), Conversation: "c1", Seq: uint64(seq),
+		SenderUser: "u2", SenderDevice: "d", SentAt: at, ExpiresAt: at.Add(time.Hour)}
+}
+
+// A socket that never synced, whose catch-up fails once and is tried again
+// after a live message arrived: the messages sent during the broker's gap
+// still reach it (the live one must not become the catch-up's start).
+func TestCatchUpRetryKeepsTheGap(t *testing.T) {
+	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	st := &catchUpStore{failConvs: 1, failed: make(chan struct{}, 1)}
+	st.msgs = []storage.Message{catchUpMsg(1, opened.Add(-time.Hour))} // before the socket
+	for s := 2; s <= 5; s++ {
+		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Minute)))
+	}
+	n := catchUpNode(t, st, opened.Add(10*time.Minute))
+
+	upgraded := make(chan *websocket.Conn, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		upgraded <- c
+	}))
+	t.Cleanup(hs.Close)
+	cli, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := <-upgraded
+	t.Cleanup(func() { cli.Close(); srv.Close() })
+	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli()}
+
+	c.enqueue(outItem{sync: &syncJob{catchUp: true}}) // after a resubscribe: the store fails
+	<-st.failed
+	c.enqueue(outItem{msg: &st.msgs[4]}) // seq 5, live, before the retry
+
+	got := map[uint64]bool{}
+	cli.SetReadDeadline(time.Now().Add(10 * time.Second)) // the retry comes after 1 s
+	for len(got) < 4 {
+		_, b, err := cli.ReadMessage()
+		if err != nil {
+			t.Fatalf("got seqs %v, want 2 to 5: %v", got, err)
+		}
+		f, err := proto.DecodeServerFrame(b)
+		if err != nil || f.Type != proto.TypeMessage {
+			t.Fatalf("frame %s: %v", b, err)
+		}
+		if f.Message.Seq < 2 {
+			t.Fatalf("seq %d was sent before the socket opened", f.Message.Seq)
+		}
+		got[f.Message.Seq] = true
+	}
+}
+
+// openedFloor against a linear scan: random histories with expired holes
+// and equal times.
+func TestOpenedFloor(t *testing.T) {
+	base := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for iter := range 2000 {
+		st := &catchUpStore{expired: map[uint64]bool{}}
+		k := rng.IntN(30)
+		at := base
+		for s := 1; s <= k; s++ {
+			at = at.Add(time.Duration(rng.IntN(5)) * time.Second)
+			st.msgs = append(st.msgs, catchUpMsg(s, at))
+			if rng.IntN(4) == 0 {
+				st.expired[uint64(s)] = true
+			}
+		}
+		opened := base.Add(time.Duration(rng.IntN(80)) * time.Second)
+		c := &conn{n: catchUpNode(t, st, at), opened: opened.UnixMilli()}
+		floor, err := c.openedFloor(context.Background(), &storage.Conversation{ID: "c1", LastSeq: uint64(k)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		since := opened.Add(-catchUpMargin)
+		for _, m := range st.msgs {
+			switch {
+			case st.expired[m.Seq]:
+			case m.Seq > floor && m.SentAt.Before(since):
+				t.Fatalf("case %d: floor %d replays seq %d, sent before the socket opened", iter, floor, m.Seq)
+			case m.Seq <= floor && !m.SentAt.Before(since):
+				t.Fatalf("case %d: floor %d skips seq %d, sent while the socket was open", iter, floor, m.Seq)
+			}
+		}
+	}
+}
