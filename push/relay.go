@@ -160,7 +160,8 @@ type Relay struct {
 	resolved  chan struct{} // closed when the resolver has exited
 	scheduled chan struct{} // closed when the scheduler has exited
 	workers   sync.WaitGroup
-	acked     chan struct{} // closed when the acker has flushed and exited
+	rescans   sync.WaitGroup // the rescan goroutine, when Tuning.Rescan is set
+	acked     chan struct{}  // closed when the acker has flushed and exited
 
 	logSometimes sync.Map // provider+outcome → *rate.Sometimes
 }
@@ -262,6 +263,7 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	go r.resolve()
 	go r.schedule(pending)
 	if cfg.Tuning.Rescan > 0 {
+		r.rescans.Add(1)
 		go r.rescan(cfg.Tuning.Rescan)
 	}
 	r.workers.Add(cfg.Tuning.Workers)
@@ -326,6 +328,7 @@ func (r *Relay) Close() {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
 		close(r.stop)
+		r.rescans.Wait()
 		<-r.resolved
 		<-r.scheduled
 		r.workers.Wait()

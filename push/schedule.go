@@ -23,6 +23,7 @@ type device struct {
 	attempt  int       // failed attempts of entry so far
 	inFlight bool
 	forgot   bool // Forget was called while in flight
+	adopted  bool // found by a rescan, not notified here
 	cancel   context.CancelFunc
 	idx      int // heap index; -1 when not in the heap
 }
@@ -36,6 +37,7 @@ type job struct {
 	outcome    Outcome
 	retryAfter time.Duration
 	counted    bool // a retry already counted under another outcome (a claim taken elsewhere)
+	taken      bool // another node's live claim holds the entry
 }
 
 // schedule is the scheduler goroutine. It owns the device states and a
@@ -81,9 +83,14 @@ func (r *Relay) schedule(initial []storage.PushEntry) {
 			r.unresolved.Add(-int64(a.events))
 		case es := <-r.adopt:
 			now := time.Now()
+			// An entry younger than a lease and a coalesce window may be in
+			// its node's window or in flight there; what this node holds,
+			// it handles itself.
+			old := r.now().Add(-r.cfg.Tuning.ClaimLease - max(r.cfg.Tuning.CoalesceWindow, 0))
 			for _, e := range es {
-				if s.devs[e.CredID] == nil { // what this node holds, it handles
+				if s.devs[e.CredID] == nil && e.EnqueuedAt.Before(old) {
 					s.upsert(e, now)
+					s.devs[e.CredID].adopted = true
 				}
 			}
 		case j := <-r.results:
@@ -101,17 +108,30 @@ func (r *Relay) schedule(initial []storage.PushEntry) {
 
 // rescan hands the scheduler the outbox every interval until Close.
 func (r *Relay) rescan(interval time.Duration) {
+	defer r.rescans.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), interval)
-		pending, err := r.store.PendingPushes(ctx)
-		cancel()
+		rctx, rcancel := context.WithTimeout(ctx, interval)
+		pending, err := r.store.PendingPushes(rctx)
+		rcancel()
+		if ctx.Err() != nil {
+			return
+		}
 		if err != nil {
 			r.log.Warn("push: rescan outbox", "err", err)
 			continue
@@ -136,6 +156,9 @@ type scheduler struct {
 // device inside its coalesce window or backoff keeps its due time.
 func (s *scheduler) upsert(e storage.PushEntry, now time.Time) {
 	d := s.devs[e.CredID]
+	if d != nil {
+		d.adopted = false // notified here now
+	}
 	switch {
 	case d == nil:
 		d = &device{cred: e.CredID, entry: &e, due: now, idx: -1}
@@ -189,8 +212,21 @@ func (s *scheduler) result(j *job, now time.Time, stopping bool) {
 	r := s.r
 	switch j.outcome {
 	case OutcomeRetried:
-		if stopping {
+		switch {
+		case stopping:
 			// The entry stays in the outbox for the next start.
+			s.remove(d)
+			return
+		case j.taken && d.next != nil:
+			// The live claim elsewhere is on the older message; the newer
+			// one, which replaced it in the outbox, is this node's to send
+			// now.
+			d.entry, d.next, d.attempt, d.due = d.next, nil, 0, now
+			heap.Push(&s.heap, d)
+			return
+		case j.taken && d.adopted:
+			// Left to the live node that claimed it; the next rescan
+			// looks again.
 			s.remove(d)
 			return
 		}
@@ -212,7 +248,10 @@ func (s *scheduler) result(j *job, now time.Time, stopping bool) {
 		heap.Push(&s.heap, d)
 		return
 	case OutcomeClaimedElsewhere:
-		// Not ours: the claiming node sends and acknowledges it.
+		// Done by another node, which may have died before acknowledging
+		// it: the acknowledgement removes the entry only if it still names
+		// this message.
+		r.acks.add(storage.PushDone{CredID: d.cred, MessageID: j.entry.MessageID})
 		d.due = now
 	case OutcomeSent:
 		r.acks.add(storage.PushDone{CredID: d.cred, MessageID: j.entry.MessageID})
@@ -356,7 +395,7 @@ func (r *Relay) deliver(j *job) {
 	case st == storage.ClaimTaken:
 		// Counted once, as claimed elsewhere; asked again after the lease.
 		r.m.count(provider, OutcomeClaimedElsewhere)
-		j.retryAfter, j.counted = lease, true
+		j.retryAfter, j.counted, j.taken = lease, true, true
 		done(OutcomeRetried)
 		return
 	case st == storage.ClaimDone:
