@@ -84,9 +84,9 @@ func (h *HTTP) Authed(next func(http.ResponseWriter, *http.Request, Principal)) 
 // that takes 401 for a revoked token must not log its user out.
 func (h *HTTP) Operator(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !h.svc.IsOperator(httpapi.Bearer(r)) {
+		if tok := httpapi.Bearer(r); !h.svc.IsOperator(tok) {
 			err := errUnauthorized
-			if _, perr := h.principal(r); perr == nil {
+			if h.svc.known(r.Context(), tok) {
 				err = errNotOperator
 			}
 			httpapi.WriteError(w, nil, err)

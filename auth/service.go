@@ -473,6 +473,16 @@ func (s *Service) AuthenticateFrom(ctx context.Context, token string, addr netip
 	return s.authenticate(ctx, token, addr, "")
 }
 
+// known reports whether token is a live credential, without using it (no
+// touch, no country check): for telling a user's token from a wrong one.
+func (s *Service) known(ctx context.Context, token string) bool {
+	if !plausibleToken(token) {
+		return false
+	}
+	c, err := s.store.CredentialByHash(ctx, hashToken(token))
+	return err == nil && (c.Kind != storage.CredSession || s.now().Before(c.ExpiresAt))
+}
+
 // authenticate is AuthenticateFrom; a credential of another kind than
 // only (when set) counts as unknown.
 func (s *Service) authenticate(ctx context.Context, token string, addr netip.Addr, only storage.CredKind) (Principal, error) {
