@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -483,14 +484,17 @@ func TestIntakeOverflow(t *testing.T) {
 	r := newRig(t)
 	r.device("u1", "phone", push.ProviderFCM)
 	r.tuning.IntakeQueue = 2
-	entered := make(chan struct{})
+	entered := make(chan struct{}, 1)
 	release := make(chan struct{})
+	var first sync.Once
 	r.presence.hook = func(string, int) bool {
-		select {
-		case entered <- struct{}{}:
+		// Only the first call holds the resolver. (A non-blocking send
+		// to an unbuffered channel missed it whenever the resolver got
+		// here before the test waited, and the test then hung.)
+		first.Do(func() {
+			entered <- struct{}{}
 			<-release
-		default:
-		}
+		})
 		return false
 	}
 	r.start()
