@@ -88,8 +88,8 @@ type Bolt struct {
 	// read (decodecache.go): Authenticate reads both on every request.
 	credCache *decodeCache[Credential]
 	userCache *decodeCache[User]
-	convs     *convMemo  // read on every send (bolt_convs.go)
-	schools   schoolMemo // read on every send between students (bolt_accounts.go)
+	convs     *memo[*Conversation] // read on every send (memo.go)
+	schools   *memo[School]        // read on every send between students
 
 	closeOnce sync.Once
 	closeErr  error
@@ -183,7 +183,8 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 		log:       newMsgLog(path, o),
 		credCache: newDecodeCache[Credential](decodeCacheSize),
 		userCache: newDecodeCache[User](decodeCacheSize),
-		convs:     newConvMemo(decodeCacheSize),
+		convs:     newMemo[*Conversation](decodeCacheSize),
+		schools:   newMemo[School](decodeCacheSize),
 	}
 	if err := b.openLog(); err != nil {
 		_ = db.Close()
@@ -254,6 +255,7 @@ func (b *Bolt) Ping(ctx context.Context) error {
 // after Close return ErrClosed.
 func (b *Bolt) Close() error {
 	b.closeOnce.Do(func() {
+		b.convs.close()
 		b.schools.close()
 		b.closeErr = errors.Join(b.closeLog(), b.db.Close())
 	})

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -47,57 +46,6 @@ func (b *Bolt) putConv(tx *bolt.Tx, c Conversation) error {
 	id := c.ID
 	tx.OnCommit(func() { b.convs.forget(id) })
 	return tx.Bucket(bktConvs).Put([]byte(c.ID), v)
-}
-
-// convMemo keeps decoded conversations: a send reads its conversation
-// every time, and a read transaction with its B+tree searches was a tenth
-// of the server's CPU at saturation. It is write-through: every write goes
-// through putConv, which forgets the entry when it commits, and the file
-// is locked to this process. A read that missed stores what it read only
-// if no conversation was written meanwhile (gen), so a slow reader cannot
-// put back what a writer just replaced.
-type convMemo struct {
-	max int
-
-	mu  sync.RWMutex
-	gen uint64                   // guarded by mu: incremented by every forget
-	m   map[string]*Conversation // guarded by mu; the values are never changed
-}
-
-func newConvMemo(max int) *convMemo {
-	return &convMemo{max: max, m: make(map[string]*Conversation)}
-}
-
-// get returns the memo's copy of conversation id (nil if it has none) and
-// the generation to hand to put after a miss.
-func (c *convMemo) get(id string) (*Conversation, uint64) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.m[id], c.gen
-}
-
-// put stores conv read at generation gen, unless a write came in between.
-// When full, it forgets an arbitrary entry.
-func (c *convMemo) put(conv *Conversation, gen uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gen != gen {
-		return
-	}
-	if len(c.m) >= c.max {
-		for k := range c.m {
-			delete(c.m, k)
-			break
-		}
-	}
-	c.m[conv.ID] = conv
-}
-
-func (c *convMemo) forget(id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.gen++
-	delete(c.m, id)
 }
 
 // memberSet returns the distinct user IDs of members.
@@ -224,15 +172,15 @@ func (b *Bolt) CreateDirect(ctx context.Context, c Conversation) (Conversation, 
 }
 
 // Conversation implements Conversations. It is served from memory after
-// the first read (convMemo, and the message log's seqs).
+// the first read (the memo, and the message log's seqs).
 func (b *Bolt) Conversation(ctx context.Context, id string) (Conversation, error) {
 	if err := ctx.Err(); err != nil {
 		return Conversation{}, err
 	}
-	memo, gen := b.convs.get(id)
+	memo, ok, gen := b.convs.get(id)
 	seq, seqKnown := b.log.seq(id)
-	if memo == nil || !seqKnown {
-		missed := memo == nil
+	if !ok || !seqKnown {
+		missed := !ok
 		var counter uint64
 		err := b.view(ctx, func(tx *bolt.Tx) error {
 			v := tx.Bucket(bktConvs).Get([]byte(id))
@@ -251,7 +199,7 @@ func (b *Bolt) Conversation(ctx context.Context, id string) (Conversation, error
 			return Conversation{}, err
 		}
 		if missed {
-			b.convs.put(memo, gen)
+			b.convs.put(id, memo, gen)
 		}
 		seq = b.log.learnSeq(id, counter)
 	}

@@ -557,7 +557,7 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 			lookCK = nil
 		}
 		l.mu.Unlock()
-		convKnown, _ := b.convs.get(m.Conversation)
+		convKnown, _, _ := b.convs.get(m.Conversation)
 
 		var look boltLookup
 		if convKnown != nil && seqKnown && idFresh && lookCK == nil {
