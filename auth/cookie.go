@@ -172,10 +172,7 @@ func (h *HTTP) endCookieSession(r *http.Request) {
 		return
 	}
 	// Ending a session needs no country check: look the token up directly.
-	if !plausibleToken(c.Value) {
-		return
-	}
-	cred, err := h.svc.store.CredentialByHash(r.Context(), hashToken(c.Value))
+	cred, err := h.svc.credential(r.Context(), c.Value)
 	if err != nil || cred.Kind != storage.CredSession {
 		return
 	}

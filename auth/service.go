@@ -476,24 +476,28 @@ func (s *Service) AuthenticateFrom(ctx context.Context, token string, addr netip
 // known reports whether token is a live credential, without using it (no
 // touch, no country check): for telling a user's token from a wrong one.
 func (s *Service) known(ctx context.Context, token string) bool {
+	c, err := s.credential(ctx, token)
+	return err == nil && (c.Kind != storage.CredSession || s.now().Before(c.ExpiresAt))
+}
+
+// credential looks token's credential up; an implausible or unknown token
+// is errUnauthorized.
+func (s *Service) credential(ctx context.Context, token string) (storage.Credential, error) {
 	if !plausibleToken(token) {
-		return false
+		return storage.Credential{}, errUnauthorized
 	}
 	c, err := s.store.CredentialByHash(ctx, hashToken(token))
-	return err == nil && (c.Kind != storage.CredSession || s.now().Before(c.ExpiresAt))
+	if errors.Is(err, storage.ErrNotFound) {
+		return c, errUnauthorized
+	}
+	return c, err
 }
 
 // authenticate is AuthenticateFrom; a credential of another kind than
 // only (when set) counts as unknown.
 func (s *Service) authenticate(ctx context.Context, token string, addr netip.Addr, only storage.CredKind) (Principal, error) {
-	if !plausibleToken(token) {
-		return Principal{}, errUnauthorized
-	}
-	c, err := s.store.CredentialByHash(ctx, hashToken(token))
+	c, err := s.credential(ctx, token)
 	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return Principal{}, errUnauthorized
-		}
 		return Principal{}, err
 	}
 	if only != "" && c.Kind != only {
