@@ -1,9 +1,12 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -11,9 +14,11 @@ import (
 	"time"
 )
 
-// TestServeRuntimeSettings: serve raises GOMAXPROCS to 2 and runs the
-// garbage collector at GOGC=400 unless the environment says otherwise
-// (docs/api.md), as the Go runtime's own metrics report them.
+// TestServeRuntimeSettings: serve raises GOMAXPROCS to 2, runs the
+// garbage collector at GOGC=400 and without stack shrinking unless the
+// environment says otherwise (docs/api.md), as the Go runtime's own
+// metrics and the running process's environment (which the runtime read
+// at start: serve starts itself again with the setting) report them.
 func TestServeRuntimeSettings(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -29,9 +34,10 @@ func TestServeRuntimeSettings(t *testing.T) {
 		name             string
 		env              []string
 		gogc, gomaxprocs string
+		godebug          string
 	}{
-		{"defaults", []string{"GOMAXPROCS=1"}, "400", "2"},
-		{"GOGC set", []string{"GOMAXPROCS=3", "GOGC=150"}, "150", "3"},
+		{"defaults", []string{"GOMAXPROCS=1"}, "400", "2", "gcshrinkstackoff=1"},
+		{"set", []string{"GOMAXPROCS=3", "GOGC=150", "GODEBUG=gctrace=0,gcshrinkstackoff=0"}, "150", "3", "gctrace=0,gcshrinkstackoff=0"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srvEnv := append(env[:len(env):len(env)], c.env...)
@@ -39,6 +45,13 @@ func TestServeRuntimeSettings(t *testing.T) {
 			srv := startProc(t, ctx, "klassenfunk serve", srvEnv, serverBin, "serve")
 			addr := logAddr(srv.waitLine(srv.stderr, 20*time.Second, `"serving" log line`, func(l string) bool { return logAddr(l) != "" }))
 			waitReady(t, "http://"+addr, 10*time.Second)
+			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", srv.cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := envValue(environ, "GODEBUG"); got != c.godebug {
+				t.Errorf("GODEBUG of the running server = %q, want %q", got, c.godebug)
+			}
 			resp, err := http.Get("http://" + addr + "/metrics")
 			if err != nil {
 				t.Fatal(err)
@@ -59,4 +72,15 @@ func TestServeRuntimeSettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// envValue returns the first value of key in a NUL-separated environment
+// (/proc/<pid>/environ).
+func envValue(environ []byte, key string) string {
+	for _, kv := range bytes.Split(environ, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte(key+"=")); ok {
+			return string(v)
+		}
+	}
+	return ""
 }

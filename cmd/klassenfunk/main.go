@@ -32,6 +32,11 @@ Commands:
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		if err := reexecServe(); err != nil {
+			fmt.Fprintln(os.Stderr, "klassenfunk: runtime settings not applied:", err)
+		}
+	}
 	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "klassenfunk:", err)
