@@ -429,12 +429,17 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	for i, mb := range c.Members {
 		users[i] = mb.UserID
 	}
-	ev := &Event{Kind: EventMessage, Message: &stored, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID)}
-	if err := n.broker.Publish(ctx, users, ev); err != nil {
+	// The event and its message in one allocation.
+	box := &struct {
+		ev Event
+		m  storage.Message
+	}{m: stored}
+	box.ev = Event{Kind: EventMessage, Message: &box.m, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID)}
+	if err := n.broker.Publish(ctx, users, &box.ev); err != nil {
 		// Stored is what counts: receivers recover through sync.
 		n.log.Warn("publish", "conv", c.ID, "err", err)
 	}
-	n.cfg.OnMessage(&c, &stored)
+	n.cfg.OnMessage(&c, &box.m)
 	n.metrics.sendLatency.Observe(time.Since(start).Seconds())
 	return stored, true, nil
 }

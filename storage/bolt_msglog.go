@@ -563,8 +563,9 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 		if convKnown != nil && seqKnown && idFresh && lookCK == nil {
 			look.convFound = true // nothing to ask bbolt
 		} else {
+			mr := m // the closure's copy: capturing m would put it on the heap for every append
 			read := func(tx *bolt.Tx) error {
-				return look.read(tx, &m, lookCK, sentAt, convKnown != nil, seqKnown, idFresh)
+				return look.read(tx, &mr, lookCK, sentAt, convKnown != nil, seqKnown, idFresh)
 			}
 			if err := mapErr(b.db.View(read)); err != nil {
 				return Message{}, false, err
@@ -643,7 +644,8 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 		}
 		var err error
 		if len(attIDs) > 0 {
-			err = mapErr(b.gc.do(func(tx *bolt.Tx) error { return linkAttachments(tx, attIDs, m.Conversation) }))
+			conv := m.Conversation
+			err = mapErr(b.gc.do(func(tx *bolt.Tx) error { return linkAttachments(tx, attIDs, conv) }))
 			l.mu.Lock()
 			l.visible(e)
 			l.mu.Unlock()

@@ -33,7 +33,8 @@ func binaryEncodable(m *Message) bool {
 // carry m exactly, JSON otherwise.
 func appendMessageValue(buf []byte, m *Message) ([]byte, error) {
 	if !binaryEncodable(m) {
-		body, err := json.Marshal(m)
+		c := *m // marshalling m itself would put every caller's message on the heap
+		body, err := json.Marshal(&c)
 		return append(buf, body...), err
 	}
 	buf = append(buf, binaryMessage)
