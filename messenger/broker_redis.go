@@ -223,14 +223,12 @@ func (g *redisGroup) session(recovering bool) error {
 		return err
 	}
 	g.mu.Lock()
-	select {
-	case <-b.stop:
+	if g.stopping() {
 		// Close ran while this subscription was being made: it closed
 		// the previous one, if any, and cannot see this one.
 		g.mu.Unlock()
 		ps.Close()
 		return nil
-	default:
 	}
 	chans := make([]string, 0, len(g.channels))
 	for ch := range g.channels {
