@@ -81,6 +81,12 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return flag.ErrHelp
 	}
 	task, targs := rest[0], rest[1:]
+	if usage, ok := plainTasks[task]; ok {
+		var err error
+		if targs, err = taskArgs(usage, targs, stderr); err != nil {
+			return err
+		}
+	}
 	var ops adminOps
 	if env.offline {
 		o, err := openOffline(env)
@@ -100,7 +106,7 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	switch task {
 	case "create-school":
 		if len(targs) != 1 {
-			return errors.New("usage: klassenfunk admin create-school NAME")
+			return errors.New("usage: " + plainTasks[task])
 		}
 		id, err := ops.createSchool(ctx, targs[0])
 		if err != nil {
@@ -119,7 +125,7 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return nil
 	case "stats":
 		if len(targs) != 0 {
-			return errors.New("usage: klassenfunk admin stats")
+			return errors.New("usage: " + plainTasks[task])
 		}
 		st, err := ops.stats(ctx)
 		if err != nil {
@@ -149,6 +155,27 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return fmt.Errorf("unknown admin task %q", task)
 	}
+}
+
+// plainTasks are the tasks without flags of their own, with their usage.
+var plainTasks = map[string]string{
+	"create-school": "klassenfunk admin create-school NAME",
+	"list-schools":  "klassenfunk admin list-schools",
+	"stats":         "klassenfunk admin stats",
+}
+
+// taskArgs parses the arguments of a plain task before anything is opened
+// or sent: -h and --help print its usage (and return flag.ErrHelp) instead
+// of becoming a school named "--help", an unknown flag is an error, and
+// "--" lets a name begin with '-'.
+func taskArgs(usage string, args []string, stderr io.Writer) ([]string, error) {
+	fs := flag.NewFlagSet(usage, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintf(stderr, "Usage: %s\n", usage) }
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return fs.Args(), nil
 }
 
 func createUser(ctx context.Context, ops adminOps, env adminEnv, args []string) error {
