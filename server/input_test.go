@@ -89,12 +89,15 @@ func TestJSONBadInput(t *testing.T) {
 		"two objects":         {func(e endpoint) string { return e.valid() + e.valid() }, 400, "invalid_request"},
 		"truncated":           {func(e endpoint) string { v := e.valid(); return v[:len(v)-2] }, 400, "invalid_request"},
 		"invalid UTF-8 token": {func(e endpoint) string { return "{\xff}" }, 400, "invalid_request"},
-		"over 1 MiB":          {func(e endpoint) string { return pad(e.valid(), httpapi.MaxBody+1) }, 413, "payload_too_large"},
-		"huge string value":   {func(e endpoint) string { return `{"name":"` + strings.Repeat("x", httpapi.MaxBody+64<<10) + `"}` }, 413, "payload_too_large"},
-		"unknown fields":      {func(e endpoint) string { return `{"zz_unknown":{"a":[1,{"b":null}]},` + e.valid()[1:] }, 0, ""},
-		"trailing whitespace": {func(e endpoint) string { return e.valid() + " \r\n\t" }, 0, ""},
-		"exactly 1 MiB":       {func(e endpoint) string { return pad(e.valid(), httpapi.MaxBody) }, 0, ""},
-		"duplicate key":       {func(e endpoint) string { return `{"zz":1,"zz":2,` + e.valid()[1:] }, 0, ""},
+		// encoding/json alone would store U+FFFD for each bad byte.
+		"invalid UTF-8 in a value":    {func(e endpoint) string { return strings.Replace(e.valid(), `":"`, "\":\"\xfe", 1) }, 400, "invalid_request"},
+		"invalid UTF-8 unknown field": {func(e endpoint) string { return "{\"zz\":\"a\xc3\x28b\"," + e.valid()[1:] }, 400, "invalid_request"},
+		"over 1 MiB":                  {func(e endpoint) string { return pad(e.valid(), httpapi.MaxBody+1) }, 413, "payload_too_large"},
+		"huge string value":           {func(e endpoint) string { return `{"name":"` + strings.Repeat("x", httpapi.MaxBody+64<<10) + `"}` }, 413, "payload_too_large"},
+		"unknown fields":              {func(e endpoint) string { return `{"zz_unknown":{"a":[1,{"b":null}]},` + e.valid()[1:] }, 0, ""},
+		"trailing whitespace":         {func(e endpoint) string { return e.valid() + " \r\n\t" }, 0, ""},
+		"exactly 1 MiB":               {func(e endpoint) string { return pad(e.valid(), httpapi.MaxBody) }, 0, ""},
+		"duplicate key":               {func(e endpoint) string { return `{"zz":1,"zz":2,` + e.valid()[1:] }, 0, ""},
 	}
 	for ename, e := range endpoints {
 		for bname, b := range bads {

@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"klassenfunk/proto"
 )
@@ -69,19 +71,24 @@ func WriteRaw(w http.ResponseWriter, status int, b []byte) {
 }
 
 // Decode reads one JSON value from the request body into v, capped at
-// MaxBody. Malformed JSON and wrong types are invalid_request; a larger body
-// is payload_too_large. Unknown fields are ignored.
+// MaxBody. Malformed JSON, bytes that are not UTF-8 and wrong types are
+// invalid_request; a larger body is payload_too_large. Unknown fields are
+// ignored.
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		return decodeError(err)
+	}
+	// encoding/json would replace each invalid byte with U+FFFD and store
+	// the result: a login or name the client never sent.
+	if !utf8.Valid(body) {
+		return proto.Errorf(proto.CodeInvalidRequest, "request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return decodeError(err)
-		}
 		return proto.Errorf(proto.CodeInvalidRequest, "request body must be one JSON value")
 	}
 	return nil
