@@ -273,8 +273,11 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser) (storage.User, err
 	return u, nil
 }
 
+// maxLoginChars is the longest login, in characters.
+const maxLoginChars = 128
+
 func validLogin(l string) error {
-	if l == "" || len(l) > 128 || strings.TrimSpace(l) != l {
+	if l == "" || utf8.RuneCountInString(l) > maxLoginChars || strings.TrimSpace(l) != l {
 		return proto.Errorf(proto.CodeInvalidRequest, "login must be 1 to 128 characters without surrounding spaces")
 	}
 	for _, r := range l {
@@ -315,7 +318,7 @@ func ValidOS(os string) bool {
 }
 
 func (d *Device) validate() error {
-	if d.ID == "" || len(d.ID) > proto.MaxIDLen || !utf8.ValidString(d.ID) || strings.ContainsRune(d.ID, 0) {
+	if !proto.ValidDeviceID(d.ID) || strings.ContainsRune(d.ID, 0) {
 		return proto.Errorf(proto.CodeInvalidRequest, "device.id must be 1 to %d characters", proto.MaxIDLen)
 	}
 	if utf8.RuneCountInString(d.Name) > 128 || !utf8.ValidString(d.Name) {
@@ -340,7 +343,7 @@ type LoginResult struct {
 // Login checks a login and client_hash and issues a credential for the
 // device. addr is the client's address (throttling, history).
 func (s *Service) Login(ctx context.Context, login string, clientHash []byte, dev Device, addr netip.Addr) (LoginResult, error) {
-	if login == "" || len(login) > 128 {
+	if login == "" || utf8.RuneCountInString(login) > maxLoginChars {
 		return LoginResult{}, proto.Errorf(proto.CodeInvalidRequest, "login is required")
 	}
 	if len(clientHash) != ClientHashLen {

@@ -576,16 +576,19 @@ func TestSplitKeyName(t *testing.T) {
 		user, device string
 		ok           bool
 	}{
-		"simple":            {name: "u/d", user: "u", device: "d", ok: true},
-		"slash in device":   {name: "u/d/e/", user: "u", device: "d/e/", ok: true},
-		"device of MaxID":   {name: "u/" + strings.Repeat("d", MaxIDLen), user: "u", device: strings.Repeat("d", MaxIDLen), ok: true},
-		"no slash":          {name: "ud"},
-		"empty user":        {name: "/d"},
-		"empty device":      {name: "u/"},
-		"device too long":   {name: "u/" + strings.Repeat("d", MaxIDLen+1)},
-		"user too long":     {name: strings.Repeat("u", MaxIDLen+1) + "/d"},
-		"empty":             {name: ""},
-		"KeyName roundtrip": {name: KeyName("user", "dev/ice"), user: "user", device: "dev/ice", ok: true},
+		"simple":          {name: "u/d", user: "u", device: "d", ok: true},
+		"slash in device": {name: "u/d/e/", user: "u", device: "d/e/", ok: true},
+		"device of MaxID": {name: "u/" + strings.Repeat("d", MaxIDLen), user: "u", device: strings.Repeat("d", MaxIDLen), ok: true},
+		"no slash":        {name: "ud"},
+		"empty user":      {name: "/d"},
+		"empty device":    {name: "u/"},
+		"device too long": {name: "u/" + strings.Repeat("d", MaxIDLen+1)},
+		// Device ids count characters (API.md: max 128 chars).
+		"device of MaxID umlauts": {name: "u/" + strings.Repeat("ä", MaxIDLen), user: "u", device: strings.Repeat("ä", MaxIDLen), ok: true},
+		"device too many umlauts": {name: "u/" + strings.Repeat("ä", MaxIDLen+1)},
+		"user too long":           {name: strings.Repeat("u", MaxIDLen+1) + "/d"},
+		"empty":                   {name: ""},
+		"KeyName roundtrip":       {name: KeyName("user", "dev/ice"), user: "user", device: "dev/ice", ok: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -37,12 +37,13 @@
 // type, are ignored. A member whose value is JSON null counts as absent. If
 // a name occurs twice, the last occurrence wins. Frames must be valid UTF-8.
 // All length limits on strings count bytes of the decoded (unescaped) UTF-8
-// string.
+// string, except that of a device id, which counts characters.
 //
 // A key name in a send's "keys" object is "<user id>/<device id>", split at
 // the first '/': the user id is non-empty and at most [MaxIDLen] bytes, the
-// device id is non-empty, at most [MaxIDLen] bytes and may contain any
-// character, including '/'. See [KeyName] and [SplitKeyName].
+// device id is non-empty, at most [MaxIDLen] characters (the app chose it at
+// login, where API.md counts characters) and may contain any character,
+// including '/'. See [KeyName], [SplitKeyName] and [ValidDeviceID].
 //
 // Sync cursors must be JSON integers written as plain digits: negative
 // numbers, fractions and exponents (even 1e2 or 1.0) are invalid, as are

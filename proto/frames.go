@@ -3,6 +3,7 @@ package proto
 import (
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Frame types: the value of a frame's "type" member.
@@ -138,14 +139,21 @@ func KeyName(userID, deviceID string) string {
 }
 
 // SplitKeyName splits a key name at its first '/' into user id and device
-// id. ok reports whether name is valid: both parts non-empty and at most
-// MaxIDLen bytes.
+// id. ok reports whether name is valid: a user id of 1 to MaxIDLen bytes
+// and a device id that [ValidDeviceID] accepts.
 func SplitKeyName(name string) (userID, deviceID string, ok bool) {
 	userID, deviceID, found := strings.Cut(name, "/")
-	if !found || !validID(userID) || !validID(deviceID) {
+	if !found || !validID(userID) || !ValidDeviceID(deviceID) {
 		return "", "", false
 	}
 	return userID, deviceID, true
+}
+
+// ValidDeviceID reports whether id is a device id of 1 to MaxIDLen
+// characters of UTF-8. The app chooses it, so it is counted as API.md
+// counts it: in characters, not bytes.
+func ValidDeviceID(id string) bool {
+	return id != "" && len(id) <= utf8.UTFMax*MaxIDLen && utf8.ValidString(id) && utf8.RuneCountInString(id) <= MaxIDLen
 }
 
 // validID reports whether id is non-empty and at most MaxIDLen bytes.

@@ -96,6 +96,7 @@ func checkAccepted(t *testing.T, data []byte, f *ClientFrame) {
 		t.Fatalf("accepted a frame of %d bytes or invalid UTF-8", len(data))
 	}
 	okID := func(s string) bool { return len(s) >= 1 && len(s) <= MaxIDLen }
+	okDevice := func(s string) bool { return s != "" && len([]rune(s)) <= MaxIDLen } // characters
 	switch f.Type {
 	case TypePing:
 		if f.Token != "" || f.Send != nil || f.Cursors != nil {
@@ -139,7 +140,7 @@ func checkAccepted(t *testing.T, data []byte, f *ClientFrame) {
 		}
 		for name, key := range s.Keys {
 			i := strings.IndexByte(name, '/')
-			if i < 0 || !okID(name[:i]) || !okID(name[i+1:]) {
+			if i < 0 || !okID(name[:i]) || !okDevice(name[i+1:]) {
 				t.Fatalf("key name %q", name)
 			}
 			if len(key) < 1 || len(key) > MaxWrappedKeySize {

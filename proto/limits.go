@@ -23,7 +23,9 @@ const (
 	MaxAttachments = 32
 
 	// MaxIDLen is the longest ref, client_id, conversation id, attachment
-	// id, user id or device id.
+	// id or user id. A device id may have as many characters (API.md: "max
+	// 128 chars"), which is up to four times as many bytes; see
+	// [ValidDeviceID].
 	MaxIDLen = 128
 
 	// MaxCursors is the largest number of conversations named in one sync

@@ -168,6 +168,8 @@ func TestCreateUser(t *testing.T) {
 		"login with spaces around":    {token: testenv.OperatorToken, body: body(" padded ", nil), want: 400, wantCode: "invalid_request"},
 		"login with control char":     {token: testenv.OperatorToken, body: body("a\x01b", nil), want: 400, wantCode: "invalid_request"},
 		"login too long":              {token: testenv.OperatorToken, body: body(strings.Repeat("l", 129), nil), want: 400, wantCode: "invalid_request"},
+		"login too long in umlauts":   {token: testenv.OperatorToken, body: body(strings.Repeat("ö", 129), nil), want: 400, wantCode: "invalid_request"},
+		"login of 128 umlauts":        {token: testenv.OperatorToken, body: body(strings.Repeat("ö", 128), nil), want: 201},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -246,6 +248,8 @@ func TestLogin(t *testing.T) {
 		"login other case":      {req("TEACHER-A", good, dev(set("id", "dev-case"))), want{status: 200, kind: "trust", devName: "Tablet", userID: w.teacherA, userRole: "teacher"}},
 		"no device name":        {req("student-a", testenv.ClientHash(testenv.Password("student-a")), dev(set("name", ""))), want{status: 200, kind: "trust", devName: "ios", userID: w.studentA, userRole: "student"}},
 		"device id 128 chars":   {req("teacher-a", good, dev(set("id", strings.Repeat("d", 128)))), want{status: 200, kind: "trust", devName: "Tablet", userID: w.teacherA, userRole: "teacher"}},
+		"device id 128 umlauts": {req("teacher-a", good, dev(set("id", strings.Repeat("ä", 128)))), want{status: 200, kind: "trust", devName: "Tablet", userID: w.teacherA, userRole: "teacher"}},
+		"device id 129 umlauts": {req("teacher-a", good, dev(set("id", strings.Repeat("ä", 129)))), want{status: 400, code: "invalid_request"}},
 		"os android":            {req("admin-a", testenv.ClientHash(testenv.Password("admin-a")), dev(set("os", "android"))), want{status: 200, kind: "trust", devName: "Tablet", userID: w.adminA, userRole: "admin"}},
 		"os web":                {req("admin-a", testenv.ClientHash(testenv.Password("admin-a")), dev(set("os", "web"))), want{status: 200, kind: "trust", devName: "Tablet", userID: w.adminA, userRole: "admin"}},
 		"os macos":              {req("admin-a", testenv.ClientHash(testenv.Password("admin-a")), dev(set("os", "macos"))), want{status: 200, kind: "trust", devName: "Tablet", userID: w.adminA, userRole: "admin"}},
