@@ -89,6 +89,9 @@ type memEntry struct {
 	val  []byte // msgs value: T(ExpiresAt)+Message without its seq (msgcodec.go)
 	ck   []byte // client-id key, nil without a client id
 	atts bool   // the message may have attachments (a replayed one: unknown)
+	// after is set when an earlier message of the conversation (one with
+	// attachments) was not yet visible when this one got its seq.
+	after bool
 
 	// Guarded by msgLog.mu.
 	durable bool          // visible to reads: in the log, and its attachments linked
@@ -110,6 +113,7 @@ func (e *memEntry) message() (Message, error) {
 type memConv struct {
 	entries []*memEntry // ascending contiguous seqs; the durable ones first
 	last    uint64      // last allocated seq
+	hidden  []uint64    // seqs of written messages with attachments that are not yet linked (visible)
 }
 
 type msgLog struct {
@@ -140,6 +144,7 @@ type msgLog struct {
 	epoch    uint64            // incremented whenever entries leave the memtable
 	cks      ckFilter          // which client keys bbolt may hold (ckfilter.go)
 	room     chan struct{}     // closed (and replaced) whenever entries leave
+	shown    chan struct{}     // closed (and replaced) whenever a memConv's hidden shrinks
 	err      error             // sticky: a log write failed
 	ckErr    error             // the last checkpoint's failure, nil once one succeeds
 	closed   bool
@@ -170,6 +175,7 @@ func newMsgLog(dbPath string, o BoltOptions) *msgLog {
 		clients:  make(map[string]*memEntry),
 		seqs:     make(map[string]uint64),
 		room:     make(chan struct{}),
+		shown:    make(chan struct{}),
 		write:    (*os.File).Write,
 		kick:     make(chan struct{}, 1),
 		enough:   make(chan struct{}, 1),
@@ -615,7 +621,10 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 			return Message{}, false, fmt.Errorf("storage: conversation %q: seqs exhausted", m.Conversation)
 		}
 		m.Seq = seq + 1
-		e := &memEntry{seq: m.Seq, conv: m.Conversation, id: m.ID, val: val, ck: ck, atts: len(attIDs) > 0}
+		e := &memEntry{seq: m.Seq, conv: m.Conversation, id: m.ID, val: val, ck: ck, atts: len(attIDs) > 0, after: len(mc.hidden) > 0}
+		if e.atts {
+			mc.hidden = append(mc.hidden, e.seq)
+		}
 		if l.pendDone == nil {
 			l.pendDone = make(chan struct{})
 		}
@@ -653,7 +662,46 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 		if err != nil {
 			return Message{}, false, err
 		}
+		if e.after {
+			l.inOrder(e)
+		}
 		return m, true, nil
+	}
+}
+
+// inOrder waits until no message of e's conversation before e is hidden.
+// A message with attachments becomes visible only after a second commit
+// (linking them), which the write of a later message can overtake; the
+// later one's caller would then publish first, and a socket that fills the
+// gap from the store would not find the earlier one there. So a message
+// returns (and is published) only once every earlier one can be read. The
+// wait is one link commit; messages without an attachment before them in
+// the memtable never wait.
+func (l *msgLog) inOrder(e *memEntry) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		mc := l.convs[e.conv]
+		if mc == nil || !slices.ContainsFunc(mc.hidden, func(seq uint64) bool { return seq < e.seq }) {
+			return
+		}
+		shown := l.shown
+		l.mu.Unlock()
+		<-shown
+		l.mu.Lock()
+	}
+}
+
+// unhide takes e off its conversation's hidden seqs. l.mu is held.
+func (l *msgLog) unhide(e *memEntry) {
+	mc := l.convs[e.conv]
+	if mc == nil {
+		return
+	}
+	if i := slices.Index(mc.hidden, e.seq); i >= 0 {
+		mc.hidden = slices.Delete(mc.hidden, i, i+1)
+		close(l.shown)
+		l.shown = make(chan struct{})
 	}
 }
 
@@ -822,6 +870,9 @@ func (l *msgLog) writeSync(f *os.File, batch []*memEntry) error {
 
 // forget removes e from the memtable. l.mu is held.
 func (l *msgLog) forget(e *memEntry) {
+	if e.atts {
+		l.unhide(e)
+	}
 	if l.ids[e.id] == e {
 		delete(l.ids, e.id)
 	}
@@ -940,6 +991,13 @@ func (b *Bolt) checkpointPaced(pace time.Duration) error {
 				if e.ck != nil {
 					l.cks.add(e.ck)
 				}
+				// e is in bbolt now, readable there even while its append
+				// still links attachments. An append that finds no
+				// memtable for the conversation takes the next seq from
+				// l.seqs without reading bbolt's counter, so it must not
+				// be behind what bbolt holds (it was, by such a message,
+				// and its seq was given out twice).
+				l.seqs[e.conv] = max(l.seqs[e.conv], e.seq)
 				l.forget(e)
 			}
 			if len(chunk) == 0 && l.cks.full() {
@@ -1144,6 +1202,9 @@ func (l *msgLog) learnSeq(conv string, counter uint64) uint64 {
 // visible makes e visible to reads. l.mu is held.
 func (l *msgLog) visible(e *memEntry) {
 	e.durable = true
+	if e.atts {
+		l.unhide(e)
+	}
 	if l.seqs[e.conv] < e.seq {
 		l.seqs[e.conv] = e.seq
 	}

@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"CreateDirectConcurrent", testCreateDirectConcurrent},
 		{"AppendMessage", testAppendMessage},
 		{"AppendConcurrent", testAppendConcurrent},
+		{"AppendReadableInOrder", testAppendReadableInOrder},
 		{"IdempotentClientID", testIdempotentClientID},
 		{"IdempotentClientIDConcurrent", testIdempotentClientIDConcurrent},
 		{"MessagesAfterPaging", testMessagesAfterPaging},
@@ -1293,6 +1294,60 @@ func testAppendConcurrent(t *testing.T, s storage.Store) {
 		}
 	}
 	eq(t, "CountMessages", countMessages(t, s), (writers+10)*each)
+}
+
+// testAppendReadableInOrder sends messages with and without attachments
+// to one conversation at once and checks that when AppendMessage returns
+// seq n, seqs 1..n can all be read. The messenger publishes a message when
+// its append returns, and a socket that gets seq n first fills the gap
+// from the store: an earlier message still being stored (its attachments
+// linked) was lost to it.
+func testAppendReadableInOrder(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	mustGroup(t, s, newGroup("g1", "u1"))
+	const rounds, plain = 30, 3
+	for r := range rounds {
+		att := fmt.Sprintf("att-%d", r)
+		noErr(t, s.PutAttachment(ctx, storage.Attachment{ID: att, Uploader: "u1", Size: 1, CreatedAt: base, ExpiresAt: at(30 * day)}), "PutAttachment")
+	}
+	errs := make(chan error, rounds*(plain+1))
+	for r := range rounds {
+		var wg sync.WaitGroup
+		for i := range plain + 1 {
+			wg.Go(func() {
+				m := newMsg(fmt.Sprintf("m-%d-%d", r, i), "g1", fmt.Sprintf("c-%d-%d", r, i), 0, day)
+				if i == 0 {
+					m.Attachments = []string{fmt.Sprintf("att-%d", r)}
+				}
+				got, _, err := s.AppendMessage(ctx, m)
+				if err != nil {
+					errs <- err
+					return
+				}
+				msgs, _, err := s.MessagesAfter(ctx, "g1", 0, int(got.Seq), base)
+				switch {
+				case err != nil:
+					errs <- err
+				case len(msgs) != int(got.Seq):
+					errs <- fmt.Errorf("AppendMessage returned seq %d (attachments %v) while only seqs %v could be read", got.Seq, m.Attachments, seqsOf(msgs))
+				}
+			})
+		}
+		wg.Wait()
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Each seq given out once: every message is there.
+	eq(t, "LastSeq", lastSeqOf(t, s, "g1"), uint64(rounds*(plain+1)))
+	msgs, _, err := s.MessagesAfter(ctx, "g1", 0, 1000, base)
+	noErr(t, err, "MessagesAfter")
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		ids[m.ID] = true
+	}
+	eq(t, "distinct messages stored", len(ids), rounds*(plain+1))
 }
 
 func testIdempotentClientID(t *testing.T, s storage.Store) {
