@@ -107,7 +107,7 @@ func TestHTTPStudentDirectSwitch(t *testing.T) {
 
 	// On by default, and none of the refused PATCHes switched it off.
 	samSue := w.direct(sam.tok, sue.id)
-	w.post(sam.tok, samSue, httpMsg("before", "hi", []string{sam.key(), sue.key()}))
+	before := w.post(sam.tok, samSue, httpMsg("before", "hi", []string{sam.key(), sue.key()}))
 	samTom := w.direct(sam.tok, w.u["tom"].id)
 
 	type school struct {
@@ -173,6 +173,30 @@ func TestHTTPStudentDirectSwitch(t *testing.T) {
 		w.post(sam.tok, samTom, httpMsg("to-teacher", "x", []string{sam.key()}))
 		if msgs, _ := w.history(sue.tok, samSue, ""); len(msgs) != 1 {
 			t.Fatalf("history has %d messages, want the 1 sent before", len(msgs))
+		}
+
+		// A retry of the message stored before the switch (its answer was
+		// lost) gets that message, on both paths; nothing new is stored.
+		var again struct {
+			ID  string `json:"id"`
+			Seq uint64 `json:"seq"`
+		}
+		w.env.JSON("POST", "/api/v1/conversations/"+samSue+"/messages", sam.tok, httpMsg("before", "hi", []string{sam.key(), sue.key()}), http.StatusOK, &again)
+		if again.ID != before.ID || again.Seq != before.Seq {
+			t.Fatalf("HTTP retry got %s/%d, want the stored %s/%d", again.ID, again.Seq, before.ID, before.Seq)
+		}
+		samWS := w.env.Dial(sam.tok)
+		retry := &proto.Send{Conversation: samSue, ClientID: "before", Ciphertext: []byte("hi"),
+			Keys: map[string][]byte{sam.key(): []byte("k"), sue.key(): []byte("k")}}
+		samWS.Send(string(proto.AppendSendFrame(nil, "r2", retry)))
+		if f := samWS.Read(); f.Type != proto.TypeSent || f.ID != before.ID || f.Seq != before.Seq || f.Ref != "r2" {
+			t.Fatalf("WebSocket retry: got %+v, want sent %s/%d", f, before.ID, before.Seq)
+		}
+		// Sue has sent no message with that client id: still refused.
+		r = w.env.Do("POST", "/api/v1/conversations/"+samSue+"/messages", sue.tok, httpMsg("before", "hi", []string{sam.key(), sue.key()}))
+		httpWantError(t, r, http.StatusForbidden, proto.CodeForbidden)
+		if msgs, _ := w.history(sue.tok, samSue, ""); len(msgs) != 1 {
+			t.Fatalf("history has %d messages after the retries, want 1", len(msgs))
 		}
 	})
 

@@ -385,19 +385,14 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	if err != nil {
 		return storage.Message{}, false, err
 	}
-	if !member.CanWrite {
-		return storage.Message{}, false, proto.Errorf(proto.CodeForbidden, "you may not write in this conversation")
-	}
-	if p.User.Role == storage.RoleStudent {
-		pair, err := n.studentPair(ctx, &c)
-		if err != nil {
-			return storage.Message{}, false, err
+	if err := n.mayWrite(ctx, p, &c, member); err != nil {
+		// A retry of a message stored before the right was lost is
+		// answered with that message: the app would otherwise mark as
+		// failed what its members have already received.
+		if prev, perr := n.store.MessageByClientID(ctx, c.ID, p.User.ID, p.Cred.DeviceID, s.ClientID, n.now()); perr == nil {
+			return prev, false, nil
 		}
-		if pair {
-			if err := n.studentDirectAllowed(ctx, c.School); err != nil {
-				return storage.Message{}, false, err
-			}
-		}
+		return storage.Message{}, false, err
 	}
 	now := n.now().UTC()
 	for _, a := range s.Attachments {
@@ -442,6 +437,21 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	n.cfg.OnMessage(&c, &box.m)
 	n.metrics.sendLatency.Observe(time.Since(start).Seconds())
 	return stored, true, nil
+}
+
+// mayWrite reports whether p may send to c, where p is member.
+func (n *Node) mayWrite(ctx context.Context, p auth.Principal, c *storage.Conversation, member storage.Member) error {
+	if !member.CanWrite {
+		return proto.Errorf(proto.CodeForbidden, "you may not write in this conversation")
+	}
+	if p.User.Role != storage.RoleStudent {
+		return nil
+	}
+	pair, err := n.studentPair(ctx, c)
+	if err != nil || !pair {
+		return err
+	}
+	return n.studentDirectAllowed(ctx, c.School)
 }
 
 // History returns messages of a conversation after a seq.

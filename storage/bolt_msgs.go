@@ -125,6 +125,44 @@ func (b *Bolt) Message(ctx context.Context, id string, now time.Time) (Message, 
 	return m, err
 }
 
+// MessageByClientID implements Messages: the memtable, then (unless the
+// Bloom filter rules the key out) bbolt, as AppendMessage looks.
+func (b *Bolt) MessageByClientID(ctx context.Context, conv, user, device, clientID string, now time.Time) (Message, error) {
+	if clientID == "" || !validID(conv) {
+		return Message{}, ErrNotFound
+	}
+	ck := clientKey(conv, user, device, clientID)
+	nowKey := timeKey(now)
+	l := b.log
+	l.mu.Lock()
+	e := l.clients[string(ck)]
+	inBolt := l.cks.mayHold(ck)
+	l.mu.Unlock()
+	if e != nil && !expiredAt(e.val, &nowKey) {
+		<-e.done
+		if e.err != nil {
+			return Message{}, ErrNotFound // never stored
+		}
+		return e.message()
+	}
+	if !inBolt {
+		return Message{}, ErrNotFound
+	}
+	var found *Message
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		found, err = findClientID(tx, &Message{Conversation: conv, SenderUser: user, SenderDevice: device, ClientID: clientID}, &nowKey)
+		return err
+	})
+	switch {
+	case err != nil:
+		return Message{}, err
+	case found == nil:
+		return Message{}, ErrNotFound
+	}
+	return *found, nil
+}
+
 // MessagesAfter implements Messages. A limit of zero or less returns no
 // messages and reports in more whether any follow. The memtable is read
 // first: bbolt then has every message below the memtable's lowest seq,

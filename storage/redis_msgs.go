@@ -245,6 +245,36 @@ func (r *Redis) Message(ctx context.Context, id string, now time.Time) (Message,
 	return decodeStoredMsg(res[0], res[1])
 }
 
+// MessageByClientID implements Messages: the conversation's client-id
+// hash, then the message it names.
+func (r *Redis) MessageByClientID(ctx context.Context, conv, user, device, clientID string, now time.Time) (Message, error) {
+	if err := r.check(ctx); err != nil {
+		return Message{}, err
+	}
+	if clientID == "" || !validID(conv) {
+		return Message{}, ErrNotFound
+	}
+	ck := r.convKey(conv)
+	seq, err := r.c.HGet(ctx, ck+"k", msgClientKey(&Message{SenderUser: user, SenderDevice: device, ClientID: clientID})).Result()
+	if isNil(err) {
+		return Message{}, ErrNotFound
+	}
+	if err != nil {
+		return Message{}, err
+	}
+	v, err := r.c.Get(ctx, ck+"m"+seq).Result()
+	if isNil(err) {
+		return Message{}, ErrNotFound
+	}
+	if err != nil {
+		return Message{}, err
+	}
+	if len(v) < 24 || v[:24] <= hexTime(now) { // expired (the order of scriptAppend's gt)
+		return Message{}, ErrNotFound
+	}
+	return decodeStoredMsg(seq, v)
+}
+
 // MessagesAfter implements Messages: one script that walks the seqs after
 // afterSeq and skips expired messages. A limit of zero or less returns no
 // messages and reports in more whether any follow.

@@ -156,6 +156,11 @@ type Messages interface {
 	AppendMessage(ctx context.Context, m Message) (msg Message, created bool, err error)
 	// Message returns one message or ErrNotFound (also once expired).
 	Message(ctx context.Context, id string, now time.Time) (Message, error)
+	// MessageByClientID returns the unexpired message of conv that
+	// AppendMessage would return for a retry with this sender and client
+	// id, or ErrNotFound. It stores nothing: it answers a retry that may
+	// no longer append (its sender lost the right to write).
+	MessageByClientID(ctx context.Context, conv, user, device, clientID string, now time.Time) (Message, error)
 	// MessagesAfter returns up to limit unexpired messages of a
 	// conversation with seq > afterSeq, ascending, and whether more follow.
 	MessagesAfter(ctx context.Context, conv string, afterSeq uint64, limit int, now time.Time) (msgs []Message, more bool, err error)

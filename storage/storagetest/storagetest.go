@@ -1416,6 +1416,27 @@ func testIdempotentClientID(t *testing.T, s storage.Store) {
 	eq(t, "created for a retry after the sweep", created, false)
 	eq(t, "retry after the sweep returns the new message", got.ID, "m-renewed")
 	eq(t, "LastSeq", lastSeqOf(t, s, "g1"), uint64(7))
+
+	// MessageByClientID answers as a retry would, and stores nothing.
+	byClient := func(conv, user, device, client string, now time.Time) string {
+		t.Helper()
+		m, err := s.MessageByClientID(ctx, conv, user, device, client, now)
+		if errors.Is(err, storage.ErrNotFound) {
+			return "not found"
+		}
+		noErr(t, err, "MessageByClientID")
+		eq(t, "its client id", m.ClientID, client)
+		return fmt.Sprintf("%s %d", m.ID, m.Seq)
+	}
+	eq(t, "by client id", byClient("g1", "u1", "phone", "c1", now), "m1 1")
+	eq(t, "by client id, other conversation", byClient("g2", "u1", "phone", "c1", now), "m4 1")
+	eq(t, "by client id, renewed", byClient("g1", "u1", "phone", "c-short", at(3*time.Hour)), "m-renewed 7")
+	eq(t, "by client id, expired", byClient("g1", "u1", "phone", "c1", at(30*day)), "not found")
+	eq(t, "by client id, unknown", byClient("g1", "u1", "phone", "c-none", now), "not found")
+	eq(t, "by client id, other device", byClient("g1", "u1", "no-device", "c1", now), "not found")
+	eq(t, "by client id, empty", byClient("g1", "u1", "phone", "", now), "not found")
+	eq(t, "by client id, no conversation", byClient("g9", "u1", "phone", "c1", now), "not found")
+	eq(t, "LastSeq after the lookups", lastSeqOf(t, s, "g1"), uint64(7))
 }
 
 func testIdempotentClientIDConcurrent(t *testing.T, s storage.Store) {
