@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -73,7 +74,8 @@ func WriteRaw(w http.ResponseWriter, status int, b []byte) {
 // Decode reads one JSON value from the request body into v, capped at
 // MaxBody. Malformed JSON, bytes that are not UTF-8 and wrong types are
 // invalid_request; a larger body is payload_too_large. Unknown fields are
-// ignored.
+// ignored, and names match exactly: "LOGIN" is an unknown field, not the
+// login (exactkeys.go).
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
@@ -84,6 +86,7 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if !utf8.Valid(body) {
 		return proto.Errorf(proto.CodeInvalidRequest, "request body is not valid UTF-8")
 	}
+	body = withoutCaseVariants(body, reflect.TypeOf(v))
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err)
