@@ -992,12 +992,15 @@ func (b *Bolt) checkpointPaced(pace time.Duration) error {
 					l.cks.add(e.ck)
 				}
 				// e is in bbolt now, readable there even while its append
-				// still links attachments. An append that finds no
-				// memtable for the conversation takes the next seq from
-				// l.seqs without reading bbolt's counter, so it must not
-				// be behind what bbolt holds (it was, by such a message,
-				// and its seq was given out twice).
-				l.seqs[e.conv] = max(l.seqs[e.conv], e.seq)
+				// still links attachments (not yet visible). An append
+				// that finds no memtable for the conversation takes the
+				// next seq from l.seqs without reading bbolt's counter, so
+				// it must not be behind what bbolt holds (it was, by such
+				// a message, and its seq was given out twice). A visible
+				// e raised it already.
+				if !e.durable {
+					l.seqs[e.conv] = max(l.seqs[e.conv], e.seq)
+				}
 				l.forget(e)
 			}
 			if len(chunk) == 0 && l.cks.full() {
