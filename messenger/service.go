@@ -439,7 +439,8 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	return stored, true, nil
 }
 
-// mayWrite reports whether p may send to c, where p is member.
+// mayWrite returns why p, with membership member, may not send to c, or
+// nil: the right to write and, between two students, the school's switch.
 func (n *Node) mayWrite(ctx context.Context, p auth.Principal, c *storage.Conversation, member storage.Member) error {
 	if !member.CanWrite {
 		return proto.Errorf(proto.CodeForbidden, "you may not write in this conversation")
