@@ -81,3 +81,28 @@ func TestDecodeExactKeysLeavesBadJSON(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecode checks that Decode never panics, and that filtering the
+// case variants out leaves none: the filter's output is its own fixpoint.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"kind":"k","login":"a","device":{"id":"d"},"members":[{"user_id":"u"}],"Plain":"p"}`,
+		`{"LOGIN":"x","login":"a","device":{"ID":"x","id":"d"}}`,
+		`{"by_name":{"A":{"ID":"x"}},"raw":{"LOGIN":1},"secret":"AAE=","at":"2026-11-26T10:00:00Z"}`,
+		`{"members":[{"User_ID":"x"},{"user_id":"u","Can_Write":true}]}`,
+		`{"LOGIN":"x","Login":"y","login":"a","LOGIN":"z"}`,
+		`[1,2]`, `null`, `{"login":"\u00e4"}`, "{\"\xff\":1}",
+	} {
+		f.Add([]byte(s))
+	}
+	typ := reflect.TypeFor[*keysReq]()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var got keysReq
+		r := httptest.NewRequest("POST", "/", strings.NewReader(string(body)))
+		_ = Decode(httptest.NewRecorder(), r, &got)
+		once := withoutCaseVariants(body, typ)
+		if twice := withoutCaseVariants(once, typ); string(twice) != string(once) {
+			t.Fatalf("%q filtered to %q, and again to %q", body, once, twice)
+		}
+	})
+}
