@@ -143,6 +143,10 @@ func writeMessage(w http.ResponseWriter, status int, m *storage.Message, p auth.
 }
 
 func (n *Node) postMessage(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if wait, ok := n.sends.allow(p.Cred.ID, time.Now()); !ok {
+		n.fail(w, &proto.Error{Code: proto.CodeRateLimited, Message: "sending too fast; slow down", RetryAfter: wait})
+		return
+	}
 	body, err := httpapi.ReadBody(w, r)
 	if err != nil {
 		n.fail(w, err)

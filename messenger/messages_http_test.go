@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -428,4 +429,30 @@ func httpSortedSeqs(m map[uint64]bool) []uint64 {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestHTTPSendRateLimit checks that POST …/messages has a socket's send
+// limit, per device: after the burst, 429 rate_limited with Retry-After,
+// and nothing of the refused post is stored; another device has its own
+// bucket.
+func TestHTTPSendRateLimit(t *testing.T) {
+	w := newHTTPWorld(t, func(c *serverConfig) {
+		c.Messenger.SendRate = 0.01 // a token per 100 s: none comes back during the test
+		c.Messenger.SendBurst = 3
+	})
+	tina, tom := w.u["tina"], w.u["tom"]
+	g := w.group(tina.tok, "Takt", httpMember(tom.id, true))
+	keys := []string{tina.key(), tom.key()}
+	for i := range 3 {
+		w.post(tina.tok, g, httpMsg(fmt.Sprintf("c%d", i), "x", keys))
+	}
+	r := w.env.Do("POST", "/api/v1/conversations/"+g+"/messages", tina.tok, httpMsg("c3", "x", keys))
+	httpWantError(t, r, http.StatusTooManyRequests, proto.CodeRateLimited)
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 100 {
+		t.Errorf("Retry-After %q, want 1 to 100 seconds", r.Header.Get("Retry-After"))
+	}
+	w.post(tom.tok, g, httpMsg("t0", "x", keys))
+	if got := w.lastSeq(tina.tok, g); got != 4 {
+		t.Fatalf("last_seq %d, want 4 (3 of tina's, 1 of tom's)", got)
+	}
 }

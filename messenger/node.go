@@ -34,8 +34,9 @@ type GatewayConfig struct {
 	// SendQueue is the number of frames queued for one connection before
 	// it counts as a slow reader and is closed with 4429. Zero means 256.
 	SendQueue int
-	// SendRate is the sustained rate of send frames per connection, and
-	// SendBurst the burst. Zero means 20/s and 100.
+	// SendRate is the sustained rate of send frames per connection (and of
+	// POST …/messages per credential), and SendBurst the burst. Zero means
+	// 20/s and 100.
 	SendRate  float64
 	SendBurst int
 	// PingInterval is the time between server pings. Zero means 30s.
@@ -88,6 +89,7 @@ type Node struct {
 	metrics *metrics
 	now     func() time.Time
 	pairs   pairMemo // studentPair's answers
+	sends   *httpSendLimits
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -167,6 +169,7 @@ func New(cfg Config) (*Node, error) {
 		log:     cfg.Log,
 		metrics: m,
 		now:     cfg.Now,
+		sends:   newHTTPSendLimits(cfg.Gateway.SendRate, cfg.Gateway.SendBurst),
 	}
 	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)
 	if r, ok := cfg.Broker.(Recoverer); ok {

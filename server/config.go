@@ -74,7 +74,8 @@ type MessengerConfig struct {
 	// SendQueue is the per-connection queue length. Default 256.
 	SendQueue int `yaml:"send_queue"`
 	// SendRate is the sustained send frames per second allowed per
-	// connection; SendBurst the burst. Defaults 20 and 100.
+	// connection, and POST …/messages per device; SendBurst the burst.
+	// Defaults 20 and 100.
 	SendRate  float64 `yaml:"send_rate"`
 	SendBurst int     `yaml:"send_burst"`
 	// PingInterval between server pings. Default 30s.

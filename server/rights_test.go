@@ -274,7 +274,10 @@ func exportFiles(t *testing.T, env *testenv.Env, tok string) map[string][]byte {
 }
 
 func TestExport(t *testing.T) {
-	w := newRightsWorld(t, func(c *server.Config) { c.Retention.Messages = time.Hour })
+	w := newRightsWorld(t, func(c *server.Config) {
+		c.Retention.Messages = time.Hour
+		c.Messenger.SendBurst = 1000 // ben posts 520 messages at once
+	})
 	env := w.env
 	ctx := context.Background()
 	annaKey, benKey, carlKey := keyName(w.anna, "anna-phone"), keyName(w.ben, "ben-phone"), keyName(w.carl, "carl-phone")
