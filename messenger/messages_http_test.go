@@ -158,6 +158,7 @@ func TestHTTPPostMessageRefused(t *testing.T) {
 		"keys empty":                {c.alice1, path, valid(set("keys", map[string]string{})), 400, proto.CodeInvalidRequest},
 		"keys missing":              {c.alice1, path, valid(del("keys")), 400, proto.CodeInvalidRequest},
 		"key name without slash":    {c.alice1, path, valid(oneKey(c.bob+"-b-phone", httpB64([]byte("k")))), 400, proto.CodeInvalidRequest},
+		"keys only for non-members": {c.alice1, path, valid(set("keys", map[string]string{"nobody/x": httpB64([]byte("k")), "stranger/phone": httpB64([]byte("k"))})), 400, proto.CodeInvalidRequest},
 		"key name without device":   {c.alice1, path, valid(oneKey(c.bob+"/", httpB64([]byte("k")))), 400, proto.CodeInvalidRequest},
 		"wrapped key not base64":    {c.alice1, path, valid(oneKey(c.bob+"/b-phone", "kein base64!")), 400, proto.CodeInvalidRequest},
 		"wrapped key empty":         {c.alice1, path, valid(oneKey(c.bob+"/b-phone", "")), 400, proto.CodeInvalidRequest},

@@ -394,6 +394,9 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 		}
 		return storage.Message{}, false, err
 	}
+	if !keysForMember(s.Keys, c.Members) {
+		return storage.Message{}, false, proto.Errorf(proto.CodeInvalidRequest, "keys must hold a wrapped key for a device of a member")
+	}
 	now := n.now().UTC()
 	for _, a := range s.Attachments {
 		if err := n.attachmentUsable(ctx, p, a, now); err != nil {
@@ -437,6 +440,21 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	n.cfg.OnMessage(&c, &box.m)
 	n.metrics.sendLatency.Observe(time.Since(start).Seconds())
 	return stored, true, nil
+}
+
+// keysForMember reports whether one of keys is for a device of a member.
+// A message without one is one no member can decrypt: a client bug, which
+// the server would store and show to every reader with empty keys.
+func keysForMember(keys map[string][]byte, members []storage.Member) bool {
+	for name := range keys {
+		user, _, _ := strings.Cut(name, "/")
+		for i := range members {
+			if members[i].UserID == user {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // mayWrite returns why p, with membership member, may not send to c, or
