@@ -92,6 +92,9 @@ func TestJSONBadInput(t *testing.T) {
 		// encoding/json alone would store U+FFFD for each bad byte.
 		"invalid UTF-8 in a value":    {func(e endpoint) string { return strings.Replace(e.valid(), `":"`, "\":\"\xfe", 1) }, 400, "invalid_request"},
 		"invalid UTF-8 unknown field": {func(e endpoint) string { return "{\"zz\":\"a\xc3\x28b\"," + e.valid()[1:] }, 400, "invalid_request"},
+		"lone surrogate escape":       {func(e endpoint) string { return `{"zz":"x\ud800y",` + e.valid()[1:] }, 400, "invalid_request"},
+		"lone low surrogate escape":   {func(e endpoint) string { return `{"zz":"\\\udc00",` + e.valid()[1:] }, 400, "invalid_request"},
+		"surrogate pair escape":       {func(e endpoint) string { return `{"zz":"\ud83d\ude00 \\ud800",` + e.valid()[1:] }, 0, ""},
 		"over 1 MiB":                  {func(e endpoint) string { return pad(e.valid(), httpapi.MaxBody+1) }, 413, "payload_too_large"},
 		"huge string value":           {func(e endpoint) string { return `{"name":"` + strings.Repeat("x", httpapi.MaxBody+64<<10) + `"}` }, 413, "payload_too_large"},
 		"unknown fields":              {func(e endpoint) string { return `{"zz_unknown":{"a":[1,{"b":null}]},` + e.valid()[1:] }, 0, ""},

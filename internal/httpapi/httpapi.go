@@ -83,7 +83,7 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	}
 	// encoding/json would replace each invalid byte with U+FFFD and store
 	// the result: a login or name the client never sent.
-	if !utf8.Valid(body) {
+	if !utf8.Valid(body) || loneSurrogate(body) {
 		return proto.Errorf(proto.CodeInvalidRequest, "request body is not valid UTF-8")
 	}
 	body = withoutCaseVariants(body, reflect.TypeOf(v))
@@ -95,6 +95,44 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return proto.Errorf(proto.CodeInvalidRequest, "request body must be one JSON value")
 	}
 	return nil
+}
+
+// loneSurrogate reports whether body has a \u escape of a UTF-16
+// surrogate that is not half of a pair: encoding/json would store U+FFFD
+// for it, as for a byte that is not UTF-8. Backslashes outside strings
+// make the JSON malformed, which the decoder reports.
+func loneSurrogate(body []byte) bool {
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		r, ok := escapedRune(body[i:])
+		if !ok {
+			i++ // \\, \" and the like: skip the escaped byte
+			continue
+		}
+		i += 5
+		switch {
+		case r >= 0xdc00 && r <= 0xdfff:
+			return true
+		case r >= 0xd800 && r <= 0xdbff:
+			low, ok := escapedRune(body[i+1:])
+			if !ok || low < 0xdc00 || low > 0xdfff {
+				return true
+			}
+			i += 6
+		}
+	}
+	return false
+}
+
+// escapedRune decodes b's leading \uXXXX escape.
+func escapedRune(b []byte) (rune, bool) {
+	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[2:6]), 16, 16)
+	return rune(n), err == nil
 }
 
 func decodeError(err error) error {
