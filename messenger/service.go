@@ -385,17 +385,18 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	if err != nil {
 		return storage.Message{}, false, err
 	}
-	if err := n.mayWrite(ctx, p, &c, member); err != nil {
-		// A retry of a message stored before the right was lost is
-		// answered with that message: the app would otherwise mark as
-		// failed what its members have already received.
+	err = n.mayWrite(ctx, p, &c, member)
+	if err == nil && !keysForMember(s.Keys, c.Members) {
+		err = proto.Errorf(proto.CodeInvalidRequest, "keys must hold a wrapped key for a device of a member")
+	}
+	if err != nil {
+		// A retry of a message stored before the right was lost (or its
+		// readers left) is answered with that message: the app would
+		// otherwise mark as failed what its members have already received.
 		if prev, perr := n.store.MessageByClientID(ctx, c.ID, p.User.ID, p.Cred.DeviceID, s.ClientID, n.now()); perr == nil {
 			return prev, false, nil
 		}
 		return storage.Message{}, false, err
-	}
-	if !keysForMember(s.Keys, c.Members) {
-		return storage.Message{}, false, proto.Errorf(proto.CodeInvalidRequest, "keys must hold a wrapped key for a device of a member")
 	}
 	now := n.now().UTC()
 	for _, a := range s.Attachments {
