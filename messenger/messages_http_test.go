@@ -171,6 +171,7 @@ func TestHTTPPostMessageRefused(t *testing.T) {
 		"attachment id empty":       {c.alice1, path, valid(set("attachments", []string{""})), 400, proto.CodeInvalidRequest},
 		"unknown attachment":        {c.alice1, path, valid(set("attachments", []string{"no-such-attachment"})), 400, proto.CodeInvalidRequest},
 		"malformed JSON":            {c.alice1, path, `{"client_id":"x1",`, 400, proto.CodeInvalidRequest},
+		"lone surrogate escape":     {c.alice1, path, `{"client_id":"x\ud800","ciphertext":"AAAA","keys":{"` + c.bob + `/b-phone":"AAAA"}}`, 400, proto.CodeInvalidRequest},
 		"not an object":             {c.alice1, path, `["x1"]`, 400, proto.CodeInvalidRequest},
 		"ciphertext over 64 KiB":    {c.alice1, path, valid(set("ciphertext", httpB64(big))), 413, proto.CodePayloadTooLarge},
 		"wrapped key over 256":      {c.alice1, path, valid(oneKey(c.bob+"/b-phone", httpB64(make([]byte, 257)))), 413, proto.CodePayloadTooLarge},

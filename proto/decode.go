@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -242,10 +243,10 @@ func (s *Send) Validate(requireConversation bool) *Error {
 	return nil
 }
 
-// checkObject rejects data that is not valid UTF-8 or does not start, after
+// checkObject rejects data that is not valid UTF-8 (ValidText) or does not start, after
 // JSON whitespace, with '{'. Both parsers run only on data it accepts.
 func checkObject(data []byte) *Error {
-	if !utf8.Valid(data) {
+	if !ValidText(data) {
 		return Errorf(CodeInvalidRequest, "frame is not valid UTF-8")
 	}
 	if v := bytes.TrimLeft(data, " \t\r\n"); len(v) == 0 || v[0] != '{' {
@@ -428,4 +429,48 @@ func DecodeServerFrame(data []byte) (*ServerFrame, error) {
 		f.Ref, f.UserID, f.DeviceID, f.ID, f.Seq, f.SentAt = c.Ref, c.UserID, c.DeviceID, c.ID, c.Seq, c.SentAt
 	}
 	return f, nil
+}
+
+// ValidText reports whether data, JSON text, is valid UTF-8 and has no \u
+// escape of a UTF-16 surrogate that is not half of a pair. A JSON decoder
+// would turn either into U+FFFD, and the server would store a character
+// the client never sent. Backslashes outside strings make the JSON
+// malformed, which its decoder reports.
+func ValidText(data []byte) bool {
+	if !utf8.Valid(data) {
+		return false
+	}
+	for i := 0; i < len(data); {
+		j := bytes.IndexByte(data[i:], '\\')
+		if j < 0 {
+			return true
+		}
+		i += j
+		r, ok := escapedRune(data[i:])
+		if !ok {
+			i += 2 // \\, \" and the like: skip the escaped byte
+			continue
+		}
+		i += 6
+		switch {
+		case r >= 0xdc00 && r <= 0xdfff:
+			return false
+		case r >= 0xd800 && r <= 0xdbff:
+			low, ok := escapedRune(data[i:])
+			if !ok || low < 0xdc00 || low > 0xdfff {
+				return false
+			}
+			i += 6
+		}
+	}
+	return true
+}
+
+// escapedRune decodes b's leading \uXXXX escape.
+func escapedRune(b []byte) (rune, bool) {
+	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[2:6]), 16, 16)
+	return rune(n), err == nil
 }

@@ -230,26 +230,29 @@ func TestDecodeClientFrameInvalid(t *testing.T) {
 		wantRef string // Ref expected in the rejected frame
 	}{
 		// Frame structure.
-		"empty":              {frame: ``, code: CodeInvalidRequest},
-		"whitespace":         {frame: "  \n", code: CodeInvalidRequest},
-		"not JSON":           {frame: `hello`, code: CodeInvalidRequest},
-		"truncated":          {frame: `{"type":"ping"`, code: CodeInvalidRequest},
-		"array":              {frame: `[{"type":"ping"}]`, code: CodeInvalidRequest},
-		"null":               {frame: `null`, code: CodeInvalidRequest},
-		"string":             {frame: `"ping"`, code: CodeInvalidRequest},
-		"number":             {frame: `1`, code: CodeInvalidRequest},
-		"two objects":        {frame: `{"type":"ping"}{"type":"ping"}`, code: CodeInvalidRequest},
-		"trailing garbage":   {frame: `{"type":"ping"} x`, code: CodeInvalidRequest},
-		"invalid UTF-8":      {frame: "{\"type\":\"ping\",\"x\":\"\xff\"}", code: CodeInvalidRequest},
-		"frame too large":    {frame: `{"type":"ping","x":"` + strings.Repeat("x", MaxFrameSize) + `"}`, code: CodePayloadTooLarge},
-		"missing type":       {frame: `{"ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
-		"null type":          {frame: `{"type":null,"ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
-		"empty type":         {frame: `{"type":"","ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
-		"type is a number":   {frame: `{"type":1,"ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
-		"type is an object":  {frame: `{"type":{},"ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
-		"unknown type":       {frame: `{"type":"shout","ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
-		"server frame type":  {frame: `{"type":"pong"}`, code: CodeInvalidRequest},
-		"type in upper case": {frame: `{"TYPE":"ping"}`, code: CodeInvalidRequest},
+		"empty":            {frame: ``, code: CodeInvalidRequest},
+		"whitespace":       {frame: "  \n", code: CodeInvalidRequest},
+		"not JSON":         {frame: `hello`, code: CodeInvalidRequest},
+		"truncated":        {frame: `{"type":"ping"`, code: CodeInvalidRequest},
+		"array":            {frame: `[{"type":"ping"}]`, code: CodeInvalidRequest},
+		"null":             {frame: `null`, code: CodeInvalidRequest},
+		"string":           {frame: `"ping"`, code: CodeInvalidRequest},
+		"number":           {frame: `1`, code: CodeInvalidRequest},
+		"two objects":      {frame: `{"type":"ping"}{"type":"ping"}`, code: CodeInvalidRequest},
+		"trailing garbage": {frame: `{"type":"ping"} x`, code: CodeInvalidRequest},
+		"invalid UTF-8":    {frame: "{\"type\":\"ping\",\"x\":\"\xff\"}", code: CodeInvalidRequest},
+		// A lone surrogate escape would decode to U+FFFD, like a bad byte.
+		"lone surrogate escape": {frame: `{"type":"send","ref":"r1","conversation":"c","client_id":"a\ud800","ciphertext":"AAAA","keys":{"u/d":"AAAA"}}`, code: CodeInvalidRequest},
+		"lone low surrogate":    {frame: `{"type":"ping","x":"\\\udfff"}`, code: CodeInvalidRequest},
+		"frame too large":       {frame: `{"type":"ping","x":"` + strings.Repeat("x", MaxFrameSize) + `"}`, code: CodePayloadTooLarge},
+		"missing type":          {frame: `{"ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
+		"null type":             {frame: `{"type":null,"ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
+		"empty type":            {frame: `{"type":"","ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
+		"type is a number":      {frame: `{"type":1,"ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
+		"type is an object":     {frame: `{"type":{},"ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
+		"unknown type":          {frame: `{"type":"shout","ref":"r1"}`, code: CodeInvalidRequest, wantRef: "r1"},
+		"server frame type":     {frame: `{"type":"pong"}`, code: CodeInvalidRequest},
+		"type in upper case":    {frame: `{"TYPE":"ping"}`, code: CodeInvalidRequest},
 		"type differs in case": {
 			frame: `{"type":"Ping"}`, code: CodeInvalidRequest,
 		},
@@ -627,5 +630,25 @@ func TestLargestSendFitsFrame(t *testing.T) {
 	}
 	if !reflect.DeepEqual(f.Send, s) || f.Ref != id {
 		t.Error("largest send does not round-trip")
+	}
+}
+
+func TestValidText(t *testing.T) {
+	for text, want := range map[string]bool{
+		`{"a":"plain"}`:               true,
+		`{"a":"\u00e4 \ud83d\ude00"}`: true,
+		`{"a":"\\ud800 \\"}`:          true, // escaped backslashes, no escapes of surrogates
+		`{"a":"\ud800"}`:              false,
+		`{"a":"\ud800\u0041"}`:        false,
+		`{"a":"\udc00\ud800"}`:        false,
+		`{"a":"x\\\udc00"}`:           false,
+		"{\"a\":\"\xff\"}":            false,
+		`{"a":"\ud83d`:                false, // truncated after a high surrogate
+		`\`:                           true,  // malformed JSON: the decoder's to report
+		`\u12`:                        true,
+	} {
+		if got := ValidText([]byte(text)); got != want {
+			t.Errorf("ValidText(%q) = %v, want %v", text, got, want)
+		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"klassenfunk/proto"
 )
@@ -77,13 +76,14 @@ func WriteRaw(w http.ResponseWriter, status int, b []byte) {
 // ignored, and names match exactly: "LOGIN" is an unknown field, not the
 // login (exactkeys.go).
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := ReadBody(w, r)
 	if err != nil {
-		return decodeError(err)
+		return err
 	}
-	// encoding/json would replace each invalid byte with U+FFFD and store
-	// the result: a login or name the client never sent.
-	if !utf8.Valid(body) || loneSurrogate(body) {
+	// encoding/json would replace each invalid byte (or lone surrogate
+	// escape) with U+FFFD and store the result: a login or name the client
+	// never sent.
+	if !proto.ValidText(body) {
 		return proto.Errorf(proto.CodeInvalidRequest, "request body is not valid UTF-8")
 	}
 	body = withoutCaseVariants(body, reflect.TypeOf(v))
@@ -97,50 +97,9 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
-// loneSurrogate reports whether body has a \u escape of a UTF-16
-// surrogate that is not half of a pair: encoding/json would store U+FFFD
-// for it, as for a byte that is not UTF-8. Backslashes outside strings
-// make the JSON malformed, which the decoder reports.
-func loneSurrogate(body []byte) bool {
-	for i := 0; i < len(body); i++ {
-		if body[i] != '\\' {
-			continue
-		}
-		r, ok := escapedRune(body[i:])
-		if !ok {
-			i++ // \\, \" and the like: skip the escaped byte
-			continue
-		}
-		i += 5
-		switch {
-		case r >= 0xdc00 && r <= 0xdfff:
-			return true
-		case r >= 0xd800 && r <= 0xdbff:
-			low, ok := escapedRune(body[i+1:])
-			if !ok || low < 0xdc00 || low > 0xdfff {
-				return true
-			}
-			i += 6
-		}
-	}
-	return false
-}
-
-// escapedRune decodes b's leading \uXXXX escape.
-func escapedRune(b []byte) (rune, bool) {
-	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(string(b[2:6]), 16, 16)
-	return rune(n), err == nil
-}
-
 func decodeError(err error) error {
-	var mbe *http.MaxBytesError
 	var ute *json.UnmarshalTypeError
 	switch {
-	case errors.As(err, &mbe):
-		return proto.Errorf(proto.CodePayloadTooLarge, "request body exceeds %d bytes", mbe.Limit)
 	case errors.As(err, &ute):
 		if ute.Field != "" {
 			return proto.Errorf(proto.CodeInvalidRequest, "field %q has the wrong type", ute.Field)
