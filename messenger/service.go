@@ -386,7 +386,7 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 		return storage.Message{}, false, err
 	}
 	err = n.mayWrite(ctx, p, &c, member)
-	if err == nil && !keysForMember(s.Keys, c.Members) {
+	if err == nil && !keysForMember(s.Keys, &c) {
 		err = proto.Errorf(proto.CodeInvalidRequest, "keys must hold a wrapped key for a device of a member")
 	}
 	if err != nil {
@@ -446,11 +446,10 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 // keysForMember reports whether one of keys is for a device of a member.
 // A message without one is one no member can decrypt: a client bug, which
 // the server would store and show to every reader with empty keys.
-func keysForMember(keys map[string][]byte, members []storage.Member) bool {
+func keysForMember(keys map[string][]byte, c *storage.Conversation) bool {
 	for name := range keys {
-		user, _, _ := strings.Cut(name, "/")
-		for i := range members {
-			if members[i].UserID == user {
+		if user, _, ok := proto.SplitKeyName(name); ok {
+			if _, member := c.Member(user); member {
 				return true
 			}
 		}
