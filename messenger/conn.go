@@ -320,6 +320,18 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 		// what the socket missed before it: leave cv to its floor.
 		return c.writeMessage(m, bp)
 	}
+	if !known && m.Seq > 1 {
+		// No baseline for cv yet. Concurrent sends are published in any
+		// order, and an earlier message that came after this one would be
+		// dropped as a duplicate: fill from what was sent while the
+		// socket was open instead (clients deduplicate the margin's few).
+		floor, err := c.openedFloor(context.Background(), &storage.Conversation{ID: m.Conversation, LastSeq: m.Seq - 1})
+		if err != nil {
+			c.n.log.Warn("gap fill floor", "conv", m.Conversation, "err", err)
+			floor = m.Seq - 1
+		}
+		last, known = floor, true
+	}
 	if known && m.Seq > last+1 {
 		c.n.metrics.gapFills.Inc()
 		gap, _, err := c.n.store.MessagesAfter(context.Background(), m.Conversation, last, int(m.Seq-last-1), c.n.now())
