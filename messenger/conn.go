@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -24,6 +25,7 @@ type outItem struct {
 	msg   *storage.Message // a live message; the writer filters the keys
 	sync  *syncJob         // a sync request
 	ping  bool             // a WebSocket ping
+	pong  []byte           // a WebSocket pong with this payload (an answer to the client's ping)
 	// sentConv/sentSeq accompany a "sent" frame so the writer knows the
 	// client has that seq.
 	sentConv string
@@ -49,14 +51,23 @@ const (
 
 // conn is one WebSocket connection.
 //
-// Goroutines: the reader runs for the connection's whole life. A writer
-// runs only while the queue has something (or a close is due): idle
-// connections cost one goroutine. All fields under mu are guarded by it;
-// lastSeq is owned by whichever writer runs (there is at most one).
+// Goroutines: none while the connection is idle. A poller worker reads
+// while the socket has something to read (serveReadable); a writer runs
+// only while the queue has something (or a close is due). A closing
+// connection, and one whose reads cannot be polled, has a reader
+// goroutine for the rest of its life (readBlocking). All fields under mu
+// are guarded by it; lastSeq is owned by whichever writer runs (there is
+// at most one); reads, and the fields owned by the reader, by whichever
+// goroutine holds the reads (rstate: there is at most one).
 type conn struct {
 	n  *Node
 	ws *websocket.Conn
+	fc *frameConn // what ws reads through
 	p  auth.Principal
+
+	rstate   atomic.Int32 // readRunning (a goroutine owns the reads), readIdle (the poller waits) or readDone
+	fd       int32        // the socket's descriptor in the poller
+	deadline atomic.Int64 // the read deadline (Unix ns): an idle connection past it is closed
 
 	userID    string // immutable after creation
 	deviceID  string
@@ -85,10 +96,19 @@ type conn struct {
 	lastRecheck  time.Time
 }
 
-func newConn(n *Node, ws *websocket.Conn, p auth.Principal, addr netip.Addr) *conn {
+// Read states of a connection (conn.rstate).
+const (
+	readRunning int32 = iota // a goroutine owns the reads
+	readIdle                 // the poller waits for the socket; the first to swap it to running owns the reads
+	readDone                 // the reads have ended
+	readAgain                // running, and data came since the owner's last read
+)
+
+func newConn(n *Node, ws *websocket.Conn, fc *frameConn, p auth.Principal, addr netip.Addr) *conn {
 	return &conn{
 		n:         n,
 		ws:        ws,
+		fc:        fc,
 		p:         p,
 		addr:      addr,
 		userID:    p.User.ID,
@@ -256,6 +276,8 @@ func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 		switch {
 		case it.ping:
 			err = c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
+		case it.pong != nil:
+			err = c.ws.WriteControl(websocket.PongMessage, it.pong, time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
 		case it.frame != nil:
 			err = c.writeOut(it)
 		case it.msg != nil:
@@ -277,6 +299,7 @@ func (c *conn) writeFailed() {
 	c.finished, c.writing = true, false
 	c.mu.Unlock()
 	c.ws.NetConn().Close()
+	c.wakeBlocking()
 }
 
 // writeOut writes a prepared frame and, for a sent frame, notes the seq it
@@ -478,64 +501,201 @@ func (c *conn) sendClose(code proto.CloseCode) {
 	msg := websocket.FormatCloseMessage(int(code), code.String())
 	if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil {
 		c.ws.NetConn().Close()
+		c.wakeBlocking()
 		return
 	}
 	c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+	c.wakeBlocking()
 }
 
 const closeGrace = 2 * time.Second
 
-// readLoop runs on its own goroutine for the connection's whole life and
-// cleans up when the connection ends.
-func (c *conn) readLoop() {
-	defer c.readerExit()
-	cfg := &c.n.cfg.Gateway
-	readTimeout := cfg.PingInterval*2 + 10*time.Second
-	// The deadline moves only when a quarter of it has passed: a timer
-	// update per frame cost 1.5% of the CPU at saturation. (Pong handlers
-	// run on this goroutine; sendClose sets a shorter deadline, which a
-	// closing connection leaves alone.)
-	var deadline time.Time
-	extend := func() {
-		if now := time.Now(); deadline.Sub(now) < readTimeout*3/4 {
-			deadline = now.Add(readTimeout)
-			c.ws.SetReadDeadline(deadline)
-		}
+// readTimeout is how long a connection may stay silent: two ping
+// intervals and a margin (10 s; shorter only for intervals below it, as in
+// tests).
+func (c *conn) readTimeout() time.Duration {
+	iv := c.n.cfg.Gateway.PingInterval
+	return 2*iv + min(iv, 10*time.Second)
+}
+
+// extend moves the read deadline. It moves only when a quarter of it has
+// passed: a timer update per frame cost 1.5% of the CPU at saturation.
+// (A closing connection leaves alone the shorter deadline of sendClose.)
+// Called by the goroutine that owns the reads.
+func (c *conn) extend() {
+	now := time.Now()
+	timeout := c.readTimeout()
+	if time.Duration(c.deadline.Load()-now.UnixNano()) < timeout*3/4 {
+		d := now.Add(timeout)
+		c.deadline.Store(d.UnixNano())
+		c.ws.SetReadDeadline(d)
 	}
-	extend()
-	c.ws.SetPongHandler(func(string) error {
-		if !c.closing() {
-			extend()
-		}
-		return nil
-	})
+}
+
+// serveReadable reads what the socket has, handles every whole frame, and
+// lets the socket go idle once it is empty. It runs on a poller worker,
+// which owns the reads (rstate). The client's pings are answered and its
+// pongs dropped here; any other frame is read through gorilla once it is
+// whole.
+func (c *conn) serveReadable() {
 	for {
-		mt, r, err := c.ws.NextReader()
-		if err != nil {
+		if !c.readAvailable() {
 			return
 		}
 		if c.closing() {
-			continue // wait for the client's close answer
-		}
-		extend()
-		buf := framePool.Get().(*bytes.Buffer)
-		buf.Reset()
-		n, err := io.Copy(buf, io.LimitReader(r, proto.MaxFrameSize+1))
-		switch {
-		case err != nil:
-			framePool.Put(buf)
+			c.readBlocking()
 			return
-		case n > proto.MaxFrameSize:
-			c.closeAfterQueue(proto.CloseTooLarge)
-		case mt != websocket.TextMessage:
-			c.reject("", proto.Errorf(proto.CodeInvalidRequest, "frames must be text frames with one JSON object"))
-		default:
-			c.handle(buf.Bytes())
 		}
-		if buf.Cap() <= 64<<10 { // do not pool a large frame's buffer
-			framePool.Put(buf)
+		c.fc.release()
+		if !c.letGo() {
+			return
 		}
 	}
+}
+
+// letGo gives the reads back to the poller: the socket waits idle for its
+// next event. It runs on the goroutine that owns the reads, once it has
+// read all there was; it returns true when data came meanwhile
+// (readAgain) and the caller reads on. A connection that began to close or
+// failed to write while the reads were owned, or whose poller stopped,
+// gets a reader goroutine: no event would come for it.
+func (c *conn) letGo() (again bool) {
+	if !c.rstate.CompareAndSwap(readRunning, readIdle) {
+		c.rstate.Store(readRunning)
+		return true
+	}
+	if c.needsReader() {
+		c.wakeBlocking()
+	}
+	return false
+}
+
+// needsReader reports whether the connection needs a reader goroutine
+// rather than the poller (letGo).
+func (c *conn) needsReader() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeCode != 0 || c.readerDone || c.finished || c.n.poller.stopping()
+}
+
+// readAvailable handles the whole frames in the buffer and reads the
+// socket until it is empty. It returns false when it has handed the
+// connection on: ended, or read by readBlocking to its end.
+func (c *conn) readAvailable() bool {
+	fc := c.fc
+	drained := false
+	for {
+		kind, size := scanFrame(fc.buf[fc.off:])
+		switch kind {
+		case framePong:
+			fc.skip(size)
+			continue
+		case framePing:
+			c.enqueue(outItem{pong: fc.pingPayload(size)})
+			fc.skip(size)
+			continue
+		case frameOther, frameHuge:
+			if !c.readMessage() {
+				c.readerExit()
+				return false
+			}
+			if c.closing() || fc.passthrough || fc.off != fc.limit {
+				c.readBlocking() // gorilla may hold the rest of a frame
+				return false
+			}
+			continue
+		}
+		if drained {
+			return true // the last read emptied the socket: a new event comes with more
+		}
+		full, err := fc.readNow(size)
+		if err == errWouldBlock {
+			return true
+		}
+		if err != nil {
+			c.readerExit()
+			return false
+		}
+		drained = !full
+		c.extend()
+	}
+}
+
+// readable notes that the socket has something to read. It reports
+// whether the caller now owns the reads (the connection was idle); a
+// goroutine that owns them is told to read once more (readAgain).
+func (c *conn) readable() bool {
+	for {
+		switch c.rstate.Load() {
+		case readIdle:
+			if c.rstate.CompareAndSwap(readIdle, readRunning) {
+				return true
+			}
+		case readRunning:
+			if c.rstate.CompareAndSwap(readRunning, readAgain) {
+				return false
+			}
+		default: // readAgain, readDone
+			return false
+		}
+	}
+}
+
+// wakeBlocking gives an idle connection a reader goroutine: to wait for
+// the client's answer to a close, to end after a failed write, or to end
+// once its read deadline has passed.
+func (c *conn) wakeBlocking() {
+	if c.rstate.CompareAndSwap(readIdle, readRunning) {
+		go c.readBlocking()
+	}
+}
+
+// expireIdle ends an idle connection whose read deadline has passed (its
+// client answered no ping): no read is waiting for the deadline to fire.
+func (c *conn) expireIdle(now time.Time) {
+	if now.UnixNano() > c.deadline.Load() {
+		c.wakeBlocking()
+	}
+}
+
+// readBlocking reads on the calling goroutine until the connection ends,
+// and cleans up. Gorilla answers pings and passes pongs to the handler
+// set in serveWS.
+func (c *conn) readBlocking() {
+	defer c.readerExit()
+	for c.readMessage() {
+	}
+}
+
+// readMessage reads the next message through gorilla and handles it. It
+// returns false when the connection has ended.
+func (c *conn) readMessage() bool {
+	mt, r, err := c.ws.NextReader()
+	if err != nil {
+		return false
+	}
+	if c.closing() {
+		return true // wait for the client's close answer
+	}
+	c.extend()
+	buf := framePool.Get().(*bytes.Buffer)
+	buf.Reset()
+	n, err := io.Copy(buf, io.LimitReader(r, proto.MaxFrameSize+1))
+	switch {
+	case err != nil:
+		framePool.Put(buf)
+		return false
+	case n > proto.MaxFrameSize:
+		c.closeAfterQueue(proto.CloseTooLarge)
+	case mt != websocket.TextMessage:
+		c.reject("", proto.Errorf(proto.CodeInvalidRequest, "frames must be text frames with one JSON object"))
+	default:
+		c.handle(buf.Bytes())
+	}
+	if buf.Cap() <= 64<<10 { // do not pool a large frame's buffer
+		framePool.Put(buf)
+	}
+	return true
 }
 
 var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -543,6 +703,10 @@ var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // readerExit unregisters the connection and closes the socket, or leaves
 // that to a writer still running.
 func (c *conn) readerExit() {
+	c.rstate.Store(readDone)
+	if c.n.poller != nil {
+		c.n.poller.forget(c)
+	}
 	c.n.hub.remove(c)
 	c.mu.Lock()
 	c.readerDone = true

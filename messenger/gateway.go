@@ -1,10 +1,12 @@
 package messenger
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -58,7 +60,8 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 		httpapi.WriteError(w, nil, proto.Errorf(proto.CodeUnauthorized, "unsupported Authorization scheme"))
 		return
 	}
-	ws, err := upgrader.Upgrade(w, r, nil)
+	hj := &frameHijacker{ResponseWriter: w}
+	ws, err := upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
@@ -72,7 +75,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 			return
 		}
 	}
-	c := newConn(n, ws, p, addr)
+	c := newConn(n, ws, hj.fc, p, addr)
 	if err := n.hub.add(c); err != nil {
 		code := proto.CloseGoingAway
 		if !errors.Is(err, errDraining) {
@@ -83,9 +86,37 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 		return
 	}
 	c.enqueue(outItem{frame: proto.AppendReady(nil, c.userID, c.deviceID)})
+	c.extend()
+	ws.SetPongHandler(func(string) error { // in readBlocking
+		if !c.closing() {
+			c.extend()
+		}
+		return nil
+	})
 	// The handler returns: net/http's buffers and this goroutine's grown
-	// stack are freed, and the connection lives on in its reader.
-	go c.readLoop()
+	// stack are freed. The connection lives on in the poller, or in a
+	// reader goroutine where its reads cannot be polled.
+	if n.poller != nil && hj.fc.raw != nil {
+		if err := n.poller.register(c); err == nil {
+			return
+		}
+	}
+	go c.readBlocking()
+}
+
+// frameHijacker hands gorilla the hijacked socket wrapped in a frameConn.
+type frameHijacker struct {
+	http.ResponseWriter
+	fc *frameConn
+}
+
+func (h *frameHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.fc = newFrameConn(nc)
+	return h.fc, brw, nil
 }
 
 // firstFrameAuth waits for the auth frame. It returns a close code when the

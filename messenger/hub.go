@@ -171,7 +171,9 @@ func (h *Hub) drain(ctx context.Context) {
 }
 
 // pingLoop pings every connection once per interval, one shard per tick,
-// so that pings (and the writers they start) are spread over the interval.
+// so that pings (and the writers they start) are spread over the interval,
+// and ends the idle connections that have been silent past their read
+// deadline.
 func (h *Hub) pingLoop(interval time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(interval / numHubShards)
 	defer t.Stop()
@@ -182,10 +184,12 @@ func (h *Hub) pingLoop(interval time.Duration, stop <-chan struct{}) {
 		case <-t.C:
 		}
 		s := &h.shards[i]
+		now := time.Now()
 		s.mu.RLock()
 		for _, conns := range s.users {
 			for _, c := range conns {
 				c.enqueue(outItem{ping: true})
+				c.expireIdle(now)
 			}
 		}
 		s.mu.RUnlock()

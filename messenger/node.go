@@ -85,6 +85,7 @@ type Node struct {
 	auth    *auth.Service
 	broker  Broker
 	hub     *Hub
+	poller  *poller // nil where sockets cannot be polled: a reader goroutine each
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
@@ -172,6 +173,11 @@ func New(cfg Config) (*Node, error) {
 		sends:   newHTTPSendLimits(cfg.Gateway.SendRate, cfg.Gateway.SendBurst),
 	}
 	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)
+	if p, err := newPoller(); err == nil {
+		n.poller = p
+	} else {
+		cfg.Log.Warn("sockets are read by a goroutine each", "err", err)
+	}
 	if r, ok := cfg.Broker.(Recoverer); ok {
 		r.SetOnRecover(n.hub.catchUp)
 	}
@@ -191,6 +197,9 @@ func (n *Node) Close() {
 	n.closeOnce.Do(func() {
 		close(n.stop)
 		n.wg.Wait()
+		if n.poller != nil {
+			n.poller.close()
+		}
 	})
 }
 

@@ -59,6 +59,12 @@ func (e *Env) DialSlow(h http.Header) (*WS, *http.Response, error) {
 	})
 }
 
+// DialWith is DialRaw with a dialer of the test's own (its buffer sizes,
+// its NetDial).
+func (e *Env) DialWith(h http.Header, d websocket.Dialer) (*WS, *http.Response, error) {
+	return e.dial(h, d)
+}
+
 func (e *Env) dial(h http.Header, d websocket.Dialer) (*WS, *http.Response, error) {
 	url := "ws" + strings.TrimPrefix(e.URL, "http") + "/api/v1/ws"
 	c, resp, err := d.Dial(url, h)

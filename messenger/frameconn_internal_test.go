@@ -1,0 +1,193 @@
+package messenger
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"klassenfunk/proto"
+)
+
+// clientFrame builds a client frame (RFC 6455, 5.2): first byte b0 (FIN,
+// RSV, opcode), masked with key unless key is nil; long lengths take the
+// 16- or 64-bit form.
+func clientFrame(b0 byte, payload []byte, key []byte) []byte {
+	f := []byte{b0, 0}
+	switch n := len(payload); {
+	case n <= 125:
+		f[1] = byte(n)
+	case n <= 0xffff:
+		f[1] = 126
+		f = binary.BigEndian.AppendUint16(f, uint16(n))
+	default:
+		f[1] = 127
+		f = binary.BigEndian.AppendUint64(f, uint64(n))
+	}
+	if key == nil {
+		return append(f, payload...)
+	}
+	f[1] |= 0x80
+	f = append(f, key...)
+	for i, b := range payload {
+		f = append(f, b^key[i&3])
+	}
+	return f
+}
+
+var testKey = []byte{0x12, 0x34, 0x56, 0x78}
+
+func TestScanFrame(t *testing.T) {
+	text := clientFrame(0x81, []byte(`{"type":"ping"}`), testKey)
+	long := clientFrame(0x81, bytes.Repeat([]byte("x"), 300), testKey)
+	huge := clientFrame(0x81, nil, testKey)[:2]
+	huge[1] = 0x80 | 127
+	huge = binary.BigEndian.AppendUint64(huge, proto.MaxFrameSize+1)
+	tests := map[string]struct {
+		b    []byte
+		kind frameKind
+		size int
+	}{
+		"empty":                    {nil, frameIncomplete, 0},
+		"one byte":                 {text[:1], frameIncomplete, 0},
+		"header, no payload yet":   {text[:6], frameIncomplete, len(text)},
+		"16-bit length cut":        {long[:3], frameIncomplete, 0},
+		"16-bit length, half":      {long[:100], frameIncomplete, len(long)},
+		"text frame":               {text, frameOther, len(text)},
+		"text frame and more":      {append(append([]byte{}, text...), text[:3]...), frameOther, len(text)},
+		"long text frame":          {long, frameOther, len(long)},
+		"ping":                     {clientFrame(0x89, []byte("abc"), testKey), framePing, 2 + 4 + 3},
+		"empty pong":               {clientFrame(0x8a, nil, testKey), framePong, 2 + 4},
+		"unmasked ping: gorilla's": {clientFrame(0x89, []byte("abc"), nil), frameOther, 2 + 3},
+		"ping not final":           {clientFrame(0x09, []byte("abc"), testKey), frameOther, 2 + 4 + 3},
+		"ping with a reserved bit": {clientFrame(0xc9, []byte("abc"), testKey), frameOther, 2 + 4 + 3},
+		"ping of 126 bytes":        {clientFrame(0x89, make([]byte, 126), testKey), frameOther, 4 + 4 + 126},
+		"close":                    {clientFrame(0x88, []byte{3, 232}, testKey), frameOther, 2 + 4 + 2},
+		"too large to buffer":      {huge, frameHuge, 0},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			kind, size := scanFrame(tc.b)
+			if kind != tc.kind || size != tc.size {
+				t.Fatalf("scanFrame = %d, %d; want %d, %d", kind, size, tc.kind, tc.size)
+			}
+		})
+	}
+}
+
+func FuzzScanFrame(f *testing.F) {
+	f.Add(clientFrame(0x81, []byte(`{"type":"sync"}`), testKey))
+	f.Add(clientFrame(0x89, []byte("p"), testKey))
+	f.Add(clientFrame(0x82, make([]byte, 70000), testKey)[:20])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		kind, size := scanFrame(b)
+		switch kind {
+		case frameIncomplete:
+			if size != 0 && size <= len(b) {
+				t.Fatalf("incomplete, but size %d of %d bytes", size, len(b))
+			}
+		case framePing, framePong, frameOther:
+			if size < 2 || size > len(b) || size > maxBufferedFrame {
+				t.Fatalf("whole frame of size %d in %d bytes", size, len(b))
+			}
+		case frameHuge:
+			if len(b) < 4 {
+				t.Fatalf("huge frame from %d bytes", len(b))
+			}
+		}
+		if kind == framePing {
+			fc := &frameConn{buf: b}
+			if p := fc.pingPayload(size); len(p) != int(b[1]&0x7f) {
+				t.Fatalf("ping payload of %d bytes, header says %d", len(p), b[1]&0x7f)
+			}
+		}
+	})
+}
+
+func TestPingPayloadUnmasked(t *testing.T) {
+	fc := &frameConn{buf: append([]byte("xx"), clientFrame(0x89, []byte("hallo"), testKey)...), off: 2}
+	kind, size := scanFrame(fc.buf[fc.off:])
+	if kind != framePing {
+		t.Fatalf("kind %d, want ping", kind)
+	}
+	if p := fc.pingPayload(size); string(p) != "hallo" {
+		t.Fatalf("payload %q, want hallo", p)
+	}
+	if p := (&frameConn{buf: clientFrame(0x89, nil, testKey)}).pingPayload(6); p == nil || len(p) != 0 {
+		t.Fatalf("empty ping payload %v, want empty and not nil (nil is no pong)", p)
+	}
+}
+
+// TestFrameConnReadsWholeFrames: a reader of frameConn (gorilla) gets the
+// bytes of one frame at a time, whatever it asks for, even when frames
+// arrive together, split, or larger than the buffer it starts with.
+func TestFrameConnReadsWholeFrames(t *testing.T) {
+	a := clientFrame(0x81, []byte("erster"), testKey)
+	b := clientFrame(0x81, bytes.Repeat([]byte("z"), 3*readBufSize), testKey)
+	c := clientFrame(0x8a, nil, testKey)
+	client, server := net.Pipe()
+	defer client.Close()
+	fc := newFrameConn(server)
+	defer fc.Close()
+	go func() {
+		stream := append(append(append([]byte{}, a...), b...), c...)
+		client.Write(stream[:len(a)+5]) // a and the start of b's header
+		client.Write(stream[len(a)+5 : len(a)+2000])
+		client.Write(stream[len(a)+2000:])
+	}()
+	fc.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i, want := range [][]byte{a, b, c} {
+		var got []byte
+		p := make([]byte, 64<<10) // larger than any frame: a read may not cross one
+		for len(got) < len(want) {
+			n, err := fc.Read(p)
+			if err != nil {
+				t.Fatalf("frame %d: %v after %d bytes", i, err, len(got))
+			}
+			got = append(got, p[:n]...)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: read %d bytes that differ from the frame (%d bytes)", i, len(got), len(want))
+		}
+		if fc.off != fc.limit {
+			t.Fatalf("frame %d: off %d, limit %d after the frame", i, fc.off, fc.limit)
+		}
+	}
+	if fc.pending() {
+		t.Fatal("bytes left after the last frame")
+	}
+	fc.release()
+	if fc.buf != nil {
+		t.Fatal("an emptied buffer was kept")
+	}
+}
+
+// TestFrameConnPassthrough: a frame too large to buffer is read through:
+// what was buffered, then the socket.
+func TestFrameConnPassthrough(t *testing.T) {
+	hdr := []byte{0x81, 0x80 | 127}
+	hdr = binary.BigEndian.AppendUint64(hdr, proto.MaxFrameSize+1)
+	hdr = append(hdr, testKey...)
+	client, server := net.Pipe()
+	defer client.Close()
+	fc := newFrameConn(server)
+	defer fc.Close()
+	go func() {
+		client.Write(append(append([]byte{}, hdr...), "abc"...))
+		client.Write([]byte("defg"))
+	}()
+	fc.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(io.LimitReader(readerFunc(fc.Read), int64(len(hdr)+7)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := string(hdr) + "abcdefg"; string(got) != want || !fc.passthrough {
+		t.Fatalf("read %q (passthrough %v), want %q", got, fc.passthrough, want)
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
