@@ -15,7 +15,7 @@ import (
 )
 
 // TestServeRuntimeSettings: serve raises GOMAXPROCS to 2, runs the
-// garbage collector at GOGC=400 and without stack shrinking unless the
+// garbage collector at GOGC=500 and without stack shrinking unless the
 // environment says otherwise (docs/api.md), as the Go runtime's own
 // metrics and the running process's environment (which the runtime read
 // at start: serve starts itself again with the setting) report them.
@@ -36,7 +36,7 @@ func TestServeRuntimeSettings(t *testing.T) {
 		gogc, gomaxprocs string
 		godebug          string
 	}{
-		{"defaults", []string{"GOMAXPROCS=1"}, "400", "2", "gcshrinkstackoff=1"},
+		{"defaults", []string{"GOMAXPROCS=1"}, "500", "2", "gcshrinkstackoff=1"},
 		{"set", []string{"GOMAXPROCS=3", "GOGC=150", "GODEBUG=gctrace=0,gcshrinkstackoff=0"}, "150", "3", "gctrace=0,gcshrinkstackoff=0"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -11,15 +11,16 @@ import (
 // environment's GODEBUG names them. The runtime reads them only at start,
 // so serve starts itself again with them (reexecServe).
 //
-// gcshrinkstackoff=1: a socket's reader goroutine parks with little of its
-// stack in use, but handling a send needs more than 4 KiB (the frames of
-// handle, Send and AppendMessage alone are 4 KiB), so a sender's stack is
-// 8 KiB. Every garbage-collection cycle shrank the stacks of the 5,000
-// senders of a load run to 4 KiB while marking, and each grew back with a
-// copy at its next send: ≈ 30 ms of CPU per cycle, all of it inside the
-// cycle's latency spike. With shrinking off, a socket that has sent keeps
-// 4 KiB more stack; a socket that never sent is not affected
-// (docs/performance.md).
+// gcshrinkstackoff=1: a goroutine that handles sends (a poller worker)
+// parks with little of its stack in use, but handling a send needs more
+// than 4 KiB (the frames of handle, Send and AppendMessage alone are 4
+// KiB), so its stack is 8 KiB. Every garbage-collection cycle shrank such
+// stacks while marking, and each grew back with a copy at the next send.
+// When every socket had a reader goroutine, that was ≈ 30 ms of CPU per
+// cycle for the 5,000 senders of a load run, all of it inside the cycle's
+// latency spike. The poller's workers are far fewer (about the sends in
+// flight), and each one's stack is wanted again at once; keeping it costs
+// nothing for idle sockets (docs/performance.md).
 var serveGODEBUG = []string{"gcshrinkstackoff=1"}
 
 // withGODEBUG returns env with settings added to its GODEBUG, each unless
