@@ -65,7 +65,7 @@ type conn struct {
 	fc *frameConn // what ws reads through
 	p  auth.Principal
 
-	rstate   atomic.Int32 // readRunning (a goroutine owns the reads), readIdle (the poller waits) or readDone
+	rstate   atomic.Int32 // readRunning or readAgain (a goroutine owns the reads), readIdle (the poller waits), readDone
 	fd       int32        // the socket's descriptor in the poller
 	deadline atomic.Int64 // the read deadline (Unix ns): an idle connection past it is closed
 
@@ -519,13 +519,13 @@ func (c *conn) readTimeout() time.Duration {
 }
 
 // extend moves the read deadline. It moves only when a quarter of it has
-// passed: a timer update per frame cost 1.5% of the CPU at saturation.
-// (A closing connection leaves alone the shorter deadline of sendClose.)
-// Called by the goroutine that owns the reads.
+// passed: a timer update per frame cost 1.5% of the CPU at saturation. A
+// closing connection keeps the shorter deadline of sendClose. Called by
+// the goroutine that owns the reads.
 func (c *conn) extend() {
 	now := time.Now()
 	timeout := c.readTimeout()
-	if time.Duration(c.deadline.Load()-now.UnixNano()) < timeout*3/4 {
+	if time.Duration(c.deadline.Load()-now.UnixNano()) < timeout*3/4 && !c.closing() {
 		d := now.Add(timeout)
 		c.deadline.Store(d.UnixNano())
 		c.ws.SetReadDeadline(d)

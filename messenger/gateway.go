@@ -87,12 +87,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 	}
 	c.enqueue(outItem{frame: proto.AppendReady(nil, c.userID, c.deviceID)})
 	c.extend()
-	ws.SetPongHandler(func(string) error { // in readBlocking
-		if !c.closing() {
-			c.extend()
-		}
-		return nil
-	})
+	ws.SetPongHandler(func(string) error { c.extend(); return nil }) // in readBlocking
 	// The handler returns: net/http's buffers and this goroutine's grown
 	// stack are freed. The connection lives on in the poller, or in a
 	// reader goroutine where its reads cannot be polled.
