@@ -69,8 +69,10 @@ const (
 // scanFrame classifies the frame at the start of b (RFC 6455, 5.2). size
 // is the frame's length, also for an incomplete frame once its header is
 // there (0 before). Only well-formed client pings and pongs are told
-// apart: final, unreserved bits clear, masked, at most 125 bytes. Anything
-// else goes to gorilla, which enforces the protocol.
+// apart: final, unreserved bits clear, masked, at most 125 bytes in the
+// 7-bit length field (a control frame may not use the longer forms, even
+// for a short payload). Anything else goes to gorilla, which enforces the
+// protocol.
 func scanFrame(b []byte) (kind frameKind, size int) {
 	if len(b) < 2 {
 		return frameIncomplete, 0
@@ -102,7 +104,7 @@ func scanFrame(b []byte) (kind frameKind, size int) {
 	if len(b) < size {
 		return frameIncomplete, size
 	}
-	if b[0]&0xf0 == 0x80 && masked && n <= 125 {
+	if b[0]&0xf0 == 0x80 && masked && b[1]&0x7f <= 125 { // the 7-bit length: gorilla refuses a longer form
 		switch b[0] & 0x0f {
 		case 0x9:
 			return framePing, size

@@ -39,6 +39,23 @@ func clientFrame(b0 byte, payload []byte, key []byte) []byte {
 
 var testKey = []byte{0x12, 0x34, 0x56, 0x78}
 
+// longForm builds a masked frame whose short payload is announced in the
+// 16-bit (len7 126) or 64-bit (127) length form, which RFC 6455 forbids
+// for control frames.
+func longForm(b0, len7 byte, payload string) []byte {
+	f := []byte{b0, 0x80 | len7}
+	if len7 == 126 {
+		f = binary.BigEndian.AppendUint16(f, uint16(len(payload)))
+	} else {
+		f = binary.BigEndian.AppendUint64(f, uint64(len(payload)))
+	}
+	f = append(f, testKey...)
+	for i := range len(payload) {
+		f = append(f, payload[i]^testKey[i&3])
+	}
+	return f
+}
+
 func TestScanFrame(t *testing.T) {
 	text := clientFrame(0x81, []byte(`{"type":"ping"}`), testKey)
 	long := clientFrame(0x81, bytes.Repeat([]byte("x"), 300), testKey)
@@ -64,6 +81,8 @@ func TestScanFrame(t *testing.T) {
 		"ping not final":           {clientFrame(0x09, []byte("abc"), testKey), frameOther, 2 + 4 + 3},
 		"ping with a reserved bit": {clientFrame(0xc9, []byte("abc"), testKey), frameOther, 2 + 4 + 3},
 		"ping of 126 bytes":        {clientFrame(0x89, make([]byte, 126), testKey), frameOther, 4 + 4 + 126},
+		"ping, 16-bit length form": {longForm(0x89, 126, "abcde"), frameOther, 4 + 4 + 5},
+		"pong, 64-bit length form": {longForm(0x8a, 127, "abcde"), frameOther, 10 + 4 + 5},
 		"close":                    {clientFrame(0x88, []byte{3, 232}, testKey), frameOther, 2 + 4 + 2},
 		"too large to buffer":      {huge, frameHuge, 0},
 	}
@@ -81,6 +100,8 @@ func FuzzScanFrame(f *testing.F) {
 	f.Add(clientFrame(0x81, []byte(`{"type":"sync"}`), testKey))
 	f.Add(clientFrame(0x89, []byte("p"), testKey))
 	f.Add(clientFrame(0x82, make([]byte, 70000), testKey)[:20])
+	f.Add(longForm(0x89, 126, "abcde"))
+	f.Add(longForm(0x8a, 127, "abcde"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		kind, size := scanFrame(b)
 		switch kind {

@@ -240,3 +240,27 @@ func TestSilentClientClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestLongFormControlFrame: a ping or pong whose short payload is
+// announced in a longer length form (RFC 6455 forbids it for control
+// frames) closes that socket with 1002, as gorilla does, and nothing else.
+func TestLongFormControlFrame(t *testing.T) {
+	c := newChat(t)
+	for _, frame := range [][]byte{
+		{0x89, 0x80 | 126, 0, 5, 1, 2, 3, 4, 'a', 'b', 'c', 'd', 'e'},
+		{0x8a, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4, 'a', 'b', 'c', 'd', 'e'},
+	} {
+		ws := c.env.Dial(c.b1)
+		if _, err := ws.Conn.NetConn().Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		if code := ws.CloseCode(5 * time.Second); code != websocket.CloseProtocolError {
+			t.Fatalf("frame % x: close %d, want 1002", frame[:2], code)
+		}
+	}
+	ws := c.env.Dial(c.alice1) // the server lives on
+	ws.Send(`{"type":"ping"}`)
+	if f := ws.Read(); f.Type != proto.TypePong {
+		t.Fatalf("got %q, want pong", f.Type)
+	}
+}
