@@ -595,6 +595,15 @@ func (c *conn) readAvailable() bool {
 			fc.skip(size)
 			continue
 		case frameOther, frameHuge:
+			if kind == frameHuge && fc.buf[fc.off]&0x0f <= 2 {
+				// A data frame announced beyond the limit: 4413 at once,
+				// not after a megabyte has come. (A control frame so
+				// long is gorilla's protocol error.) readBlocking waits
+				// for the close answer, discarding what follows.
+				c.closeAfterQueue(proto.CloseTooLarge)
+				c.readBlocking()
+				return false
+			}
 			if !c.readMessage() {
 				c.readerExit()
 				return false

@@ -264,3 +264,18 @@ func TestLongFormControlFrame(t *testing.T) {
 		t.Fatalf("got %q, want pong", f.Type)
 	}
 }
+
+// TestHugeFrameAnnounced: a frame whose header announces more than the
+// frame limit is refused with 4413 at once, without waiting for a
+// megabyte to arrive.
+func TestHugeFrameAnnounced(t *testing.T) {
+	c := newChat(t)
+	ws := c.env.Dial(c.b1)
+	frame := []byte{0x81, 0x80 | 127, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 'x', 'y', 'z'} // 2^62 bytes
+	if _, err := ws.Conn.NetConn().Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseTooLarge) {
+		t.Fatalf("close %d, want 4413", code)
+	}
+}
