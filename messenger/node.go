@@ -191,7 +191,8 @@ func New(cfg Config) (*Node, error) {
 }
 
 // Close stops the node's background work and waits for it (the pinger,
-// country re-checks). Safe to call twice. Drain first to close the
+// country re-checks), and stops the poller: sockets still open then get a
+// reader goroutine each. Safe to call twice. Drain first to close the
 // sockets, and stop the broker first so that no event starts new work.
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
