@@ -595,15 +595,6 @@ func (c *conn) readAvailable() bool {
 			fc.skip(size)
 			continue
 		case frameOther, frameHuge:
-			if kind == frameHuge && fc.buf[fc.off]&0x0f <= 2 {
-				// A data frame announced beyond the limit: 4413 at once,
-				// not after a megabyte has come. (A control frame so
-				// long is gorilla's protocol error.) readBlocking waits
-				// for the close answer, discarding what follows.
-				c.closeAfterQueue(proto.CloseTooLarge)
-				c.readBlocking()
-				return false
-			}
 			if !c.readMessage() {
 				c.readerExit()
 				return false
@@ -685,6 +676,13 @@ func (c *conn) readMessage() bool {
 	}
 	if c.closing() {
 		return true // wait for the client's close answer
+	}
+	if c.fc.passthrough {
+		// Its frame announced more than frameConn buffers, so more than
+		// the limit: 4413 at once, not after a megabyte has come. The
+		// close's grace bounds what is read after it.
+		c.closeAfterQueue(proto.CloseTooLarge)
+		return true
 	}
 	c.extend()
 	buf := framePool.Get().(*bytes.Buffer)

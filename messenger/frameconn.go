@@ -23,7 +23,8 @@ import (
 // close frame, or a read in the blocking mode of conn.readBlocking), Read
 // waits for the next whole frame. A frame too large to buffer
 // (maxBufferedFrame) switches the connection to passthrough: gorilla then
-// reads the socket directly, and the connection stays in blocking mode.
+// reads the socket directly, the connection stays in blocking mode, and a
+// data frame is refused with 4413 before it is read (conn.readMessage).
 //
 // Reads are owned by one goroutine at a time (conn.rstate); writes go to
 // the socket directly.
@@ -53,7 +54,7 @@ const maxFrameHeader = 14
 
 // maxBufferedFrame is the largest frame that frameConn buffers whole: one
 // that may hold a frame of proto.MaxFrameSize. A larger one is too large
-// anyway; gorilla reads it through and the reader closes with 4413.
+// anyway: the reader closes with 4413 once gorilla has read its header.
 const maxBufferedFrame = proto.MaxFrameSize + maxFrameHeader
 
 type frameKind uint8

@@ -67,7 +67,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 	}
 	if !headerAuth {
 		var code proto.CloseCode
-		p, code = n.firstFrameAuth(ws, addr)
+		p, code = n.firstFrameAuth(ws, hj.fc, addr)
 		if code != 0 {
 			n.metrics.closes.WithLabelValues(code.String()).Inc()
 			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.String()), time.Now().Add(time.Second))
@@ -116,12 +116,15 @@ func (h *frameHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // firstFrameAuth waits for the auth frame. It returns a close code when the
 // connection must end.
-func (n *Node) firstFrameAuth(ws *websocket.Conn, addr netip.Addr) (auth.Principal, proto.CloseCode) {
+func (n *Node) firstFrameAuth(ws *websocket.Conn, fc *frameConn, addr netip.Addr) (auth.Principal, proto.CloseCode) {
 	ws.SetReadDeadline(time.Now().Add(n.cfg.Gateway.AuthTimeout))
 	var buf bytes.Buffer
 	_, r, err := ws.NextReader()
 	if err != nil {
 		return auth.Principal{}, proto.CloseAuthTimeout
+	}
+	if fc.passthrough { // announced beyond the limit (readMessage)
+		return auth.Principal{}, proto.CloseTooLarge
 	}
 	if size, err := io.Copy(&buf, io.LimitReader(r, proto.MaxFrameSize+1)); err != nil {
 		return auth.Principal{}, proto.CloseAuthTimeout

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"klassenfunk/internal/testenv"
 	"klassenfunk/proto"
 )
 
@@ -270,12 +271,22 @@ func TestLongFormControlFrame(t *testing.T) {
 // megabyte to arrive.
 func TestHugeFrameAnnounced(t *testing.T) {
 	c := newChat(t)
-	ws := c.env.Dial(c.b1)
 	frame := []byte{0x81, 0x80 | 127, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 'x', 'y', 'z'} // 2^62 bytes
-	if _, err := ws.Conn.NetConn().Write(frame); err != nil {
-		t.Fatal(err)
-	}
-	if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseTooLarge) {
-		t.Fatalf("close %d, want 4413", code)
+	for _, authed := range []bool{true, false} {                                            // after auth, and as the auth frame
+		var ws *testenv.WS
+		if authed {
+			ws = c.env.Dial(c.b1)
+		} else {
+			var err error
+			if ws, _, err = c.env.DialRaw(nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := ws.Conn.NetConn().Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseTooLarge) {
+			t.Fatalf("authenticated %v: close %d, want 4413", authed, code)
+		}
 	}
 }
