@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 
 	"klassenfunk/proto"
 )
@@ -27,7 +28,9 @@ import (
 // data frame is refused with 4413 before it is read (conn.readMessage).
 //
 // Reads are owned by one goroutine at a time (conn.rstate); writes go to
-// the socket directly.
+// the socket directly. gorilla sets the write deadline before every write;
+// SetWriteDeadline passes it on only when it moves by more than a little
+// (writeSlack).
 type frameConn struct {
 	net.Conn
 	raw syscall.RawConn // nil: the socket cannot be read without waiting (no poller)
@@ -36,16 +39,51 @@ type frameConn struct {
 	off         int
 	limit       int  // gorilla may read buf[off:limit]: the rest of its frame
 	passthrough bool // gorilla reads buf[off:], then the socket
+
+	// Writes are serialised by gorilla (its write lock is held around
+	// SetWriteDeadline and the write).
+	wdl        time.Time     // the write deadline the socket has
+	wdlSet     bool          // wdl was set through this frameConn
+	writeSlack time.Duration // how much later than asked the socket's write deadline may be
 }
 
-func newFrameConn(nc net.Conn) *frameConn {
-	f := &frameConn{Conn: nc}
+// newFrameConn wraps nc. A write deadline asked for may be kept up to
+// writeSlack later on the socket: setting a socket's deadline costs a timer
+// update in the runtime, and gorilla sets it before every write (2.8 % of
+// the server's CPU at 15,000 msgs/s).
+func newFrameConn(nc net.Conn, writeSlack time.Duration) *frameConn {
+	f := &frameConn{Conn: nc, writeSlack: writeSlack}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			f.raw = raw
 		}
 	}
 	return f
+}
+
+// SetWriteDeadline gives the socket the deadline t, or keeps the one it
+// has when that is no earlier than t and at most writeSlack later. A new
+// one is set writeSlack later than asked, so that the writes of the next
+// writeSlack find it good enough.
+func (f *frameConn) SetWriteDeadline(t time.Time) error {
+	if f.wdlSet && !t.IsZero() && !f.wdl.Before(t) && f.wdl.Sub(t) <= f.writeSlack {
+		return nil
+	}
+	if !t.IsZero() {
+		t = t.Add(f.writeSlack)
+	}
+	f.wdl, f.wdlSet = t, false
+	if err := f.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	f.wdlSet = true
+	return nil
+}
+
+// SetDeadline sets both deadlines; the write deadline exactly.
+func (f *frameConn) SetDeadline(t time.Time) error {
+	f.wdlSet = false
+	return f.Conn.SetDeadline(t)
 }
 
 // maxFrameHeader is the longest frame header of RFC 6455 (5.2): 2 bytes,

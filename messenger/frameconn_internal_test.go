@@ -150,7 +150,7 @@ func TestFrameConnReadsWholeFrames(t *testing.T) {
 	c := clientFrame(0x8a, nil, testKey)
 	client, server := net.Pipe()
 	defer client.Close()
-	fc := newFrameConn(server)
+	fc := newFrameConn(server, 0)
 	defer fc.Close()
 	go func() {
 		stream := append(append(append([]byte{}, a...), b...), c...)
@@ -193,7 +193,7 @@ func TestFrameConnPassthrough(t *testing.T) {
 	hdr = append(hdr, testKey...)
 	client, server := net.Pipe()
 	defer client.Close()
-	fc := newFrameConn(server)
+	fc := newFrameConn(server, 0)
 	defer fc.Close()
 	go func() {
 		client.Write(append(append([]byte{}, hdr...), "abc"...))
@@ -212,3 +212,58 @@ func TestFrameConnPassthrough(t *testing.T) {
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// deadlineConn records the write deadlines given to the socket.
+type deadlineConn struct {
+	net.Conn
+	wdl   time.Time
+	calls int
+}
+
+func (d *deadlineConn) SetWriteDeadline(t time.Time) error { d.wdl, d.calls = t, d.calls+1; return nil }
+func (d *deadlineConn) SetDeadline(t time.Time) error      { return d.SetWriteDeadline(t) }
+
+// TestFrameConnWriteDeadline: whatever deadlines gorilla asks for, the
+// socket's is never earlier than asked and at most the slack later, and
+// deadlines that move on by less than the slack do not reach the socket.
+func TestFrameConnWriteDeadline(t *testing.T) {
+	const slack = 2 * time.Second
+	sock := &deadlineConn{}
+	fc := newFrameConn(sock, slack)
+	check := func(step string, asked time.Time) {
+		t.Helper()
+		if asked.IsZero() != sock.wdl.IsZero() || sock.wdl.Before(asked) || sock.wdl.Sub(asked) > slack {
+			t.Fatalf("%s: asked %v, the socket has %v (slack %v)", step, asked, sock.wdl, slack)
+		}
+	}
+	base := time.Unix(1_800_000_000, 0)
+	at := func(d time.Duration) time.Time { return base.Add(d) }
+
+	fc.SetWriteDeadline(at(0))
+	check("first", at(0))
+	// Writes in quick succession: one deadline for all of them.
+	for ms := 100; ms <= 2000; ms += 100 {
+		fc.SetWriteDeadline(at(time.Duration(ms) * time.Millisecond))
+		check("moving on", at(time.Duration(ms)*time.Millisecond))
+	}
+	if sock.calls != 1 {
+		t.Fatalf("%d deadlines reached the socket for writes within the slack, want 1", sock.calls)
+	}
+	fc.SetWriteDeadline(at(2100 * time.Millisecond))
+	check("past the slack", at(2100*time.Millisecond))
+	// Earlier by more than the slack (a close frame's short deadline).
+	fc.SetWriteDeadline(at(-10 * time.Second))
+	check("much earlier", at(-10*time.Second))
+	fc.SetWriteDeadline(time.Time{})
+	check("none", time.Time{})
+	fc.SetWriteDeadline(at(time.Second))
+	check("after none", at(time.Second))
+	// A deadline set for both directions is the socket's write deadline.
+	fc.SetDeadline(at(-time.Hour))
+	calls := sock.calls
+	fc.SetWriteDeadline(at(time.Second))
+	check("after SetDeadline", at(time.Second))
+	if sock.calls == calls {
+		t.Fatal("SetDeadline's deadline was taken for the one set before")
+	}
+}

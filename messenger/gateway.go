@@ -60,7 +60,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 		httpapi.WriteError(w, nil, proto.Errorf(proto.CodeUnauthorized, "unsupported Authorization scheme"))
 		return
 	}
-	hj := &frameHijacker{ResponseWriter: w}
+	hj := &frameHijacker{ResponseWriter: w, writeSlack: n.cfg.Gateway.WriteTimeout / 5}
 	ws, err := upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		return // the upgrader has answered
@@ -102,7 +102,8 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 // frameHijacker hands gorilla the hijacked socket wrapped in a frameConn.
 type frameHijacker struct {
 	http.ResponseWriter
-	fc *frameConn
+	writeSlack time.Duration // newFrameConn
+	fc         *frameConn
 }
 
 func (h *frameHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -110,7 +111,7 @@ func (h *frameHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.fc = newFrameConn(nc)
+	h.fc = newFrameConn(nc, h.writeSlack)
 	return h.fc, brw, nil
 }
 

@@ -44,7 +44,8 @@ type GatewayConfig struct {
 	// AuthTimeout is how long the server waits for the first frame's
 	// auth. Zero means 10s (API.md: at least 10, at most 12).
 	AuthTimeout time.Duration
-	// WriteTimeout bounds every write to a socket. Zero means 10s.
+	// WriteTimeout bounds every write to a socket (a write may get up to a
+	// fifth more: frameConn.SetWriteDeadline). Zero means 10s.
 	WriteTimeout time.Duration
 }
 
