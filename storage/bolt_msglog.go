@@ -970,6 +970,8 @@ func (b *Bolt) checkpointPaced(pace time.Duration) error {
 	if pace > 0 {
 		n = checkpointParts
 	}
+	gap := time.NewTimer(0)
+	defer gap.Stop()
 	for len(snap) > 0 {
 		chunk := snap[:min(len(snap), checkpointChunk)]
 		if err := b.applyChunk(chunk, n, pace); err != nil {
@@ -981,8 +983,14 @@ func (b *Bolt) checkpointPaced(pace time.Duration) error {
 		// The moved messages leave the memtable in short pieces: every
 		// append takes l.mu, and 32k at once held it for tens of
 		// milliseconds. Each piece is a new epoch, so that an append that
-		// read bbolt before the commit reads again.
-		for len(chunk) > 0 {
+		// read bbolt before the commit reads again. When paced, with
+		// gaps: back to back, the pieces were a burst of tens of
+		// milliseconds of CPU, and the tail of the senders' latency had
+		// a peak at the end of each checkpoint.
+		for i := 0; len(chunk) > 0; i++ {
+			if i > 0 && pace > 0 && !l.behind(len(snap)) {
+				l.rest(gap, pace/(2*checkpointParts))
+			}
 			piece := chunk[:min(len(chunk), forgetPiece)]
 			chunk = chunk[len(piece):]
 			l.mu.Lock()
@@ -1020,6 +1028,16 @@ func (b *Bolt) checkpointPaced(pace time.Duration) error {
 		l.obsolete = l.obsolete[1:]
 	}
 	return nil
+}
+
+// rest waits d on t, or less when the log closes: a gap between the
+// slices of a paced checkpoint.
+func (l *msgLog) rest(t *time.Timer, d time.Duration) {
+	t.Reset(d)
+	select {
+	case <-t.C:
+	case <-l.stop: // closing: finish at once
+	}
 }
 
 // behind reports whether, besides the moving messages, half a
@@ -1070,11 +1088,7 @@ func (b *Bolt) applyChunk(chunk []*memEntry, n int, pace time.Duration) error {
 			return err
 		}
 		if i < steps-1 && !b.log.behind(moving) {
-			gap.Reset(pace / time.Duration(steps))
-			select {
-			case <-gap.C:
-			case <-b.log.stop: // closing: finish at once
-			}
+			b.log.rest(gap, pace/time.Duration(steps))
 		}
 		return nil
 	}
