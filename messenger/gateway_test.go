@@ -47,6 +47,34 @@ func TestClientPingAnswered(t *testing.T) {
 	}
 }
 
+// TestNodeCloseHandsSocketsOver: a node that stops with sockets still
+// open (Close without Drain) stops its poller and gives each socket a
+// reader goroutine, so the sockets are still read and answered.
+func TestNodeCloseHandsSocketsOver(t *testing.T) {
+	c := newChat(t)
+	ws := c.env.Dial(c.b1)
+	other := c.env.Dial(c.alice1)
+	c.env.Srv.Msg.Close()
+	for _, w := range []*testenv.WS{ws, other} {
+		w.Send(`{"type":"ping"}`)
+		if f := w.Read(); f.Type != proto.TypePong {
+			t.Fatalf("got %q after Close, want pong", f.Type)
+		}
+	}
+	pongs := make(chan string, 1)
+	ws.Conn.SetPongHandler(func(data string) error { pongs <- data; return nil })
+	if err := ws.Conn.WriteControl(websocket.PingMessage, []byte("noch da"), time.Now().Add(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ws.Send(`{"type":"ping"}`)
+	if f := ws.Read(); f.Type != proto.TypePong {
+		t.Fatalf("got %q, want pong", f.Type)
+	}
+	if got := <-pongs; got != "noch da" {
+		t.Fatalf("pong payload %q", got)
+	}
+}
+
 // TestFragmentedMessage: a frame split into WebSocket fragments (a small
 // client write buffer) is one message, and the socket goes on working.
 func TestFragmentedMessage(t *testing.T) {
