@@ -302,6 +302,44 @@ func TestHTTPReaderSeesOnlyItsOwnKey(t *testing.T) {
 	}
 }
 
+// TestHTTPKeysForNonMembersDropped: a wrapped key for a user who is not a
+// member when the message is sent is not stored, so a user who joins later
+// finds no key written before it joined (docs/api.md).
+func TestHTTPKeysForNonMembersDropped(t *testing.T) {
+	c := newChat(t)
+	carol, carolID := httpOutsidersIDs(c)
+	a := httpAPI{t, c.env}
+	g := a.group(c.alice1, "Später")
+	early := a.post(c.alice1, g, httpMsg("e1", "vor carol", []string{c.alice + "/a-phone", carolID + "/c-phone", "stranger/x"}))
+	c.env.JSON("PUT", "/api/v1/conversations/"+g+"/members/"+carolID, c.alice1, map[string]any{"can_write": false}, http.StatusNoContent, nil)
+	late := a.post(c.alice1, g, httpMsg("e2", "mit carol", []string{c.alice + "/a-phone", carolID + "/c-phone"}))
+
+	want := map[string]map[string][]byte{
+		early.ID: {},
+		late.ID:  {carolID + "/c-phone": httpWrapped(carolID + "/c-phone")},
+	}
+	msgs, _ := a.history(carol, g, "")
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages for carol, want 2", len(msgs))
+	}
+	for _, id := range []string{early.ID, late.ID} {
+		var one proto.Message
+		c.env.JSON("GET", "/api/v1/messages/"+id, carol, nil, http.StatusOK, &one)
+		msgs = append(msgs, one)
+	}
+	for _, m := range msgs {
+		if !maps.EqualFunc(m.Keys, want[m.ID], bytes.Equal) {
+			t.Fatalf("message %d for carol: keys %q, want %q", m.Seq, m.Keys, want[m.ID])
+		}
+	}
+	// The sender's own key is kept.
+	var own proto.Message
+	c.env.JSON("GET", "/api/v1/messages/"+early.ID, c.alice1, nil, http.StatusOK, &own)
+	if len(own.Keys) != 1 || own.Keys[c.alice+"/a-phone"] == nil {
+		t.Fatalf("alice's keys of her message: %q", own.Keys)
+	}
+}
+
 func TestHTTPGetMessage(t *testing.T) {
 	c := newChat(t)
 	carol, carolID := httpOutsidersIDs(c)

@@ -386,7 +386,7 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 		return storage.Message{}, false, err
 	}
 	err = n.mayWrite(ctx, p, &c, member)
-	if err == nil && !keysForMember(s.Keys, &c) {
+	if err == nil && !keepMemberKeys(s.Keys, &c) {
 		err = proto.Errorf(proto.CodeInvalidRequest, "keys must hold a wrapped key for a device of a member")
 	}
 	if err != nil {
@@ -443,18 +443,27 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	return stored, true, nil
 }
 
-// keysForMember reports whether one of keys is for a device of a member.
-// A message without one is one no member can decrypt: a client bug, which
-// the server would store and show to every reader with empty keys.
-func keysForMember(keys map[string][]byte, c *storage.Conversation) bool {
+// keepMemberKeys removes from keys the entries for users who are not
+// members of c, and reports whether one for a member is left. Entries for
+// others are never shown to anyone, also not to a user who joins later and
+// would otherwise find a key written before it was a member. A message
+// without a key for a member is one no member can decrypt: a client bug,
+// which the server would store and show to every reader with empty keys.
+func keepMemberKeys(keys map[string][]byte, c *storage.Conversation) bool {
+	isMember := func(user string) bool { _, ok := c.Member(user); return ok }
+	if len(keys) > 16 && len(c.Members) > 16 {
+		set := make(map[string]struct{}, len(c.Members))
+		for _, m := range c.Members {
+			set[m.UserID] = struct{}{}
+		}
+		isMember = func(user string) bool { _, ok := set[user]; return ok }
+	}
 	for name := range keys {
-		if user, _, ok := proto.SplitKeyName(name); ok {
-			if _, member := c.Member(user); member {
-				return true
-			}
+		if user, _, ok := proto.SplitKeyName(name); !ok || !isMember(user) {
+			delete(keys, name)
 		}
 	}
-	return false
+	return len(keys) > 0
 }
 
 // mayWrite returns why p, with membership member, may not send to c, or
