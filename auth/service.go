@@ -280,10 +280,8 @@ func validLogin(l string) error {
 	if l == "" || utf8.RuneCountInString(l) > maxLoginChars || strings.TrimSpace(l) != l {
 		return proto.Errorf(proto.CodeInvalidRequest, "login must be 1 to 128 characters without surrounding spaces")
 	}
-	for _, r := range l {
-		if r < 0x20 || r == 0x7f || r == '/' {
-			return proto.Errorf(proto.CodeInvalidRequest, "login must not contain control characters or '/'")
-		}
+	if proto.ContainsControl(l) || strings.ContainsRune(l, '/') {
+		return proto.Errorf(proto.CodeInvalidRequest, "login must not contain control characters or '/'")
 	}
 	return nil
 }
@@ -318,11 +316,11 @@ func ValidOS(os string) bool {
 }
 
 func (d *Device) validate() error {
-	if !proto.ValidDeviceID(d.ID) || strings.ContainsRune(d.ID, 0) {
-		return proto.Errorf(proto.CodeInvalidRequest, "device.id must be 1 to %d characters", proto.MaxIDLen)
+	if !proto.ValidDeviceID(d.ID) {
+		return proto.Errorf(proto.CodeInvalidRequest, "device.id must be 1 to %d characters without control characters", proto.MaxIDLen)
 	}
-	if utf8.RuneCountInString(d.Name) > 128 || !utf8.ValidString(d.Name) {
-		return proto.Errorf(proto.CodeInvalidRequest, "device.name must be at most 128 characters")
+	if utf8.RuneCountInString(d.Name) > 128 || !utf8.ValidString(d.Name) || proto.ContainsControl(d.Name) {
+		return proto.Errorf(proto.CodeInvalidRequest, "device.name must be at most 128 characters without control characters")
 	}
 	if !ValidOS(d.OS) {
 		return proto.Errorf(proto.CodeInvalidRequest, "device.os must be ios, android, web, macos, windows or linux")

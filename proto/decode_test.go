@@ -590,6 +590,8 @@ func TestSplitKeyName(t *testing.T) {
 		"device of MaxID umlauts": {name: "u/" + strings.Repeat("ä", MaxIDLen), user: "u", device: strings.Repeat("ä", MaxIDLen), ok: true},
 		"device too many umlauts": {name: "u/" + strings.Repeat("ä", MaxIDLen+1)},
 		"user too long":           {name: strings.Repeat("u", MaxIDLen+1) + "/d"},
+		"control in device":       {name: "u/d\x01"},
+		"DEL in device":           {name: "u/\x7fd"},
 		"empty":                   {name: ""},
 		"KeyName roundtrip":       {name: KeyName("user", "dev/ice"), user: "user", device: "dev/ice", ok: true},
 	}

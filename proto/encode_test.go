@@ -260,11 +260,15 @@ func TestClientFramesRoundTrip(t *testing.T) {
 				t.Errorf("auth %s: %+v, %v", out, f, err)
 			}
 
+			dev := s // a device id has no control characters (ValidDeviceID)
+			if ContainsControl(s) {
+				dev = "dev"
+			}
 			send := &Send{
 				Conversation: s,
 				ClientID:     s,
 				Ciphertext:   []byte{0, 1, 2, 0xff},
-				Keys:         map[string][]byte{s + "/" + s: {1}, "b/c": {2}},
+				Keys:         map[string][]byte{s + "/" + dev: {1}, "b/c": {2}},
 				Attachments:  []string{s, "x"},
 			}
 			out = AppendSendFrame(nil, s, send)
@@ -276,7 +280,7 @@ func TestClientFramesRoundTrip(t *testing.T) {
 				Conversation: c,
 				ClientID:     c,
 				Ciphertext:   send.Ciphertext,
-				Keys:         map[string][]byte{c + "/" + c: {1}, "b/c": {2}},
+				Keys:         map[string][]byte{c + "/" + canonical(t, dev): {1}, "b/c": {2}},
 				Attachments:  []string{c, "x"},
 			}
 			if f.Type != TypeSend || f.Ref != c || !reflect.DeepEqual(f.Send, want) {

@@ -150,10 +150,19 @@ func SplitKeyName(name string) (userID, deviceID string, ok bool) {
 }
 
 // ValidDeviceID reports whether id is a device id of 1 to MaxIDLen
-// characters of UTF-8. The app chooses it, so it is counted as API.md
-// counts it: in characters, not bytes.
+// characters of UTF-8 without control characters. The app chooses it, so
+// it is counted as API.md counts it: in characters, not bytes. A control
+// character takes six bytes in JSON (\u0001); with them, 1,024 keys named
+// for such devices would not fit in one frame.
 func ValidDeviceID(id string) bool {
-	return id != "" && len(id) <= utf8.UTFMax*MaxIDLen && utf8.ValidString(id) && utf8.RuneCountInString(id) <= MaxIDLen
+	return id != "" && len(id) <= utf8.UTFMax*MaxIDLen && utf8.ValidString(id) && utf8.RuneCountInString(id) <= MaxIDLen && !ContainsControl(id)
+}
+
+// ContainsControl reports whether s holds an ASCII control character
+// (U+0000 to U+001F or U+007F): none belongs in a name people read or an
+// id a client chooses.
+func ContainsControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // validID reports whether id is non-empty and at most MaxIDLen bytes.
