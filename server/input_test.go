@@ -133,6 +133,17 @@ func TestJSONBadInput(t *testing.T) {
 			authWantError(t, authCall(t, env, m, "/api/v1/no-such-thing", testenv.OperatorToken, nil, nil), http.StatusNotFound, "not_found")
 		}
 	})
+	// http.ServeMux redirects a path that is not clean, with an HTML body;
+	// under /api/v1 the app gets the JSON error instead.
+	t.Run("unclean path", func(t *testing.T) {
+		for _, p := range []string{"/api/v1//schools", "/api/v1/./schools", "/api/v1/x/../schools", "/api/v1/schools/.", "/api/v1", "/api//v1/schools"} {
+			r := authCall(t, env, "POST", p, testenv.OperatorToken, map[string]any{"name": "Umweg"}, nil)
+			authWantError(t, r, http.StatusNotFound, "not_found")
+			if loc := r.Header.Get("Location"); loc != "" {
+				t.Fatalf("%s: redirected to %s", p, loc)
+			}
+		}
+	})
 }
 
 // TestTokenNotInURL checks that credentials in a query string are ignored.

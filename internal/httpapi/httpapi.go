@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"reflect"
 	"strconv"
 	"strings"
@@ -126,6 +127,25 @@ func Bearer(r *http.Request) string {
 // NotFound answers every path of the API that no route claims.
 func NotFound(w http.ResponseWriter, r *http.Request) {
 	WriteError(w, nil, proto.Errorf(proto.CodeNotFound, "no such endpoint"))
+}
+
+// CleanAPIPaths answers a path of the API that is not clean ("//", "/./",
+// "/../", or "/api/v1" without its slash) with NotFound. http.ServeMux
+// would redirect it to the clean path with an HTML body, and an app expects
+// the JSON error of API.md from every path under /api/v1.
+func CleanAPIPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		c := path.Clean(p)
+		if strings.HasSuffix(p, "/") && c != "/" {
+			c += "/"
+		}
+		if (c == "/api/v1" || strings.HasPrefix(c, "/api/v1/")) && (c != p || p == "/api/v1") {
+			NotFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // ReadBody reads the whole request body, capped at MaxBody
