@@ -247,10 +247,10 @@ func (s *Send) Validate(requireConversation bool) *Error {
 // JSON whitespace, with '{'. Both parsers run only on data it accepts.
 func checkObject(data []byte) *Error {
 	if !ValidText(data) {
-		return Errorf(CodeInvalidRequest, "frame is not valid UTF-8")
+		return Errorf(CodeInvalidRequest, "not valid UTF-8 (a byte sequence, or a \\u escape of half a surrogate pair)")
 	}
 	if v := bytes.TrimLeft(data, " \t\r\n"); len(v) == 0 || v[0] != '{' {
-		return Errorf(CodeInvalidRequest, "frame is not a JSON object")
+		return Errorf(CodeInvalidRequest, "not a JSON object")
 	}
 	return nil
 }
