@@ -84,13 +84,6 @@ func (h *HTTP) sameOrigin(r *http.Request) error {
 	return nil
 }
 
-// secureCookie reports whether the session cookie gets the Secure
-// attribute: always, except for plain HTTP to a loopback host (a developer's
-// http://127.0.0.1:8080), where a Secure cookie would never come back.
-func (h *HTTP) secureCookie(r *http.Request) bool {
-	return httpapi.Scheme(r, h.TrustedProxies) == "https" || !httpapi.LoopbackHost(httpapi.Host(r, h.TrustedProxies))
-}
-
 func (h *HTTP) setSessionCookie(w http.ResponseWriter, r *http.Request, token string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     SessionCookie,
@@ -98,7 +91,7 @@ func (h *HTTP) setSessionCookie(w http.ResponseWriter, r *http.Request, token st
 		Path:     "/",
 		MaxAge:   maxAge,
 		HttpOnly: true,
-		Secure:   h.secureCookie(r),
+		Secure:   true,
 		SameSite: http.SameSiteStrictMode,
 	})
 }

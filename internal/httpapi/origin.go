@@ -52,21 +52,6 @@ func Origin(r *http.Request, trusted []netip.Prefix) string {
 	return Scheme(r, trusted) + "://" + Host(r, trusted)
 }
 
-// LoopbackHost reports whether host (with or without a port) names the local
-// machine: localhost, a name under .localhost, 127.0.0.0/8 or ::1.
-func LoopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.Unmap().IsLoopback()
-}
-
 func fromTrusted(r *http.Request, trusted []netip.Prefix) bool {
 	if len(trusted) == 0 {
 		return false
