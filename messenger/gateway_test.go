@@ -25,22 +25,29 @@ import (
 // with a pong carrying its payload, in order with the frames around it.
 func TestClientPingAnswered(t *testing.T) {
 	c := newChat(t)
-	ws := c.env.Dial(c.b1)
+	wantPingAnswered(t, c.env.Dial(c.b1), "hallo-123")
+}
+
+// wantPingAnswered sends a WebSocket ping with payload and then a ping
+// frame, and wants the pong control frame (with the payload) before the
+// pong frame.
+func wantPingAnswered(t *testing.T, ws *testenv.WS, payload string) {
+	t.Helper()
 	pongs := make(chan string, 1)
 	ws.Conn.SetPongHandler(func(data string) error { pongs <- data; return nil })
-	if err := ws.Conn.WriteControl(websocket.PingMessage, []byte("hallo-123"), time.Now().Add(5*time.Second)); err != nil {
+	if err := ws.Conn.WriteControl(websocket.PingMessage, []byte(payload), time.Now().Add(5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	ws.Send(`{"type":"ping"}`)
-	// The pong control frame comes before the pong frame: reading the
-	// frame runs the handler first.
+	// Reading the pong frame runs the handler of the control frame
+	// before it first.
 	if f := ws.Read(); f.Type != proto.TypePong {
 		t.Fatalf("got %q, want pong", f.Type)
 	}
 	select {
 	case got := <-pongs:
-		if got != "hallo-123" {
-			t.Fatalf("pong payload %q, want hallo-123", got)
+		if got != payload {
+			t.Fatalf("pong payload %q, want %q", got, payload)
 		}
 	default:
 		t.Fatal("no pong control frame before the pong frame")
@@ -61,18 +68,7 @@ func TestNodeCloseHandsSocketsOver(t *testing.T) {
 			t.Fatalf("got %q after Close, want pong", f.Type)
 		}
 	}
-	pongs := make(chan string, 1)
-	ws.Conn.SetPongHandler(func(data string) error { pongs <- data; return nil })
-	if err := ws.Conn.WriteControl(websocket.PingMessage, []byte("noch da"), time.Now().Add(5*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	ws.Send(`{"type":"ping"}`)
-	if f := ws.Read(); f.Type != proto.TypePong {
-		t.Fatalf("got %q, want pong", f.Type)
-	}
-	if got := <-pongs; got != "noch da" {
-		t.Fatalf("pong payload %q", got)
-	}
+	wantPingAnswered(t, ws, "noch da")
 }
 
 // TestFragmentedMessage: a frame split into WebSocket fragments (a small
