@@ -634,29 +634,47 @@ func (s *Service) Logins(ctx context.Context, p Principal) ([]storage.LoginEvent
 // credential or user is gone, country_blocked when the restriction
 // refuses addr.
 func (s *Service) Recheck(ctx context.Context, p *Principal, addr netip.Addr) error {
-	c, err := s.store.Credential(ctx, p.Cred.ID)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return errUnauthorized
-		}
-		return err
-	}
-	now := s.now()
-	if c.Kind == storage.CredSession && !now.Before(c.ExpiresAt) {
-		s.deleteCredential(ctx, c.ID)
-		return errUnauthorized
-	}
-	u, err := s.activeUser(ctx, c.UserID)
+	c, u, err := s.check(ctx, p.Cred.ID, addr)
 	if err != nil {
 		return err
 	}
-	if err := s.checkCountry(ctx, u, addr); err != nil {
-		return err
-	}
-	s.touch(ctx, &c, now)
+	s.touch(ctx, &c, s.now())
 	p.Cred = c
 	p.User = u
 	return nil
+}
+
+// Check is Recheck for a connection whose credential is credID, without
+// recording a use: whether the credential may still be used from addr.
+// The gateway calls it when the broker may have lost a revocation.
+func (s *Service) Check(ctx context.Context, credID string, addr netip.Addr) error {
+	_, _, err := s.check(ctx, credID, addr)
+	return err
+}
+
+// check returns credential credID and its user when the credential still
+// exists (a session not past its idle deadline: one past it is deleted),
+// the user is active and the account's country restriction allows addr.
+func (s *Service) check(ctx context.Context, credID string, addr netip.Addr) (storage.Credential, storage.User, error) {
+	c, err := s.store.Credential(ctx, credID)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return c, storage.User{}, errUnauthorized
+		}
+		return c, storage.User{}, err
+	}
+	if c.Kind == storage.CredSession && !s.now().Before(c.ExpiresAt) {
+		s.deleteCredential(ctx, c.ID)
+		return c, storage.User{}, errUnauthorized
+	}
+	u, err := s.activeUser(ctx, c.UserID)
+	if err != nil {
+		return c, u, err
+	}
+	if err := s.checkCountry(ctx, u, addr); err != nil {
+		return c, u, err
+	}
+	return c, u, nil
 }
 
 // touch records the use of c at most once per TouchInterval, moving a

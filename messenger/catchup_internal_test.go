@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,18 +76,9 @@ func catchUpMsg(seq int, at time.Time) storage.Message {
 		SenderUser: "u2", SenderDevice: "d", SentAt: at, ExpiresAt: at.Add(time.Hour)}
 }
 
-// A socket that never synced, whose catch-up fails once and is tried again
-// after a live message arrived: the messages sent during the broker's gap
-// still reach it (the live one must not become the catch-up's start).
-func TestCatchUpRetryKeepsTheGap(t *testing.T) {
-	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
-	st := &catchUpStore{failConvs: 1, failed: make(chan struct{}, 1)}
-	st.msgs = []storage.Message{catchUpMsg(1, opened.Add(-time.Hour))} // before the socket
-	for s := 2; s <= 5; s++ {
-		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Minute)))
-	}
-	n := catchUpNode(t, st, opened.Add(10*time.Minute))
-
+// catchUpPair returns the client and the server end of a WebSocket.
+func catchUpPair(t *testing.T) (cli, srv *websocket.Conn) {
+	t.Helper()
 	upgraded := make(chan *websocket.Conn, 1)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
@@ -101,8 +93,24 @@ func TestCatchUpRetryKeepsTheGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := <-upgraded
+	srv = <-upgraded
 	t.Cleanup(func() { cli.Close(); srv.Close() })
+	return cli, srv
+}
+
+// A socket that never synced, whose catch-up fails once and is tried again
+// after a live message arrived: the messages sent during the broker's gap
+// still reach it (the live one must not become the catch-up's start).
+func TestCatchUpRetryKeepsTheGap(t *testing.T) {
+	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	st := &catchUpStore{failConvs: 1, failed: make(chan struct{}, 1)}
+	st.msgs = []storage.Message{catchUpMsg(1, opened.Add(-time.Hour))} // before the socket
+	for s := 2; s <= 5; s++ {
+		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Minute)))
+	}
+	n := catchUpNode(t, st, opened.Add(10*time.Minute))
+
+	cli, srv := catchUpPair(t)
 	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli()}
 
 	c.enqueue(outItem{sync: &syncJob{catchUp: true}}) // after a resubscribe: the store fails
@@ -124,6 +132,42 @@ func TestCatchUpRetryKeepsTheGap(t *testing.T) {
 			t.Fatalf("seq %d was sent before the socket opened", f.Message.Seq)
 		}
 		got[f.Message.Seq] = true
+	}
+}
+
+// A catch-up stands in for live delivery: it does not send the device its
+// own messages (it got "sent" for them), but does send those of the
+// user's other devices.
+func TestCatchUpSkipsOwnMessages(t *testing.T) {
+	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	st := &catchUpStore{}
+	for s := 1; s <= 6; s++ {
+		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Minute)))
+	}
+	st.msgs[2].SenderUser, st.msgs[2].SenderDevice = "u1", "d1" // this device
+	st.msgs[3].SenderUser, st.msgs[3].SenderDevice = "u1", "d2" // the user's other device
+	n := catchUpNode(t, st, opened.Add(10*time.Minute))
+	cli, srv := catchUpPair(t)
+	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli()}
+
+	c.enqueue(outItem{sync: &syncJob{catchUp: true}})
+	live := catchUpMsg(7, opened.Add(9*time.Minute))
+	c.enqueue(outItem{msg: &live}) // after the catch-up's frames
+	var got []uint64
+	cli.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(got) == 0 || got[len(got)-1] != 7 {
+		_, b, err := cli.ReadMessage()
+		if err != nil {
+			t.Fatalf("got seqs %v: %v", got, err)
+		}
+		f, err := proto.DecodeServerFrame(b)
+		if err != nil || f.Type != proto.TypeMessage {
+			t.Fatalf("frame %s: %v", b, err)
+		}
+		got = append(got, f.Message.Seq)
+	}
+	if want := []uint64{1, 2, 4, 5, 6, 7}; !slices.Equal(got, want) {
+		t.Fatalf("got seqs %v, want %v (not 3, this device's own)", got, want)
 	}
 }
 

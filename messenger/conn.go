@@ -366,7 +366,7 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 			if g.Seq >= m.Seq {
 				break
 			}
-			if proto.KeyName(g.SenderUser, g.SenderDevice) != c.deviceKey { // own messages got "sent"
+			if !c.own(g) { // own messages got "sent"
 				if err := c.writeMessage(g, bp); err != nil {
 					return err
 				}
@@ -395,6 +395,9 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 	ctx := context.Background()
 	if job.catchUp {
 		c.catchUpDue = false
+		if !c.stillAllowed(ctx) {
+			return nil
+		}
 	}
 	convs, err := c.n.store.ConversationsOf(ctx, c.userID)
 	if err != nil {
@@ -426,8 +429,13 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 				return c.syncFailed(job, "sync: messages", err)
 			}
 			for i := range msgs {
-				if err := c.writeMessage(&msgs[i], bp); err != nil {
-					return err
+				// A catch-up stands in for live delivery, which never
+				// sends a device its own message (it got "sent"); a sync
+				// replays everything.
+				if !job.catchUp || !c.own(&msgs[i]) {
+					if err := c.writeMessage(&msgs[i], bp); err != nil {
+						return err
+					}
 				}
 				after = msgs[i].Seq
 			}
@@ -447,6 +455,35 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 }
 
 const syncPage = 200
+
+// own reports whether m was sent by this connection's device.
+func (c *conn) own(m *storage.Message) bool {
+	return m.SenderUser == c.userID && m.SenderDevice == c.deviceID
+}
+
+// stillAllowed checks the connection's credential (and the account's
+// country restriction) before a catch-up: a revocation published while
+// the broker's subscription was down is lost like a message, and would
+// otherwise leave the socket open until the client's next frame. It closes
+// the connection and reports false when the credential is refused; a
+// store failure lets the catch-up go on.
+func (c *conn) stillAllowed(ctx context.Context) bool {
+	if c.n.auth == nil { // the catch-up unit tests run without one
+		return true
+	}
+	err := c.n.auth.Check(ctx, c.credID, c.addr)
+	var pe *proto.Error
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &pe):
+		c.closeWith(closeCodeOf(err))
+		return false
+	default:
+		c.n.log.Warn("catch-up: check credential", "err", err)
+		return true
+	}
+}
 
 // catchUpMargin widens a catch-up from the socket's opening back in time:
 // sent_at comes from the clock of the node that took the send.

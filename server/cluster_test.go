@@ -212,6 +212,39 @@ func TestClusterCatchUpAfterLostSubscription(t *testing.T) {
 	}
 }
 
+// TestClusterRevocationDuringLostSubscription: a revocation published
+// while a node's subscription is down is lost like a message; the node's
+// catch-up after it resubscribes checks its sockets' credentials, so the
+// revoked device's socket there still closes with 4401 (it would otherwise
+// stay open, and get new messages, until the client sent a frame).
+func TestClusterRevocationDuringLostSubscription(t *testing.T) {
+	tn := startTwoNodes(t)
+	b := tn.n2.Dial(tn.bTok)
+	stop, killed := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		defer func() { killed <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := redistest.Do(tn.redis.Addr(), "CLIENT", "KILL", "TYPE", "pubsub"); err == nil {
+				n++
+			}
+		}
+	}()
+	tn.n1.JSON("DELETE", "/api/v1/trust/"+tn.bTrust, tn.bTok, nil, http.StatusNoContent, nil)
+	close(stop)
+	if n := <-killed; n == 0 {
+		t.Fatal("no CLIENT KILL went through: the gap did not happen as planned")
+	}
+	if code := b.CloseCode(10 * time.Second); code != int(proto.CloseUnauthorized) {
+		t.Fatalf("bob's socket on node 2: close %d, want 4401", code)
+	}
+}
+
 // TestClusterAttachmentDirCheck: a node whose attachments directory is
 // not the other nodes' says so when it starts.
 func TestClusterAttachmentDirCheck(t *testing.T) {
