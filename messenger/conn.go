@@ -73,8 +73,9 @@ type conn struct {
 	deviceID  string
 	deviceKey string // "<user>/<device>": the entry of keys this device reads
 	credID    string
-	addr      netip.Addr // the client's address (country restriction)
-	opened    int64      // when the socket opened (Unix ms, the node's clock): a catch-up's floor
+	addr      netip.Addr  // the client's address (country restriction)
+	opened    int64       // when the socket opened (Unix ms, the node's clock): a catch-up's floor
+	present   atomic.Bool // the node's Presence counts this socket (Hub.add; leavePresence)
 
 	mu         sync.Mutex
 	queue      []outItem       // guarded by mu
@@ -194,10 +195,21 @@ func (c *conn) startClose(code proto.CloseCode, flush bool) {
 		if !flush {
 			c.queue = nil
 		}
+		// From now on the socket gets no live message: the device counts
+		// as offline (and gets pushes) at once, not only when the client
+		// has answered the close or its grace has passed.
+		c.leavePresence()
 	} else if !flush {
 		c.flush, c.queue = false, nil // a hard close overtakes a flushing one
 	}
 	c.kick()
+}
+
+// leavePresence tells the node's Presence, once, that the socket is gone.
+func (c *conn) leavePresence() {
+	if c.present.CompareAndSwap(true, false) {
+		c.n.hub.presence.Disconnected(c.userID, c.deviceID)
+	}
 }
 
 // closing reports whether the connection is closing: the reader ignores

@@ -227,6 +227,31 @@ func TestSendRateLimit(t *testing.T) {
 	}
 }
 
+// TestClosingSocketIsOffline: from the moment the server closes a socket
+// it gets no live message, so the device counts as offline (and gets a
+// push) at once, even while the server still waits for a silent client's
+// close answer.
+func TestClosingSocketIsOffline(t *testing.T) {
+	c := newChat(t)
+	ws := c.env.Dial(c.b1)
+	ws.Conn.SetCloseHandler(func(int, string) error { return nil }) // no answer
+	if on, err := c.env.Srv.Msg.Online(context.Background(), c.bob, "b-phone"); err != nil || !on {
+		t.Fatalf("online before the drain: %v, %v", on, err)
+	}
+	drained := make(chan struct{})
+	go func() {
+		c.env.Srv.Drain(context.Background())
+		close(drained)
+	}()
+	if code := ws.CloseCode(5 * time.Second); code != int(proto.CloseGoingAway) {
+		t.Fatalf("close %d, want 1001", code)
+	}
+	if on, err := c.env.Srv.Msg.Online(context.Background(), c.bob, "b-phone"); err != nil || on {
+		t.Fatalf("online while closing: %v, %v", on, err)
+	}
+	<-drained
+}
+
 func TestDrainClosesWithGoingAway(t *testing.T) {
 	c := newChat(t)
 	ws := c.env.Dial(c.b1)

@@ -70,6 +70,7 @@ func (h *Hub) add(c *conn) error {
 	h.metrics.connections.Inc()
 	if h.presence != nil {
 		h.presence.Connected(c.userID, c.deviceID)
+		c.present.Store(true)
 	}
 	return nil
 }
@@ -87,9 +88,7 @@ func (h *Hub) remove(c *conn) {
 	s.users[c.userID] = conns
 	h.active.Done()
 	h.metrics.connections.Dec()
-	if h.presence != nil {
-		h.presence.Disconnected(c.userID, c.deviceID)
-	}
+	c.leavePresence()
 	if len(conns) == 0 {
 		delete(s.users, c.userID)
 		if err := h.broker.Unsubscribe(c.userID); err != nil {
@@ -127,7 +126,7 @@ func (h *Hub) online(userID, deviceID string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, c := range s.users[userID] {
-		if c.deviceID == deviceID {
+		if c.deviceID == deviceID && !c.closing() { // a closing socket gets no live message
 			return true
 		}
 	}
