@@ -186,6 +186,7 @@ func (g *redisGroup) run() {
 	b := g.b
 	backoff := 50 * time.Millisecond
 	failed := false
+	var warned time.Time // the last warning of a lost subscription
 	for {
 		select {
 		case <-b.stop:
@@ -199,7 +200,13 @@ func (g *redisGroup) run() {
 		default:
 		}
 		failed = true
-		b.log.Warn("redis broker: subscription lost; resubscribing", "group", g.index, "err", err, "in", backoff)
+		// While Redis is away every group fails every few hundred
+		// milliseconds: warn once per half minute, the rest at debug.
+		lvl := slog.LevelDebug
+		if time.Since(warned) >= 30*time.Second {
+			lvl, warned = slog.LevelWarn, time.Now()
+		}
+		b.log.Log(context.Background(), lvl, "redis broker: subscription lost; resubscribing", "group", g.index, "err", err, "in", backoff)
 		select {
 		case <-b.stop:
 			return

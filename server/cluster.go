@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,6 +31,7 @@ const redisPrefix = "kf:"
 // openCluster connects to Redis. A node refuses to start when Redis cannot
 // be reached: serving with half its state would be worse.
 func (s *Server) openCluster(ctx context.Context) error {
+	redis.SetLogger(redisLog{s.log.With("component", "redis")})
 	client, err := storage.NewRedisClient(s.cfg.RedisURL)
 	if err != nil {
 		return err
@@ -54,6 +57,16 @@ func (s *Server) openCluster(ctx context.Context) error {
 		presence: messenger.NewRedisPresence(client, redisPrefix, node, 0, log),
 	}
 	return nil
+}
+
+// redisLog sends the Redis client's own messages (a failed dial, a
+// connection dropped from the pool) to the node's log, so that they come
+// as JSON like every other line, not as text of their own on stderr. The
+// library has one logger per process: the last node opened wins.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
 // checkSharedAttachments logs an error when this node's attachments
