@@ -98,6 +98,20 @@ func catchUpPair(t *testing.T) (cli, srv *websocket.Conn) {
 	return cli, srv
 }
 
+// readMessageSeq reads a message frame from cli and returns its seq.
+func readMessageSeq(t *testing.T, cli *websocket.Conn) uint64 {
+	t.Helper()
+	_, b, err := cli.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	f, err := proto.DecodeServerFrame(b)
+	if err != nil || f.Type != proto.TypeMessage {
+		t.Fatalf("frame %s: %v", b, err)
+	}
+	return f.Message.Seq
+}
+
 // A socket that never synced, whose catch-up fails once and is tried again
 // after a live message arrived: the messages sent during the broker's gap
 // still reach it (the live one must not become the catch-up's start).
@@ -120,18 +134,11 @@ func TestCatchUpRetryKeepsTheGap(t *testing.T) {
 	got := map[uint64]bool{}
 	cli.SetReadDeadline(time.Now().Add(10 * time.Second)) // the retry comes after 1 s
 	for len(got) < 4 {
-		_, b, err := cli.ReadMessage()
-		if err != nil {
-			t.Fatalf("got seqs %v, want 2 to 5: %v", got, err)
+		seq := readMessageSeq(t, cli)
+		if seq < 2 {
+			t.Fatalf("seq %d was sent before the socket opened", seq)
 		}
-		f, err := proto.DecodeServerFrame(b)
-		if err != nil || f.Type != proto.TypeMessage {
-			t.Fatalf("frame %s: %v", b, err)
-		}
-		if f.Message.Seq < 2 {
-			t.Fatalf("seq %d was sent before the socket opened", f.Message.Seq)
-		}
-		got[f.Message.Seq] = true
+		got[seq] = true
 	}
 }
 
@@ -156,15 +163,7 @@ func TestCatchUpSkipsOwnMessages(t *testing.T) {
 	var got []uint64
 	cli.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for len(got) == 0 || got[len(got)-1] != 7 {
-		_, b, err := cli.ReadMessage()
-		if err != nil {
-			t.Fatalf("got seqs %v: %v", got, err)
-		}
-		f, err := proto.DecodeServerFrame(b)
-		if err != nil || f.Type != proto.TypeMessage {
-			t.Fatalf("frame %s: %v", b, err)
-		}
-		got = append(got, f.Message.Seq)
+		got = append(got, readMessageSeq(t, cli))
 	}
 	if want := []uint64{1, 2, 4, 5, 6, 7}; !slices.Equal(got, want) {
 		t.Fatalf("got seqs %v, want %v (not 3, this device's own)", got, want)

@@ -154,6 +154,34 @@ func TestClusterRedisRestartMidStream(t *testing.T) {
 	}
 }
 
+// killSubscriptions kills the nodes' Redis subscriptions over and over
+// until the returned stop is called, which fails the test when no kill
+// went through (the gap it was for did not happen).
+func (tn *twoNodes) killSubscriptions(t *testing.T) (stop func()) {
+	done, killed := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		defer func() { killed <- n }()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := redistest.Do(tn.redis.Addr(), "CLIENT", "KILL", "TYPE", "pubsub"); err == nil {
+				n++
+			}
+		}
+	}()
+	return func() {
+		t.Helper()
+		close(done)
+		if n := <-killed; n == 0 {
+			t.Fatal("no CLIENT KILL went through: the gap did not happen as planned")
+		}
+	}
+}
+
 // TestClusterCatchUpAfterLostSubscription: a message published while the
 // nodes have lost their Redis subscriptions still reaches every socket of
 // the receiver once they resubscribe: a socket that has synced is caught
@@ -183,26 +211,9 @@ func TestClusterCatchUpAfterLostSubscription(t *testing.T) {
 
 	// The subscriptions are killed over and over while alice posts, so
 	// that the message is published while node 2 is not subscribed.
-	stop, killed := make(chan struct{}), make(chan int)
-	go func() {
-		n := 0
-		defer func() { killed <- n }()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := redistest.Do(tn.redis.Addr(), "CLIENT", "KILL", "TYPE", "pubsub"); err == nil {
-				n++
-			}
-		}
-	}()
+	stop := tn.killSubscriptions(t)
 	m := post("gap")
-	close(stop)
-	if n := <-killed; n == 0 {
-		t.Fatal("no CLIENT KILL went through: the gap did not happen as planned")
-	}
+	stop()
 
 	if f, _ := synced.ReadType(proto.TypeMessage); f.Message.ID != m.ID {
 		t.Fatalf("the synced socket got %s, want %s", f.Message.ID, m.ID)
@@ -220,26 +231,9 @@ func TestClusterCatchUpAfterLostSubscription(t *testing.T) {
 func TestClusterRevocationDuringLostSubscription(t *testing.T) {
 	tn := startTwoNodes(t)
 	b := tn.n2.Dial(tn.bTok)
-	stop, killed := make(chan struct{}), make(chan int)
-	go func() {
-		n := 0
-		defer func() { killed <- n }()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := redistest.Do(tn.redis.Addr(), "CLIENT", "KILL", "TYPE", "pubsub"); err == nil {
-				n++
-			}
-		}
-	}()
+	stop := tn.killSubscriptions(t)
 	tn.n1.JSON("DELETE", "/api/v1/trust/"+tn.bTrust, tn.bTok, nil, http.StatusNoContent, nil)
-	close(stop)
-	if n := <-killed; n == 0 {
-		t.Fatal("no CLIENT KILL went through: the gap did not happen as planned")
-	}
+	stop()
 	if code := b.CloseCode(10 * time.Second); code != int(proto.CloseUnauthorized) {
 		t.Fatalf("bob's socket on node 2: close %d, want 4401", code)
 	}
