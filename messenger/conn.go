@@ -483,17 +483,23 @@ func (c *conn) stillAllowed(ctx context.Context) bool {
 	if c.n.auth == nil { // the catch-up unit tests run without one
 		return true
 	}
-	err := c.n.auth.Check(ctx, c.credID, c.addr)
+	return !c.refused(c.n.auth.Check(ctx, c.credID, c.addr), "catch-up: check credential")
+}
+
+// refused acts on the result of a credential check: a refusal (401, or
+// 403 country_blocked) closes the connection, and refused reports true; a
+// failure to check is logged as what, and the connection goes on.
+func (c *conn) refused(err error, what string) bool {
 	var pe *proto.Error
 	switch {
 	case err == nil:
-		return true
+		return false
 	case errors.As(err, &pe):
 		c.closeWith(closeCodeOf(err))
-		return false
-	default:
-		c.n.log.Warn("catch-up: check credential", "err", err)
 		return true
+	default:
+		c.n.log.Warn(what, "err", err)
+		return false
 	}
 }
 
@@ -850,13 +856,5 @@ func (c *conn) recheck() bool {
 		return true
 	}
 	c.lastRecheck = now
-	if err := c.n.auth.Recheck(context.Background(), &c.p, c.addr); err != nil {
-		var pe *proto.Error
-		if errors.As(err, &pe) {
-			c.closeWith(closeCodeOf(err))
-			return false
-		}
-		c.n.log.Warn("recheck credential", "err", err)
-	}
-	return true
+	return !c.refused(c.n.auth.Recheck(context.Background(), &c.p, c.addr), "recheck credential")
 }
