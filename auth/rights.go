@@ -128,6 +128,7 @@ type Export struct {
 	Conversations []exportConversation
 	Keys          []exportKey
 	Notices       []storage.Notice
+	Uploads       []exportUpload
 
 	s *Service
 }
@@ -175,6 +176,16 @@ type exportConversation struct {
 type exportKey struct {
 	DeviceID  string `json:"device_id"`
 	PublicKey []byte `json:"public_key"`
+}
+
+// exportUpload is an attachment the user uploaded (its bytes are not in
+// the archive).
+type exportUpload struct {
+	ID            string    `json:"id"`
+	Size          int64     `json:"size"`
+	CreatedAt     time.Time `json:"created_at"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	Conversations []string  `json:"conversations"` // with a message that references it
 }
 
 type exportSender struct {
@@ -258,6 +269,17 @@ func (s *Service) CollectExport(ctx context.Context, p Principal) (*Export, erro
 	if e.Notices, err = s.store.Notices(ctx, u.ID); err != nil {
 		return nil, err
 	}
+	uploads, err := s.store.AttachmentsOf(ctx, u.ID, now)
+	if err != nil {
+		return nil, err
+	}
+	e.Uploads = make([]exportUpload, 0, len(uploads))
+	for _, a := range uploads {
+		e.Uploads = append(e.Uploads, exportUpload{
+			ID: a.ID, Size: a.Size, CreatedAt: a.CreatedAt, ExpiresAt: a.ExpiresAt,
+			Conversations: append([]string{}, a.Conversations...),
+		})
+	}
 	return e, nil
 }
 
@@ -290,6 +312,7 @@ func (e *Export) WriteZip(ctx context.Context, w io.Writer) error {
 		{"conversations.json", e.Conversations},
 		{"keys.json", e.Keys},
 		{"notices.json", e.Notices},
+		{"attachments.json", e.Uploads},
 	} {
 		f, err := file(part.name)
 		if err != nil {
@@ -399,6 +422,11 @@ Binärwerte sind Base64.
   notices.json        Systemhinweise an Sie, z. B. abgewiesene Anmeldungen
                       aus einem nicht erlaubten Land (Zeit, Land, gekürzte
                       IP-Adresse).
+  attachments.json    Die Anhänge, die Sie hochgeladen haben (auch nie
+                      gesendete): ID, Größe, hochgeladen am, Ablauf und die
+                      Unterhaltungen, in denen eine Nachricht auf sie
+                      verweist. Der Inhalt ist verschlüsselt und nicht im
+                      Archiv.
 
 Nachrichten und Anhänge löscht der Server nach der eingestellten
 Aufbewahrungszeit (üblich: 30 Tage nach dem Senden); die Anhänge selbst
@@ -434,6 +462,10 @@ values are base64.
   notices.json        System messages to you, e.g. logins refused from a
                       country you did not allow (time, country, anonymised
                       IP address).
+  attachments.json    The attachments you uploaded (also those never
+                      sent): id, size, uploaded, expiry and the
+                      conversations with a message that references them.
+                      Their content is encrypted and not in the archive.
 
 The server deletes messages and attachments after the configured retention
 (usually 30 days after sending); the attachments themselves can be fetched

@@ -26,12 +26,14 @@ type Store interface {
 	storage.LoginHistory
 	storage.Meta
 	// The users' data rights (rights.go, geo.go): notices, erasure and
-	// the export, which reads the user's keys, conversations and messages.
+	// the export, which reads the user's keys, conversations, messages and
+	// uploads.
 	storage.Notices
 	storage.Erasure
 	storage.DeviceKeys
 	storage.Conversations
 	storage.Messages
+	storage.Attachments
 }
 
 // Config configures a Service. Zero fields take the documented defaults.

@@ -3,6 +3,7 @@ package server_test
 import (
 	"archive/zip"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -53,6 +54,27 @@ func rightsSend(t *testing.T, env *testenv.Env, tok, conv, clientID, text string
 		"client_id": clientID, "ciphertext": base64.StdEncoding.EncodeToString([]byte(text)), "keys": keys,
 	}, http.StatusCreated, &m)
 	return m
+}
+
+// rightsUpload uploads size bytes as tok's user and returns the attachment id.
+func rightsUpload(t *testing.T, env *testenv.Env, tok string, size int) string {
+	t.Helper()
+	req, err := http.NewRequest("POST", env.URL+"/api/v1/attachments", bytes.NewReader(bytes.Repeat([]byte{9}, size)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a struct{ ID string }
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != http.StatusCreated || a.ID == "" {
+		t.Fatalf("POST /attachments: %d, %v", resp.StatusCode, err)
+	}
+	return a.ID
 }
 
 func newRightsWorld(t *testing.T, opts ...testenv.Option) *rightsWorld {
@@ -298,6 +320,15 @@ func TestExport(t *testing.T) {
 	for i := range 520 {
 		kept = append(kept, rightsSend(t, env, w.benTok, w.direct, "bulk"+authItoa(i), "bulk", rightsKeys(annaKey, benKey)))
 	}
+	// anna's uploads: one sent with a message, one never sent; and ben's.
+	sentAtt, unsentAtt := rightsUpload(t, env, w.annaTok, 300), rightsUpload(t, env, w.annaTok, 7)
+	bensAtt := rightsUpload(t, env, w.benTok, 5)
+	var withAtt proto.Message
+	env.JSON("POST", "/api/v1/conversations/"+w.group+"/messages", w.annaTok, map[string]any{
+		"client_id": "with-att", "ciphertext": base64.StdEncoding.EncodeToString([]byte("see attached")), "keys": keys,
+		"attachments": []string{sentAtt},
+	}, http.StatusCreated, &withAtt)
+	kept = append(kept, withAtt)
 	notice := storage.Notice{At: env.Clock.Now(), Kind: storage.NoticeCountryBlocked, Country: "FR", IP: "198.51.100.0"}
 	if err := env.Srv.Store().AddNotice(ctx, w.anna, notice, 20); err != nil {
 		t.Fatal(err)
@@ -319,7 +350,7 @@ func TestExport(t *testing.T) {
 			}
 		}
 	})
-	wantNames := []string{"README.txt", "conversations.json", "devices.json", "keys.json", "logins.json", "messages.json", "notices.json", "profile.json"}
+	wantNames := []string{"README.txt", "attachments.json", "conversations.json", "devices.json", "keys.json", "logins.json", "messages.json", "notices.json", "profile.json"}
 	if !slices.Equal(names, wantNames) {
 		t.Fatalf("files %q, want %q", names, wantNames)
 	}
@@ -442,6 +473,35 @@ func TestExport(t *testing.T) {
 		mustJSON(t, files["keys.json"], &ks)
 		if len(ks) != 1 || ks[0].DeviceID != "anna-phone" || !bytes.Equal(ks[0].PublicKey, bytes.Repeat([]byte{1}, 32)) {
 			t.Fatalf("keys.json %s", files["keys.json"])
+		}
+	})
+	t.Run("attachments", func(t *testing.T) {
+		type upload struct {
+			ID            string    `json:"id"`
+			Size          int64     `json:"size"`
+			CreatedAt     time.Time `json:"created_at"`
+			ExpiresAt     time.Time `json:"expires_at"`
+			Conversations []string  `json:"conversations"`
+		}
+		var as []upload
+		mustJSON(t, files["attachments.json"], &as)
+		if len(as) != 2 {
+			t.Fatalf("attachments.json %s, want anna's two uploads", files["attachments.json"])
+		}
+		slices.SortFunc(as, func(a, b upload) int { return cmp.Compare(b.Size, a.Size) })
+		if as[0].ID != sentAtt || as[0].Size != 300 || !slices.Equal(as[0].Conversations, []string{w.group}) {
+			t.Errorf("the sent upload: %+v", as[0])
+		}
+		if as[1].ID != unsentAtt || as[1].Size != 7 || as[1].Conversations == nil || len(as[1].Conversations) != 0 {
+			t.Errorf("the unsent upload: %+v", as[1])
+		}
+		for _, a := range as {
+			if !a.CreatedAt.Equal(env.Clock.Now()) || !a.ExpiresAt.After(a.CreatedAt) {
+				t.Errorf("times of %s: %v, %v", a.ID, a.CreatedAt, a.ExpiresAt)
+			}
+		}
+		if bytes.Contains(files["attachments.json"], []byte(bensAtt)) {
+			t.Errorf("anna's export lists ben's upload")
 		}
 	})
 	t.Run("notices", func(t *testing.T) {

@@ -214,21 +214,28 @@ var (
 	bktMsgExp      = []byte("msgexp")
 	bktAttachments = []byte("attachments")
 	bktAttExp      = []byte("attexp")
+	bktAttUp       = []byte("attup") // uploader+\0+attachment id → nil
 
 	allBuckets = [][]byte{
 		bktSys, bktMeta, bktSchools, bktUsers, bktLogins, bktCreds, bktCredIDs,
 		bktUserCreds, bktSessions, bktLoginHist, bktDevKeys, bktConvs,
 		bktUserConvs, bktDirects, bktMsgs, bktMsgIDs,
-		bktMsgExp, bktAttachments, bktAttExp,
+		bktMsgExp, bktAttachments, bktAttExp, bktAttUp,
 	}
 
 	keyVersion = []byte("version")
 )
 
 func initBuckets(tx *bolt.Tx) error {
+	noUploads := tx.Bucket(bktAttUp) == nil // a file from before the uploader index
 	for _, name := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	if noUploads {
+		if err := indexUploads(tx); err != nil {
+			return err
 		}
 	}
 	sys := tx.Bucket(bktSys)

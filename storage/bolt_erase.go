@@ -111,10 +111,13 @@ func (b *Bolt) EraseUser(ctx context.Context, userID string, at time.Time) ([]Cr
 			}
 		}
 
-		// Device keys, login history, notices.
-		for _, k := range keysWithPrefix(tx.Bucket(bktDevKeys), p) {
-			if err := tx.Bucket(bktDevKeys).Delete(k); err != nil {
-				return err
+		// Device keys, the uploader index (the attachments stay until
+		// they expire, see docs/data-rights.md), login history, notices.
+		for _, bk := range []*bolt.Bucket{tx.Bucket(bktDevKeys), tx.Bucket(bktAttUp)} {
+			for _, k := range keysWithPrefix(bk, p) {
+				if err := bk.Delete(k); err != nil {
+					return err
+				}
 			}
 		}
 		if err := tx.Bucket(bktLoginHist).Delete(id); err != nil {

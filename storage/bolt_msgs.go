@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -296,7 +297,59 @@ func (b *Bolt) PutAttachment(ctx context.Context, a Attachment) error {
 		if err := bk.Put([]byte(a.ID), v); err != nil {
 			return err
 		}
+		if err := tx.Bucket(bktAttUp).Put(pair(a.Uploader, a.ID), nil); err != nil {
+			return err
+		}
 		return tx.Bucket(bktAttExp).Put(expKey(a.ExpiresAt, a.ID), nil)
+	})
+}
+
+// indexUploads fills the uploader index from the attachments (a file
+// written before it existed).
+func indexUploads(tx *bolt.Tx) error {
+	up := tx.Bucket(bktAttUp)
+	return tx.Bucket(bktAttachments).ForEach(func(k, v []byte) error {
+		var a Attachment
+		if err := decode(v, &a, "attachment"); err != nil {
+			return err
+		}
+		return up.Put(pair(a.Uploader, string(k)), nil)
+	})
+}
+
+// AttachmentsOf implements Attachments.
+func (b *Bolt) AttachmentsOf(ctx context.Context, uploader string, now time.Time) ([]Attachment, error) {
+	var out []Attachment
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		out = []Attachment{}
+		atts := tx.Bucket(bktAttachments)
+		p := prefix(uploader)
+		return scanPrefix(tx.Bucket(bktAttUp), p, func(k, _ []byte) error {
+			v := atts.Get(k[len(p):])
+			if v == nil {
+				return nil
+			}
+			var a Attachment
+			if err := decode(v, &a, "attachment"); err != nil {
+				return err
+			}
+			if a.Uploader == uploader && a.ExpiresAt.After(now) {
+				out = append(out, a)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortAttachments(out)
+	return out, nil
+}
+
+// sortAttachments orders as AttachmentsOf returns them.
+func sortAttachments(as []Attachment) {
+	slices.SortFunc(as, func(a, b Attachment) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
 	})
 }
 
@@ -326,8 +379,18 @@ func (b *Bolt) DeleteExpiredAttachments(ctx context.Context, now time.Time, max 
 	err := b.update(ctx, func(tx *bolt.Tx) error {
 		ids = []string{}
 		exp, atts := tx.Bucket(bktAttExp), tx.Bucket(bktAttachments)
+		up := tx.Bucket(bktAttUp)
 		for _, k := range collectExpired(exp, now, max) {
 			id := k[timeKeyLen:]
+			if v := atts.Get(id); v != nil {
+				var a Attachment
+				if err := decode(v, &a, "attachment"); err != nil {
+					return err
+				}
+				if err := up.Delete(pair(a.Uploader, string(id))); err != nil {
+					return err
+				}
+			}
 			if err := atts.Delete(id); err != nil {
 				return err
 			}

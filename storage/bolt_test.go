@@ -307,3 +307,60 @@ func BenchmarkAppendMessageParallel(b *testing.B) {
 		})
 	}
 }
+
+// TestBoltUploadIndex shows that the uploader index forgets an attachment
+// with its sweep and a user with its erasure, and is rebuilt for a file
+// written before it existed.
+func TestBoltUploadIndex(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "klassenfunk.db")
+	base := time.Date(2025, time.March, 3, 8, 0, 0, 0, time.UTC)
+	b, err := storage.OpenBolt(path, &storage.BoltOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []storage.Attachment{
+		{ID: "a1", Uploader: "u1", Size: 1, CreatedAt: base, ExpiresAt: base.Add(time.Hour)},
+		{ID: "a2", Uploader: "u1", Size: 1, CreatedAt: base, ExpiresAt: base.Add(48 * time.Hour)},
+		{ID: "a3", Uploader: "u2", Size: 1, CreatedAt: base, ExpiresAt: base.Add(48 * time.Hour)},
+	} {
+		if err := b.PutAttachment(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	index := func(want ...string) {
+		t.Helper()
+		got, err := storage.UploadIndex(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("upload index %q, want %q", got, want)
+		}
+	}
+	index("u1/a1", "u1/a2", "u2/a3")
+	if ids, err := b.DeleteExpiredAttachments(ctx, base.Add(time.Hour), 10); err != nil || len(ids) != 1 {
+		t.Fatalf("DeleteExpiredAttachments: %v, %v", ids, err)
+	}
+	index("u1/a2", "u2/a3")
+
+	if err := storage.DropUploadIndex(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = storage.OpenBolt(path, &storage.BoltOptions{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	index("u1/a2", "u2/a3")
+	if as, err := b.AttachmentsOf(ctx, "u1", base); err != nil || len(as) != 1 || as[0].ID != "a2" {
+		t.Fatalf("AttachmentsOf after the rebuild: %v, %v", as, err)
+	}
+
+	if _, err := b.EraseUser(ctx, "u1", base); err != nil {
+		t.Fatal(err)
+	}
+	index("u2/a3")
+}

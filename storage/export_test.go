@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -124,4 +125,22 @@ func HasLegacyClientEntry(b *Bolt, m Message) (found bool, err error) {
 		return nil
 	})
 	return found, err
+}
+
+// UploadIndex returns the keys of the uploader index as uploader/id.
+func UploadIndex(b *Bolt) ([]string, error) {
+	out := []string{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktAttUp).ForEach(func(k, _ []byte) error {
+			out = append(out, strings.Replace(string(k), "\x00", "/", 1))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DropUploadIndex deletes the uploader index, as in a file written before
+// it existed.
+func DropUploadIndex(b *Bolt) error {
+	return b.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bktAttUp) })
 }

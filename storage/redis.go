@@ -58,6 +58,7 @@ import (
 //	{P u:<user>}c        set   credential ids
 //	{P u:<user>}v        set   conversation ids
 //	{P u:<user>}k        hash  device id → public key
+//	{P u:<user>}a        zset  ids of attachments the user uploaded, score ms(ExpiresAt)
 //	{P l:<lower(login)>} string "<user id>\x00<claim time, Unix ms>"
 //	{P t:<hex token hash>} hash i=id r=Credential (JSON) u=LastUsedAt e=ExpiresAt k=Kind
 //	{P k:<credential>}   string hex token hashes, comma-separated, current first
@@ -73,7 +74,7 @@ import (
 //	{P x:m}e             zset  H(ExpiresAt)+conv+\0+id, score ms(ExpiresAt)
 //	{P a:<attachment>}   string H(ExpiresAt) + Attachment (JSON, without Conversations)
 //	{P a:<attachment>}c  set   conversation ids of the attachment
-//	{P x:a}              zset  H(ExpiresAt)+id, score ms(ExpiresAt)
+//	{P x:a}              zset  H(ExpiresAt)+id+\0+uploader, score ms(ExpiresAt)
 //	{P x:push}           hash  push outbox (redis_push.go)
 //	{P pc:<cred>}<msg>   string claim of a push: owner id (a lease) or done (redis_push.go)
 //	{P b:<name>:<hash>}  zset  brute-force counter (redis_limiter.go)

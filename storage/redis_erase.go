@@ -162,7 +162,7 @@ func (r *Redis) EraseUser(ctx context.Context, userID string, at time.Time) ([]C
 	}
 
 	// 6.
-	if err := r.c.Del(ctx, uk, uk+"f", uk+"l", uk+"c", uk+"v", uk+"k", uk+"n").Err(); err != nil {
+	if err := r.c.Del(ctx, uk, uk+"f", uk+"l", uk+"c", uk+"v", uk+"k", uk+"n", uk+"a").Err(); err != nil {
 		return nil, err
 	}
 	slices.SortFunc(removed, func(a, b Credential) int {

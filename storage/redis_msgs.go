@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -306,13 +307,14 @@ func (r *Redis) MessagesAfter(ctx context.Context, conv string, afterSeq uint64,
 
 // expiredEntry is an entry of an expiry index that is due.
 type expiredEntry struct {
-	member, exp, conv, id string
+	member, exp, id string
+	owner           string // a message's conversation, an attachment's uploader
 }
 
 // dueEntries returns up to max entries of the expiry index key whose time
 // is not after now, oldest first. Members are H(ExpiresAt)+rest; split
 // parses rest.
-func (r *Redis) dueEntries(ctx context.Context, key string, now time.Time, max int, split func(rest string) (conv, id string)) ([]expiredEntry, error) {
+func (r *Redis) dueEntries(ctx context.Context, key string, now time.Time, max int, split func(rest string) (owner, id string)) ([]expiredEntry, error) {
 	ms, err := r.c.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: msScore(now), Count: int64(max)}).Result()
 	if err != nil {
 		return nil, err
@@ -325,8 +327,8 @@ func (r *Redis) dueEntries(ctx context.Context, key string, now time.Time, max i
 		if !hexNotAfter(mem, nowHex) {
 			break
 		}
-		conv, id := split(mem[2*timeKeyLen:])
-		out = append(out, expiredEntry{member: mem, exp: mem[:2*timeKeyLen], conv: conv, id: id})
+		owner, id := split(mem[2*timeKeyLen:])
+		out = append(out, expiredEntry{member: mem, exp: mem[:2*timeKeyLen], owner: owner, id: id})
 	}
 	return out, nil
 }
@@ -352,10 +354,10 @@ func (r *Redis) DeleteExpiredMessages(ctx context.Context, now time.Time, max in
 	byConv := map[string][]int{}
 	var convs []string
 	for i, e := range due {
-		if _, ok := byConv[e.conv]; !ok {
-			convs = append(convs, e.conv)
+		if _, ok := byConv[e.owner]; !ok {
+			convs = append(convs, e.owner)
 		}
-		byConv[e.conv] = append(byConv[e.conv], i)
+		byConv[e.owner] = append(byConv[e.owner], i)
 	}
 	gone := make([]bool, len(due))
 	for _, part := range slices.Collect(slices.Chunk(convs, pipeChunk)) {
@@ -389,7 +391,7 @@ func (r *Redis) DeleteExpiredMessages(ctx context.Context, now time.Time, max in
 		if gone[i] {
 			g = "1"
 		}
-		args = append(args, e.member, e.id, e.conv, g)
+		args = append(args, e.member, e.id, e.owner, g)
 	}
 	if err := scriptUnindexMsgs.Run(ctx, r.c, []string{r.msgIDsKey(), r.msgIdxKey()}, args...).Err(); err != nil {
 		return 0, err
@@ -409,7 +411,10 @@ func (r *Redis) CountMessages(ctx context.Context) (int, error) {
 }
 
 // Attachments: {P a:<id>} holds H(ExpiresAt) + the JSON without
-// Conversations, {P a:<id>}c the conversations.
+// Conversations, {P a:<id>}c the conversations, {P u:<user>}a the
+// uploader's index. An expiry-index entry names the uploader, so that the
+// sweep removes an attachment from both indexes (an entry written before
+// the uploader index has none).
 
 // PutAttachment implements Attachments. The expiry-index entry is written
 // first.
@@ -427,8 +432,12 @@ func (r *Redis) PutAttachment(ctx context.Context, a Attachment) error {
 		return fmt.Errorf("storage: encode attachment: %w", err)
 	}
 	expHex := hexTime(a.ExpiresAt)
-	member := expHex + a.ID
-	if err := r.c.ZAdd(ctx, r.attIdxKey(), redis.Z{Score: float64(a.ExpiresAt.UnixMilli()), Member: member}).Err(); err != nil {
+	member := expHex + a.ID + "\x00" + a.Uploader
+	score := float64(a.ExpiresAt.UnixMilli())
+	if err := r.c.ZAdd(ctx, r.attIdxKey(), redis.Z{Score: score, Member: member}).Err(); err != nil {
+		return err
+	}
+	if err := r.c.ZAdd(ctx, r.uploadsKey(a.Uploader), redis.Z{Score: score, Member: a.ID}).Err(); err != nil {
 		return err
 	}
 	ak := r.attKey(a.ID)
@@ -446,9 +455,40 @@ func (r *Redis) PutAttachment(ctx context.Context, a Attachment) error {
 				return err
 			}
 		}
+		// An entry of another uploader's attachment is left: AttachmentsOf
+		// skips it, and it goes with the index when the user is erased.
 		return ErrConflict
 	}
 	return nil
+}
+
+// uploadsKey is the uploader index of user.
+func (r *Redis) uploadsKey(user string) string { return r.userKey(user) + "a" }
+
+// AttachmentsOf implements Attachments.
+func (r *Redis) AttachmentsOf(ctx context.Context, uploader string, now time.Time) ([]Attachment, error) {
+	if err := r.check(ctx); err != nil {
+		return nil, err
+	}
+	ids, err := r.c.ZRangeByScore(ctx, r.uploadsKey(uploader), &redis.ZRangeBy{Min: "(" + msScore(now), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := []Attachment{}
+	for _, id := range ids {
+		a, err := r.Attachment(ctx, id, now)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if a.Uploader == uploader {
+			out = append(out, a)
+		}
+	}
+	sortAttachments(out)
+	return out, nil
 }
 
 // Attachment implements Attachments.
@@ -505,7 +545,10 @@ func (r *Redis) DeleteExpiredAttachments(ctx context.Context, now time.Time, max
 	if max <= 0 {
 		return ids, nil
 	}
-	due, err := r.dueEntries(ctx, r.attIdxKey(), now, max, func(rest string) (string, string) { return "", rest })
+	due, err := r.dueEntries(ctx, r.attIdxKey(), now, max, func(rest string) (string, string) {
+		id, uploader, _ := strings.Cut(rest, "\x00")
+		return uploader, id
+	})
 	if err != nil || len(due) == 0 {
 		return ids, err
 	}
@@ -521,11 +564,20 @@ func (r *Redis) DeleteExpiredAttachments(ctx context.Context, now time.Time, max
 		return nil, err
 	}
 	members := make([]any, 0, len(due))
-	for i, e := range due {
-		if n, _ := cmds[i].Int(); n == 1 {
-			ids = append(ids, e.id)
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, e := range due {
+			if n, _ := cmds[i].Int(); n == 1 {
+				ids = append(ids, e.id)
+				if e.owner != "" {
+					p.ZRem(ctx, r.uploadsKey(e.owner), e.id)
+				}
+			}
+			members = append(members, e.member)
 		}
-		members = append(members, e.member)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := r.c.ZRem(ctx, r.attIdxKey(), members...).Err(); err != nil {
 		return nil, err

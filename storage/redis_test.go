@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -486,4 +487,71 @@ func testPushOutbox(t *testing.T, s *storage.Redis) {
 	if fmt.Sprint(regs) != "map[apns:1 fcm:2]" {
 		t.Fatalf("CountRegistrations = %v", regs)
 	}
+}
+
+// TestRedisUploadIndex shows that the uploader index forgets an attachment
+// with its sweep (also one whose expiry entry predates the index and names
+// no uploader) and a user with its erasure.
+func TestRedisUploadIndex(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	client := newClient(t, srv.Addr())
+	r := openRedis(t, client, &storage.RedisOptions{KeyPrefix: "up:"})
+	base := time.Now().UTC().Truncate(time.Millisecond)
+	for _, a := range []storage.Attachment{
+		{ID: "a1", Uploader: "u1", Size: 1, CreatedAt: base, ExpiresAt: base.Add(time.Hour)},
+		{ID: "a2", Uploader: "u1", Size: 1, CreatedAt: base, ExpiresAt: base.Add(48 * time.Hour)},
+		{ID: "old", Uploader: "u2", Size: 1, CreatedAt: base, ExpiresAt: base.Add(time.Hour)},
+	} {
+		if err := r.PutAttachment(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// "old" as written before the uploader index: no index entry, and an
+	// expiry entry without the uploader.
+	if err := client.Del(ctx, "{up:u:u2}a").Err(); err != nil {
+		t.Fatal(err)
+	}
+	members, err := client.ZRange(ctx, "{up:x:a}", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if legacy, ok := strings.CutSuffix(m, "\x00u2"); ok {
+			if err := client.ZRem(ctx, "{up:x:a}", m).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := client.ZAdd(ctx, "{up:x:a}", redis.Z{Score: float64(base.Add(time.Hour).UnixMilli()), Member: legacy}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	index := func(user string, want ...string) {
+		t.Helper()
+		got, err := client.ZRange(ctx, "{up:u:"+user+"}a", 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("upload index of %s: %q, want %q", user, got, want)
+		}
+	}
+	index("u1", "a1", "a2")
+	ids, err := r.DeleteExpiredAttachments(ctx, base.Add(time.Hour), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ids)
+	if strings.Join(ids, " ") != "a1 old" {
+		t.Fatalf("swept %q, want a1 and old", ids)
+	}
+	index("u1", "a2")
+	if members, err := client.ZCard(ctx, "{up:x:a}").Result(); err != nil || members != 1 {
+		t.Fatalf("expiry index after the sweep: %d entries (%v), want 1", members, err)
+	}
+	if _, err := r.EraseUser(ctx, "u1", base); err != nil {
+		t.Fatal(err)
+	}
+	index("u1")
 }

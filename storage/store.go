@@ -178,6 +178,10 @@ type Attachments interface {
 	PutAttachment(ctx context.Context, a Attachment) error
 	// Attachment returns the metadata or ErrNotFound (also once expired).
 	Attachment(ctx context.Context, id string, now time.Time) (Attachment, error)
+	// AttachmentsOf returns the unexpired attachments the user uploaded,
+	// with their Conversations, oldest first (by CreatedAt, then ID): the
+	// user's export lists them, also those no message references.
+	AttachmentsOf(ctx context.Context, uploader string, now time.Time) ([]Attachment, error)
 	// DeleteExpiredAttachments removes up to max attachments whose
 	// ExpiresAt is not after now and returns their IDs, so that the
 	// caller can remove the blobs.

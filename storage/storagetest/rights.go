@@ -75,6 +75,9 @@ func eraseWorld(t *testing.T, s storage.Store) {
 	eq(t, "CreateDirect created", created, true)
 	mustAppend(t, s, newMsg("m1", "g1", "a", 0, day))         // sent by u1
 	mustAppend(t, s, newMsg("m2", "d1", "b", time.Hour, day)) // sent by u1
+	for _, u := range []string{"u1", "u2"} {
+		noErr(t, s.PutAttachment(ctx, storage.Attachment{ID: "att-" + u, Uploader: u, Size: 1, CreatedAt: base, ExpiresAt: at(day)}), "PutAttachment")
+	}
 }
 
 func testEraseUser(t *testing.T, s storage.Store) {
@@ -148,6 +151,15 @@ func testEraseUser(t *testing.T, s storage.Store) {
 	msgs, _, err := s.MessagesAfter(ctx, "g1", 0, 10, at(time.Hour))
 	noErr(t, err, "MessagesAfter")
 	eq(t, "messages of g1", seqsOf(msgs), []uint64{1})
+	// So do u1's uploads, but no longer as u1's.
+	_, err = s.Attachment(ctx, "att-u1", base)
+	noErr(t, err, "Attachment uploaded by u1")
+	uploads, err := s.AttachmentsOf(ctx, "u1", base)
+	noErr(t, err, "AttachmentsOf u1")
+	eq(t, "AttachmentsOf after erasure", len(uploads), 0)
+	uploads, err = s.AttachmentsOf(ctx, "u2", base)
+	noErr(t, err, "AttachmentsOf u2")
+	eq(t, "AttachmentsOf u2", len(uploads), 1)
 
 	// u2 is untouched.
 	creds, err = s.CredentialsOf(ctx, "u2")

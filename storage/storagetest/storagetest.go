@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"Attachments", testAttachments},
 		{"AttachmentConversations", testAttachmentConversations},
 		{"DeleteExpiredAttachments", testDeleteExpiredAttachments},
+		{"AttachmentsOf", testAttachmentsOf},
 		{"Ping", testPing},
 		{"EraseUser", testEraseUser},
 		{"EraseUserMany", testEraseUserMany},
@@ -1729,6 +1730,61 @@ func testAttachmentConversations(t *testing.T, s storage.Store) {
 		noErr(t, err, "concurrent AppendMessage")
 	}
 	eq(t, "a3 after concurrent appends", convsOf("a3"), []string{"g1", "g2", "g3"})
+}
+
+func testAttachmentsOf(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	idsOf := func(user string, now time.Time) []string {
+		t.Helper()
+		as, err := s.AttachmentsOf(ctx, user, now)
+		noErr(t, err, "AttachmentsOf "+user)
+		if as == nil {
+			t.Fatalf("AttachmentsOf %s: nil, want a (possibly empty) list", user)
+		}
+		ids := []string{}
+		for _, a := range as {
+			eq(t, "uploader of "+a.ID, a.Uploader, user)
+			ids = append(ids, a.ID)
+		}
+		return ids
+	}
+	eq(t, "AttachmentsOf in an empty store", idsOf("u1", base), []string{})
+
+	put := func(id, uploader string, created, exp time.Duration) {
+		t.Helper()
+		noErr(t, s.PutAttachment(ctx, storage.Attachment{ID: id, Uploader: uploader, Size: 1, CreatedAt: at(created), ExpiresAt: at(exp)}), "PutAttachment "+id)
+	}
+	put("a1", "u1", 2*time.Second, 30*day)
+	put("a2", "u1", time.Second, 30*day)
+	put("a0", "u1", 2*time.Second, time.Hour) // same time as a1: by ID
+	put("a3", "u2", time.Second, 30*day)
+	eq(t, "u1's uploads, oldest first", idsOf("u1", base), []string{"a2", "a0", "a1"})
+	eq(t, "u2's uploads", idsOf("u2", base), []string{"a3"})
+	eq(t, "uploads of a user without any", idsOf("u3", base), []string{})
+
+	// A taken ID does not list another uploader's attachment.
+	isErr(t, s.PutAttachment(ctx, storage.Attachment{ID: "a3", Uploader: "u1", Size: 1, CreatedAt: base, ExpiresAt: at(30 * day)}), storage.ErrConflict, "PutAttachment with u2's ID")
+	eq(t, "u1's uploads after the conflict", idsOf("u1", base), []string{"a2", "a0", "a1"})
+	eq(t, "u2's uploads after the conflict", idsOf("u2", base), []string{"a3"})
+
+	// A referenced upload is listed with its conversations.
+	mustGroup(t, s, newGroup("g1", "u1"))
+	m := newMsg("m1", "g1", "c1", 0, day)
+	m.Attachments = []string{"a1"}
+	mustAppend(t, s, m)
+	as, err := s.AttachmentsOf(ctx, "u1", base)
+	noErr(t, err, "AttachmentsOf u1")
+	eq(t, "listed uploads", len(as), 3)
+	eq(t, "conversations of a1", normAtt(as[2]).Conversations, []string{"g1"})
+	eq(t, "conversations of a2", len(normAtt(as[0]).Conversations), 0)
+	eq(t, "a1 as listed", normAtt(as[2]), storage.Attachment{ID: "a1", Uploader: "u1", Size: 1, CreatedAt: at(2 * time.Second), ExpiresAt: at(30 * day), Conversations: []string{"g1"}})
+
+	// Expired uploads are not listed, swept or not.
+	eq(t, "u1's uploads at a0's expiry", idsOf("u1", at(time.Hour)), []string{"a2", "a1"})
+	swept, err := s.DeleteExpiredAttachments(ctx, at(time.Hour), 10)
+	noErr(t, err, "DeleteExpiredAttachments")
+	eq(t, "swept", swept, []string{"a0"})
+	eq(t, "u1's uploads after the sweep", idsOf("u1", base), []string{"a2", "a1"})
 }
 
 func testDeleteExpiredAttachments(t *testing.T, s storage.Store) {
