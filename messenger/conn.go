@@ -56,7 +56,7 @@ const (
 // only while the queue has something (or a close is due). A closing
 // connection, and one whose reads cannot be polled, has a reader
 // goroutine for the rest of its life (readBlocking). All fields under mu
-// are guarded by it; lastSeq is owned by whichever writer runs (there is
+// are guarded by it; written is owned by whichever writer runs (there is
 // at most one); reads, and the fields owned by the reader, by whichever
 // goroutine holds the reads (rstate: there is at most one).
 type conn struct {
@@ -86,8 +86,8 @@ type conn struct {
 	readerDone bool            // guarded by mu; the reader has returned
 
 	// Owned by the running writer.
-	lastSeq    map[string]uint64
-	synced     bool // the client has synced: lastSeq covers every conversation
+	written    map[string]seqSpan // per conversation: what the socket has been sent
+	synced     bool               // the client has synced: written covers every conversation
 	catchUpDue bool // a failed catch-up will be tried again (syncFailed)
 
 	// Owned by the reader goroutine.
@@ -169,8 +169,8 @@ func (c *conn) send(it outItem) {
 	c.writing = false
 	if len(c.queue) > 0 || c.closeCode != 0 {
 		c.kick() // what came meanwhile, or a close
-	} else if len(c.lastSeq) == 0 {
-		c.lastSeq = nil
+	} else if len(c.written) == 0 {
+		c.written = nil
 	}
 	c.mu.Unlock()
 }
@@ -260,8 +260,8 @@ func (c *conn) writeLoop() {
 		items := c.queue
 		c.queue = nil
 		if len(items) == 0 {
-			if len(c.lastSeq) == 0 {
-				c.lastSeq = nil // the next writer starts after this unlock
+			if len(c.written) == 0 {
+				c.written = nil // the next writer starts after this unlock
 			}
 			c.writing = false
 			c.mu.Unlock()
@@ -340,14 +340,27 @@ func (c *conn) writeMessage(m *storage.Message, bp *[]byte) error {
 	return nil
 }
 
+// seqSpan is a run of a conversation's seqs, (from, to], that a socket
+// has been sent in full: as message frames, or as "sent" for the device's
+// own messages.
+type seqSpan struct{ from, to uint64 }
+
+// liveFillMax bounds the fill before the first live message of a
+// conversation the socket has no span for. The fill is there for messages
+// that overtook each other between goroutines or nodes, a handful; a
+// socket that is owed more (it has not synced yet, or it joined the
+// conversation since) gets them through sync, and history from before a
+// join is of no use to it (no key for its device).
+const liveFillMax = 64
+
 // writeLive writes a live message in seq order: duplicates are dropped, and
 // a gap before it is filled from the store first.
 func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
-	if c.lastSeq == nil {
-		c.lastSeq = make(map[string]uint64)
+	if c.written == nil {
+		c.written = make(map[string]seqSpan)
 	}
-	last, known := c.lastSeq[m.Conversation]
-	if known && m.Seq <= last {
+	sp, known := c.written[m.Conversation]
+	if known && m.Seq <= sp.to {
 		return nil
 	}
 	if !known && c.catchUpDue {
@@ -355,54 +368,79 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 		// what the socket missed before it: leave cv to its floor.
 		return c.writeMessage(m, bp)
 	}
-	if !known && m.Seq > 1 {
-		// No baseline for cv yet. Concurrent sends are published in any
-		// order, and an earlier message that came after this one would be
+	if !known {
+		// No span for cv yet. Concurrent sends are published in any order,
+		// and an earlier message that came after this one would be
 		// dropped as a duplicate: fill from what was sent while the
-		// socket was open instead (clients deduplicate the margin's few).
-		floor, err := c.openedFloor(context.Background(), &storage.Conversation{ID: m.Conversation, LastSeq: m.Seq - 1})
-		if err != nil {
-			c.n.log.Warn("gap fill floor", "conv", m.Conversation, "err", err)
-			floor = m.Seq - 1
+		// socket was open instead (clients deduplicate the margin's few),
+		// at most liveFillMax messages.
+		floor := m.Seq - 1
+		if m.Seq > 1 {
+			f, err := c.openedFloor(context.Background(), &storage.Conversation{ID: m.Conversation, LastSeq: m.Seq - 1})
+			if err != nil {
+				c.n.log.Warn("gap fill floor", "conv", m.Conversation, "err", err)
+				f = floor
+			}
+			floor = max(f, m.Seq-1-min(m.Seq-1, liveFillMax))
 		}
-		last, known = floor, true
+		sp = seqSpan{from: floor, to: floor}
 	}
-	if known && m.Seq > last+1 {
+	if m.Seq > sp.to+1 {
 		c.n.metrics.gapFills.Inc()
-		gap, _, err := c.n.store.MessagesAfter(context.Background(), m.Conversation, last, int(m.Seq-last-1), c.n.now())
-		if err != nil {
-			c.n.log.Warn("gap fill", "conv", m.Conversation, "err", err)
-		}
-		for i := range gap {
-			g := &gap[i]
-			if g.Seq >= m.Seq {
-				break
-			}
-			if !c.own(g) { // own messages got "sent"
-				if err := c.writeMessage(g, bp); err != nil {
-					return err
-				}
-			}
-			c.lastSeq[m.Conversation] = g.Seq
+		var err error
+		if sp.to, err = c.fill(m.Conversation, sp.to, m.Seq, bp); err != nil {
+			return err
 		}
 	}
 	if err := c.writeMessage(m, bp); err != nil {
 		return err
 	}
-	c.lastSeq[m.Conversation] = m.Seq
+	sp.to = m.Seq
+	c.written[m.Conversation] = sp
 	return nil
+}
+
+// fill writes the stored messages of conv after seq after and before seq
+// before, a page at a time, and returns the last seq it covered.
+func (c *conn) fill(conv string, after, before uint64, bp *[]byte) (uint64, error) {
+	for after+1 < before {
+		gap, more, err := c.n.store.MessagesAfter(context.Background(), conv, after, min(syncPage, int(before-after-1)), c.n.now())
+		if err != nil {
+			c.n.log.Warn("gap fill", "conv", conv, "err", err)
+			return after, nil
+		}
+		for i := range gap {
+			g := &gap[i]
+			if g.Seq >= before {
+				return after, nil
+			}
+			if !c.own(g) { // own messages got "sent"
+				if err := c.writeMessage(g, bp); err != nil {
+					return after, err
+				}
+			}
+			after = g.Seq
+		}
+		if !more || len(gap) == 0 {
+			break
+		}
+	}
+	return after, nil
 }
 
 // noteSent records that the client has seq through its own send, so the
 // next live message of the conversation is not taken for a gap.
 func (c *conn) noteSent(conv string, seq uint64) {
-	if last, ok := c.lastSeq[conv]; ok && last+1 == seq {
-		c.lastSeq[conv] = seq
+	if sp, ok := c.written[conv]; ok && sp.to+1 == seq {
+		sp.to = seq
+		c.written[conv] = sp
 	}
 }
 
 // runSync replays every stored message after the client's cursors, then
-// writes "synced".
+// writes "synced". What the socket has been sent already, without a gap
+// from the cursor on (live messages that came before the sync), is not
+// sent again.
 func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 	ctx := context.Background()
 	if job.catchUp {
@@ -415,23 +453,25 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 	if err != nil {
 		return c.syncFailed(job, "sync: conversations", err)
 	}
-	if c.lastSeq == nil {
-		c.lastSeq = make(map[string]uint64, len(convs))
+	if c.written == nil {
+		c.written = make(map[string]seqSpan, len(convs))
 	}
 	for _, cv := range convs {
+		sp, known := c.written[cv.ID]
 		after := min(job.cursors[cv.ID], cv.LastSeq)
-		if job.catchUp {
-			last, known := c.lastSeq[cv.ID]
-			if !known && !c.synced {
-				// The socket has not synced nor been sent a message of
-				// cv: it may have missed what was sent in cv while it
-				// was open.
-				if last, err = c.openedFloor(ctx, &cv); err != nil {
-					return c.syncFailed(job, "sync: catch-up floor", err)
-				}
+		switch {
+		case job.catchUp && known:
+			after = sp.to
+		case job.catchUp:
+			// The socket has not been sent a message of cv: it may have
+			// missed what was sent in cv while it was open.
+			if after, err = c.openedFloor(ctx, &cv); err != nil {
+				return c.syncFailed(job, "sync: catch-up floor", err)
 			}
-			after = last
+		case known && sp.from <= after && after < sp.to:
+			after = sp.to
 		}
+		from := after
 		for {
 			if c.closing() {
 				return nil
@@ -455,8 +495,10 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 				break
 			}
 		}
-		if after > c.lastSeq[cv.ID] {
-			c.lastSeq[cv.ID] = after
+		if known && from <= sp.to {
+			c.written[cv.ID] = seqSpan{from: min(sp.from, from), to: max(sp.to, after)}
+		} else {
+			c.written[cv.ID] = seqSpan{from: from, to: after}
 		}
 	}
 	if job.catchUp {

@@ -1,0 +1,141 @@
+package messenger
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"klassenfunk/proto"
+)
+
+// readUntil reads frames from cli and returns the seqs of the message
+// frames, until it has read a message of seq last (last 0: until synced).
+func readUntil(t *testing.T, cli *websocket.Conn, last uint64) []uint64 {
+	t.Helper()
+	cli.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var seqs []uint64
+	for {
+		_, b, err := cli.ReadMessage()
+		if err != nil {
+			t.Fatalf("read after seqs %v: %v", seqs, err)
+		}
+		f, err := proto.DecodeServerFrame(b)
+		if err != nil {
+			t.Fatalf("frame %s: %v", b, err)
+		}
+		switch f.Type {
+		case proto.TypeMessage:
+			seqs = append(seqs, f.Message.Seq)
+			if f.Message.Seq == last {
+				return seqs
+			}
+		case proto.TypeSynced:
+			if last == 0 {
+				return seqs
+			}
+			t.Fatalf("synced before seq %d (after %v)", last, seqs)
+		default:
+			t.Fatalf("unexpected frame %s", b)
+		}
+	}
+}
+
+func seqRange(from, to uint64) []uint64 {
+	var out []uint64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+// A socket that joined a busy conversation long after it opened: the
+// first live message brings at most liveFillMax earlier ones, not the
+// conversation's history since the socket opened.
+func TestLiveFillBounded(t *testing.T) {
+	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	st := &catchUpStore{}
+	for s := 1; s <= 300; s++ {
+		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
+	}
+	n := catchUpNode(t, st, opened.Add(time.Hour))
+	cli, srv := catchUpPair(t)
+	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli(), synced: true}
+
+	live := catchUpMsg(301, opened.Add(301*time.Second))
+	c.enqueue(outItem{msg: &live})
+	if got, want := readUntil(t, cli, 301), seqRange(301-64, 301); !slices.Equal(got, want) { // liveFillMax is 64
+		t.Fatalf("got seqs %v, want %v", got, want)
+	}
+}
+
+// A gap in a conversation the socket has a span for is filled a page at a
+// time, every seq in order.
+func TestLiveFillPaged(t *testing.T) {
+	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	st := &catchUpStore{}
+	for s := 1; s <= 3*syncPage; s++ {
+		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
+	}
+	n := catchUpNode(t, st, opened.Add(time.Hour))
+	cli, srv := catchUpPair(t)
+	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli()}
+	c.written = map[string]seqSpan{"c1": {from: 0, to: 5}}
+
+	last := uint64(3 * syncPage)
+	live := catchUpMsg(int(last), opened.Add(time.Duration(last)*time.Second))
+	c.enqueue(outItem{msg: &live})
+	if got, want := readUntil(t, cli, last), seqRange(6, last); !slices.Equal(got, want) {
+		t.Fatalf("got %d seqs %v…, want %d from 6 to %d", len(got), got[:min(len(got), 10)], len(want), last)
+	}
+}
+
+// A live message that reaches a fresh socket before the client's sync is
+// not sent again by the sync; what the live fill did not cover is.
+func TestSyncAfterLive(t *testing.T) {
+	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		before int    // messages sent long before the socket opened
+		cursor uint64 // the client's sync cursor
+		want   []uint64
+	}{
+		{"cursor inside what live sent", 0, 8, seqRange(11, 12)},
+		{"cursor before it", 20, 15, seqRange(16, 32)},
+		{"cursor past it", 0, 11, seqRange(12, 12)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &catchUpStore{}
+			for s := 1; s <= tc.before; s++ {
+				st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(-time.Hour)))
+			}
+			for s := tc.before + 1; s <= tc.before+12; s++ {
+				st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
+			}
+			n := catchUpNode(t, st, opened.Add(time.Hour))
+			cli, srv := catchUpPair(t)
+			c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli()}
+
+			liveSeq := tc.before + 10
+			live := catchUpMsg(liveSeq, opened.Add(time.Duration(liveSeq)*time.Second))
+			c.enqueue(outItem{msg: &live})
+			if got, want := readUntil(t, cli, uint64(liveSeq)), seqRange(uint64(tc.before+1), uint64(liveSeq)); !slices.Equal(got, want) {
+				t.Fatalf("live: got seqs %v, want %v", got, want)
+			}
+			c.enqueue(outItem{sync: &syncJob{cursors: map[string]uint64{"c1": tc.cursor}}})
+			if got := readUntil(t, cli, 0); !slices.Equal(got, tc.want) {
+				t.Fatalf("sync from %d: got seqs %v, want %v", tc.cursor, got, tc.want)
+			}
+			// Afterwards, live messages follow on without a repeat.
+			next := catchUpMsg(tc.before+13, opened.Add(time.Hour))
+			st.mu.Lock()
+			st.msgs = append(st.msgs, next)
+			st.mu.Unlock()
+			c.enqueue(outItem{msg: &next})
+			if got := readUntil(t, cli, next.Seq); !slices.Equal(got, []uint64{next.Seq}) {
+				t.Fatalf("next live: got seqs %v, want %d", got, next.Seq)
+			}
+		})
+	}
+}
