@@ -24,8 +24,10 @@ import (
 
 const (
 	// SessionCookie is the name of the cookie that carries the web page's
-	// session credential.
-	SessionCookie = "kf_session"
+	// session credential. The __Host- prefix makes browsers refuse it
+	// unless it is Secure, has Path=/ and no Domain: another host of the
+	// same site (a sibling subdomain) cannot set it for this one.
+	SessionCookie = "__Host-kf_session"
 	// CSRFHeader must be "1" on every cookie-authenticated request with a
 	// state-changing method.
 	CSRFHeader = "X-Klassenfunk-CSRF"
@@ -49,8 +51,8 @@ func (h *HTTP) principal(r *http.Request) (Principal, error) {
 	if _, ok := r.Header["Authorization"]; ok {
 		return h.svc.AuthenticateFrom(r.Context(), httpapi.Bearer(r), h.ClientAddr(r))
 	}
-	c, err := r.Cookie(SessionCookie)
-	if err != nil || c.Value == "" {
+	token := sessionToken(r)
+	if token == "" {
 		return h.svc.AuthenticateFrom(r.Context(), "", h.ClientAddr(r))
 	}
 	if !safeMethod(r.Method) {
@@ -58,7 +60,18 @@ func (h *HTTP) principal(r *http.Request) (Principal, error) {
 			return Principal{}, err
 		}
 	}
-	return h.svc.authenticate(r.Context(), c.Value, h.ClientAddr(r), storage.CredSession)
+	return h.svc.authenticate(r.Context(), token, h.ClientAddr(r), storage.CredSession)
+}
+
+// sessionToken returns the value of r's session cookie, or "" when there
+// is none or more than one: a second one was planted (by a host that may
+// set cookies for this one), and using either would be a guess.
+func sessionToken(r *http.Request) string {
+	cs := r.CookiesNamed(SessionCookie)
+	if len(cs) != 1 {
+		return ""
+	}
+	return cs[0].Value
 }
 
 func safeMethod(m string) bool {
@@ -160,12 +173,12 @@ func (h *HTTP) CookieLogout(w http.ResponseWriter, r *http.Request) {
 // endCookieSession deletes the session credential of r's cookie, if any.
 // Only sessions: a trust token planted in the cookie is left alone.
 func (h *HTTP) endCookieSession(r *http.Request) {
-	c, err := r.Cookie(SessionCookie)
-	if err != nil || c.Value == "" {
+	token := sessionToken(r)
+	if token == "" {
 		return
 	}
 	// Ending a session needs no country check: look the token up directly.
-	cred, err := h.svc.credential(r.Context(), c.Value)
+	cred, err := h.svc.credential(r.Context(), token)
 	if err != nil || cred.Kind != storage.CredSession {
 		return
 	}

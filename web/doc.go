@@ -10,8 +10,8 @@
 // (PBKDF2-HMAC-SHA256, 600000 iterations, salt "klassenfunk/v1/" +
 // lowercase(login), 32 bytes) and posts it to POST /settings/login
 // (auth.HTTP.CookieLogin). The answer sets the session credential as the
-// cookie kf_session (HttpOnly, SameSite=Strict, Secure except on plain
-// HTTP to a loopback host); the token never reaches the script. The script
+// cookie __Host-kf_session (HttpOnly, SameSite=Strict, Secure, Path=/);
+// the token never reaches the script. The script
 // then calls the JSON API under /api/v1 with that cookie, sending
 // X-Klassenfunk-CSRF: 1 on every call (see auth/cookie.go for the CSRF
 // rules).

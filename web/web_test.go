@@ -333,6 +333,14 @@ func TestCSRF(t *testing.T) {
 	if r := do(t, f.e.URL, nil, request{method: "GET", path: "/api/v1/me?token=" + f.phone.token}); r.status != http.StatusUnauthorized {
 		t.Errorf("token in the URL: %d, want 401", r.status)
 	}
+	// Two session cookies (one planted by another host of the site, with
+	// Domain or another Path): neither is used.
+	for _, planted := range []string{"x", session.Value} {
+		two := map[string]string{"Cookie": auth.SessionCookie + "=" + planted + "; " + auth.SessionCookie + "=" + session.Value}
+		if r := do(t, f.e.URL, nil, request{method: "GET", path: "/api/v1/me", header: two}); r.status != http.StatusUnauthorized {
+			t.Errorf("two session cookies (%s): %d, want 401", planted, r.status)
+		}
+	}
 	// The cookie carries the page's session credential only: a device's
 	// trust token in it is refused, on reads and on same-origin writes.
 	trustCookie := &http.Cookie{Name: auth.SessionCookie, Value: f.phone.token}
@@ -391,5 +399,33 @@ func TestCSRFBehindProxy(t *testing.T) {
 		body: map[string]string{"login": g.login, "client_hash": clientHash(g.login, password(g.login))}})
 	if r.status != http.StatusForbidden {
 		t.Errorf("forwarded origin from an untrusted peer: %d, want 403", r.status)
+	}
+}
+
+// TestSecurityHeadersEverywhere: the responses the router makes itself
+// under /settings (404, 405, the redirect of an unclean path) carry the
+// page's security headers too.
+func TestSecurityHeadersEverywhere(t *testing.T) {
+	f := newFixture(t)
+	for _, q := range []struct {
+		method, path string
+		status       int
+	}{
+		{"GET", "/settings/login", http.StatusMethodNotAllowed},
+		{"GET", "/settings/logout", http.StatusMethodNotAllowed},
+		{"POST", "/settings", http.StatusMethodNotAllowed},
+		{"OPTIONS", "/settings/login", http.StatusMethodNotAllowed},
+		{"GET", "/settings/foo", http.StatusNotFound},
+		{"GET", "/settings/assets/", http.StatusNotFound},
+		{"GET", "/settings/assets/a/b", http.StatusNotFound},
+		{"GET", "/settings//x", 0}, // 0: whatever the router (or the client's cleaning) makes of it
+		{"GET", "/settings/./assets/x", 0},
+		{"GET", "/./settings", 0},
+	} {
+		r := do(t, f.e.URL, nil, request{method: q.method, path: q.path})
+		if q.status != 0 && r.status != q.status {
+			t.Errorf("%s %s: %d, want %d", q.method, q.path, r.status, q.status)
+		}
+		checkSecurityHeaders(t, q.method+" "+q.path, r.header, false)
 	}
 }
