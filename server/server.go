@@ -161,13 +161,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	settings.Register(mux) // the settings page, behind its security headers
+	settings.Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	s.handler = s.withLogging(httpapi.CleanAPIPaths(mux), proxies)
+	s.handler = s.withLogging(httpapi.CleanAPIPaths(settings.Secure(mux)), proxies)
 	return s, nil
 }
 

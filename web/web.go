@@ -109,16 +109,30 @@ func New(cfg Config) (*Handler, error) {
 }
 
 // Register adds the page, its assets and the cookie login and logout to
-// mux, all behind SecurityHeaders.
+// mux. Their security headers come from Secure, which must wrap mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	sec := func(f http.HandlerFunc) http.Handler { return SecurityHeaders(f, h.cfg.TrustedProxies) }
-	mux.Handle("GET "+Path, sec(h.servePage))
-	mux.Handle("GET "+Path+"/{$}", sec(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+Path, h.servePage)
+	mux.HandleFunc("GET "+Path+"/{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, Path, http.StatusMovedPermanently)
-	}))
-	mux.Handle("GET "+assetPrefix+"{file}", sec(h.serveAsset))
-	mux.Handle("POST "+Path+"/login", sec(h.cfg.Auth.CookieLogin))
-	mux.Handle("POST "+Path+"/logout", sec(h.cfg.Auth.CookieLogout))
+	})
+	mux.HandleFunc("GET "+assetPrefix+"{file}", h.serveAsset)
+	mux.HandleFunc("POST "+Path+"/login", h.cfg.Auth.CookieLogin)
+	mux.HandleFunc("POST "+Path+"/logout", h.cfg.Auth.CookieLogout)
+}
+
+// Secure puts SecurityHeaders on every response to a path under /settings
+// that next gives, also those the router makes itself: a 404, a 405 for
+// another method, the redirect of an unclean path.
+func (h *Handler) Secure(next http.Handler) http.Handler {
+	sec := SecurityHeaders(next, h.cfg.TrustedProxies)
+	under := func(p string) bool { return p == Path || strings.HasPrefix(p, Path+"/") }
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if under(r.URL.Path) || under(path.Clean(r.URL.Path)) {
+			sec.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
