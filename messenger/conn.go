@@ -88,7 +88,7 @@ type conn struct {
 	// Owned by the running writer.
 	written    map[string]seqSpan // per conversation: what the socket has been sent
 	synced     bool               // the client has synced: written covers every conversation
-	catchUpDue bool // a failed catch-up will be tried again (syncFailed)
+	catchUpDue bool               // a failed catch-up will be tried again (syncFailed)
 
 	// Owned by the reader goroutine.
 	invalidInRow int
