@@ -590,6 +590,20 @@ func TestBrowserLanguageAndErrors(t *testing.T) {
 	if got := eval[int](p, `fetch('/api/v1/me', {credentials: 'same-origin'}).then(r => r.status)`); got != http.StatusUnauthorized {
 		t.Errorf("after logout GET /me: %d, want 401", got)
 	}
+	// Nothing of the user stays in the page, hidden or not (a shared
+	// computer): not the name, the devices, the login history.
+	html := eval[string](p, `document.documentElement.outerHTML`)
+	for _, s := range []string{f.login, f.phone.name, f.tablet.name} {
+		if strings.Contains(html, s) {
+			t.Errorf("after logout the page still holds %q", s)
+		}
+	}
+	if n := eval[int](p, `document.querySelectorAll('#device-list > *, #login-rows > *').length`); n != 0 {
+		t.Errorf("after logout the page still holds %d devices and logins", n)
+	}
+	if got := eval[string](p, `document.getElementById('login-name').value`); got != "" {
+		t.Errorf("after logout the login field holds %q", got)
+	}
 }
 
 // fromAddr makes every request of the page carry X-Forwarded-For: addr (the

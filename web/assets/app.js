@@ -322,10 +322,20 @@
   function showLogin() {
     me = null;
     trusts = []; logins = []; countries = null;
+    // Nothing of the last user stays in the page, hidden or not: the
+    // browser may be a shared school computer.
+    $('whoami').textContent = '';
+    $('device-list').replaceChildren();
+    $('login-rows').replaceChildren();
+    $('countries-list').value = '';
+    if ($('confirm').open) $('confirm').close();
+    $('confirm-text').textContent = '';
+    say('');
     $('app-view').hidden = true;
     $('logout').hidden = true;
     $('login-view').hidden = false;
     $('login-submit').disabled = false;
+    $('login-name').value = '';
     $('login-password').value = '';
   }
 
