@@ -63,6 +63,15 @@ func (h *HTTP) principal(r *http.Request) (Principal, error) {
 	return h.svc.authenticate(r.Context(), token, h.ClientAddr(r), storage.CredSession)
 }
 
+// cookieToken returns r's session cookie when r has no Authorization
+// header (when it is used at all), otherwise "".
+func (h *HTTP) cookieToken(r *http.Request) string {
+	if _, ok := r.Header["Authorization"]; ok {
+		return ""
+	}
+	return sessionToken(r)
+}
+
 // sessionToken returns the value of r's session cookie, or "" when there
 // is none or more than one: a second one was planted (by a host that may
 // set cookies for this one), and using either would be a guess.

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"net/http"
@@ -82,11 +83,13 @@ func (h *HTTP) Authed(next func(http.ResponseWriter, *http.Request, Principal)) 
 // Operator wraps a handler that needs the operator token. A user's valid
 // credential is 403, not 401: it is fine, only not enough here, and an app
 // that takes 401 for a revoked token must not log its user out.
+// The operator token comes only as a bearer token; the settings page's
+// session cookie, a user credential, is 403 there too.
 func (h *HTTP) Operator(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if tok := httpapi.Bearer(r); !h.svc.IsOperator(tok) {
 			err := errUnauthorized
-			if h.svc.known(r.Context(), tok) {
+			if h.svc.known(r.Context(), cmp.Or(tok, h.cookieToken(r))) {
 				err = errNotOperator
 			}
 			httpapi.WriteError(w, nil, err)
@@ -128,11 +131,10 @@ func (h *HTTP) listSchools(w http.ResponseWriter, r *http.Request) {
 // schoolManager lets the operator and admins of the school in the path
 // through; it answers the request itself otherwise and returns false.
 func (h *HTTP) schoolManager(w http.ResponseWriter, r *http.Request) bool {
-	tok := httpapi.Bearer(r)
-	if h.svc.IsOperator(tok) {
+	if h.svc.IsOperator(httpapi.Bearer(r)) {
 		return true
 	}
-	p, err := h.svc.AuthenticateFrom(r.Context(), tok, h.ClientAddr(r))
+	p, err := h.principal(r) // a bearer token or the page's cookie
 	switch {
 	case err != nil:
 		httpapi.WriteError(w, h.svc.log, err)

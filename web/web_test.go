@@ -429,3 +429,36 @@ func TestSecurityHeadersEverywhere(t *testing.T) {
 		checkSecurityHeaders(t, q.method+" "+q.path, r.header, false)
 	}
 }
+
+// TestCookieOnAdminEndpoints: the page's session cookie is a user
+// credential on the school and operator endpoints as well: an admin of
+// the school may change it with the cookie, another user gets 403 (not
+// 401, which the page takes for an ended session), and the operator
+// endpoints answer 403 to it as to any user's credential.
+func TestCookieOnAdminEndpoints(t *testing.T) {
+	f := newFixture(t)
+	f.createUser("admin", "Herr Admin", "admin")
+	origin := f.e.URL
+	teacher, admin := f.cookieLogin(f.login), f.cookieLogin("admin")
+	patch := request{method: "PATCH", path: "/api/v1/schools/" + f.school, body: map[string]any{"student_direct": false}, header: sameOrigin(origin)}
+	for _, c := range []struct {
+		name   string
+		q      request
+		cookie *http.Cookie
+		status int
+	}{
+		{"admin PATCH school", patch, admin, http.StatusOK},
+		{"teacher PATCH school", patch, teacher, http.StatusForbidden},
+		{"admin PATCH school cross-site", request{method: "PATCH", path: patch.path, body: patch.body}, admin, http.StatusForbidden},
+		{"admin creates a user", request{method: "POST", path: "/api/v1/schools/" + f.school + "/users", header: sameOrigin(origin),
+			body: map[string]string{"login": "neu", "display_name": "Neu", "role": "student", "client_hash": clientHash("neu", "pw")}}, admin, http.StatusCreated},
+		{"GET /schools", request{method: "GET", path: "/api/v1/schools"}, admin, http.StatusForbidden},
+		{"GET /admin/stats", request{method: "GET", path: "/api/v1/admin/stats"}, teacher, http.StatusForbidden},
+		{"GET /admin/stats without a credential", request{method: "GET", path: "/api/v1/admin/stats"}, nil, http.StatusUnauthorized},
+	} {
+		c.q.cookie = c.cookie
+		if r := do(t, f.e.URL, nil, c.q); r.status != c.status {
+			t.Errorf("%s: %d %s, want %d", c.name, r.status, r.body, c.status)
+		}
+	}
+}
