@@ -211,8 +211,8 @@ func (s *Service) IsOperator(token string) bool {
 // CreateSchool creates a school.
 func (s *Service) CreateSchool(ctx context.Context, name string) (storage.School, error) {
 	name = strings.TrimSpace(name)
-	if name == "" || utf8.RuneCountInString(name) > 200 {
-		return storage.School{}, proto.Errorf(proto.CodeInvalidRequest, "name must be 1 to 200 characters")
+	if !proto.ValidName(name, 200) {
+		return storage.School{}, proto.Errorf(proto.CodeInvalidRequest, "name must be 1 to 200 characters, no control characters")
 	}
 	sc := storage.School{ID: ids.New(), Name: name, CreatedAt: s.now().UTC()}
 	if err := s.store.CreateSchool(ctx, sc); err != nil {
@@ -237,8 +237,8 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser) (storage.User, err
 		return storage.User{}, err
 	}
 	nu.DisplayName = strings.TrimSpace(nu.DisplayName)
-	if nu.DisplayName == "" || utf8.RuneCountInString(nu.DisplayName) > 200 {
-		return storage.User{}, proto.Errorf(proto.CodeInvalidRequest, "display_name must be 1 to 200 characters")
+	if !proto.ValidName(nu.DisplayName, 200) {
+		return storage.User{}, proto.Errorf(proto.CodeInvalidRequest, "display_name must be 1 to 200 characters, no control characters")
 	}
 	if !nu.Role.Valid() {
 		return storage.User{}, proto.Errorf(proto.CodeInvalidRequest, "role must be admin, teacher, student or parent")

@@ -263,6 +263,8 @@ func TestHTTPCreateGroup(t *testing.T) {
 		"parent":                   {w.u["pat"].tok, httpGroup("Elternrat"), 403, proto.CodeForbidden},
 		"member of another school": {tina.tok, httpGroup("AG", httpMember(sam.id, true), httpMember(w.u["bert"].id, true)), 404, proto.CodeNotFound},
 		"unknown member":           {tina.tok, httpGroup("AG", httpMember("no-such-user", true)), 404, proto.CodeNotFound},
+		"title with a line break":  {tina.tok, httpGroup("AG\nneu"), 400, proto.CodeInvalidRequest},
+		"title with bidi override": {tina.tok, httpGroup("AG \u202etxet"), 400, proto.CodeInvalidRequest},
 		"member without user_id":   {tina.tok, map[string]any{"kind": "group", "title": "AG", "members": []map[string]bool{{"can_write": true}}}, 400, proto.CodeInvalidRequest},
 		"member without can_write": {tina.tok, map[string]any{"kind": "group", "title": "AG", "members": []map[string]string{{"user_id": sam.id}}}, 400, proto.CodeInvalidRequest},
 		"can_write not a bool":     {tina.tok, map[string]any{"kind": "group", "title": "AG", "members": []map[string]string{{"user_id": sam.id, "can_write": "yes"}}}, 400, proto.CodeInvalidRequest},

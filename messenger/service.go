@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"klassenfunk/auth"
 	"klassenfunk/internal/ids"
@@ -213,8 +212,8 @@ func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, 
 		return storage.Conversation{}, proto.Errorf(proto.CodeForbidden, "only teachers and admins create groups")
 	}
 	title = strings.TrimSpace(title)
-	if title == "" || utf8.RuneCountInString(title) > 200 {
-		return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "title must be 1 to 200 characters")
+	if !proto.ValidName(title, 200) {
+		return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "title must be 1 to 200 characters, no control characters")
 	}
 	list := []storage.Member{{UserID: p.User.ID, CanWrite: true}}
 	seen := map[string]bool{p.User.ID: true}

@@ -2,6 +2,7 @@ package proto
 
 import (
 	"strings"
+	"unicode"
 	"time"
 	"unicode/utf8"
 )
@@ -158,11 +159,22 @@ func ValidDeviceID(id string) bool {
 	return id != "" && len(id) <= utf8.UTFMax*MaxIDLen && utf8.ValidString(id) && utf8.RuneCountInString(id) <= MaxIDLen && !ContainsControl(id)
 }
 
-// ContainsControl reports whether s holds an ASCII control character
-// (U+0000 to U+001F or U+007F): none belongs in a name people read or an
-// id a client chooses.
+// ContainsControl reports whether s holds a control character (U+0000 to
+// U+001F, U+007F to U+009F) or a bidirectional embedding, override or
+// isolate (U+202A to U+202E, U+2066 to U+2069): none belongs in a name
+// people read or an id a client chooses, and the bidi ones can make a name
+// read as another ("Trojan Source").
 func ContainsControl(s string) bool {
-	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+	return strings.ContainsFunc(s, func(r rune) bool {
+		return unicode.IsControl(r) || (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069)
+	})
+}
+
+// ValidName reports whether s (a school's name, a user's display name, a
+// group's title) is 1 to max characters of valid UTF-8 without
+// ContainsControl's characters.
+func ValidName(s string, max int) bool {
+	return s != "" && utf8.ValidString(s) && utf8.RuneCountInString(s) <= max && !ContainsControl(s)
 }
 
 // validID reports whether id is non-empty and at most MaxIDLen bytes.
