@@ -2,8 +2,8 @@ package proto
 
 import (
 	"strings"
-	"unicode"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
