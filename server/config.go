@@ -34,6 +34,11 @@ type Config struct {
 	LogFormat string `yaml:"log_format"`
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
+	// DrainDelay is how long a node that was told to stop (SIGTERM) keeps
+	// its listener open after closing its WebSockets: /readyz is
+	// unready, upgrades get 429, other requests are served. Time for a
+	// load balancer to take the node out. Default 0, at most 1m.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 
 	Auth      AuthConfig      `yaml:"auth"`
 	Retention RetentionConfig `yaml:"retention"`
@@ -137,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention.Messages < 0 || c.Retention.Attachments < 0 || c.Retention.SweepInterval < 0 {
 		return fmt.Errorf("config: retention durations must not be negative")
+	}
+	if c.DrainDelay < 0 || c.DrainDelay > time.Minute {
+		return fmt.Errorf("config: drain_delay must be between 0 and 1m")
 	}
 	if c.Messenger.MaxAttachmentBytes < 0 {
 		return fmt.Errorf("config: messenger.max_attachment_bytes must not be negative")

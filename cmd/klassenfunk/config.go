@@ -69,6 +69,7 @@ func applyEnv(cfg *server.Config, lookup func(string) (string, bool)) error {
 		"KLASSENFUNK_RETENTION_ATTACHMENTS": &cfg.Retention.Attachments,
 		"KLASSENFUNK_SWEEP_INTERVAL":        &cfg.Retention.SweepInterval,
 		"KLASSENFUNK_SESSION_IDLE":          &cfg.Auth.SessionIdle,
+		"KLASSENFUNK_DRAIN_DELAY":           &cfg.DrainDelay,
 	}
 	for k, p := range dur {
 		v, ok := lookup(k)

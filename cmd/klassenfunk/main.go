@@ -160,9 +160,21 @@ func serve(args []string, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
-	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second+cfg.DrainDelay)
 	defer cancel()
 	srv.Drain(shutCtx) // closes WebSockets with 1001
+	if d := cfg.DrainDelay; d > 0 {
+		// A second SIGINT or SIGTERM ends the wait.
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+		log.Info("draining: the listener stays open", "for", d.String())
+		select {
+		case <-time.After(d):
+		case <-again:
+			log.Info("draining cut short by a second signal")
+		}
+		signal.Stop(again)
+	}
 	if err := hs.Shutdown(shutCtx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
