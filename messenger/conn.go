@@ -341,8 +341,11 @@ func (c *conn) writeMessage(m *storage.Message, bp *[]byte) error {
 }
 
 // seqSpan is a run of a conversation's seqs, (from, to], that a socket
-// has been sent in full: as message frames, or as "sent" for the device's
-// own messages.
+// has been sent: to is what live delivery goes on from (a message up to it
+// is a duplicate). The device's own messages are not sent live (the
+// sending socket got "sent"), and one sent through another channel (HTTP,
+// another socket) never reached this socket: from is kept at or after the
+// last such one, so that a sync resends it.
 type seqSpan struct{ from, to uint64 }
 
 // liveFillMax bounds the fill before the first live message of a
@@ -387,10 +390,11 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 	}
 	if m.Seq > sp.to+1 {
 		c.n.metrics.gapFills.Inc()
-		var err error
-		if sp.to, err = c.fill(m.Conversation, sp.to, m.Seq, bp); err != nil {
+		to, own, err := c.fill(m.Conversation, sp.to, m.Seq, bp)
+		if err != nil {
 			return err
 		}
+		sp = seqSpan{from: max(sp.from, own), to: to}
 	}
 	if err := c.writeMessage(m, bp); err != nil {
 		return err
@@ -401,23 +405,24 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 }
 
 // fill writes the stored messages of conv after seq after and before seq
-// before, a page at a time, and returns the last seq it covered.
-func (c *conn) fill(conv string, after, before uint64, bp *[]byte) (uint64, error) {
+// before, a page at a time, except the device's own (see seqSpan). It
+// returns the last seq it covered and the last own one it left out.
+func (c *conn) fill(conv string, after, before uint64, bp *[]byte) (to, own uint64, err error) {
 	for after+1 < before {
 		gap, more, err := c.n.store.MessagesAfter(context.Background(), conv, after, min(syncPage, int(before-after-1)), c.n.now())
 		if err != nil {
 			c.n.log.Warn("gap fill", "conv", conv, "err", err)
-			return after, nil
+			return after, own, nil
 		}
 		for i := range gap {
 			g := &gap[i]
 			if g.Seq >= before {
-				return after, nil
+				return after, own, nil
 			}
-			if !c.own(g) { // own messages got "sent"
-				if err := c.writeMessage(g, bp); err != nil {
-					return after, err
-				}
+			if c.own(g) {
+				own = g.Seq
+			} else if err := c.writeMessage(g, bp); err != nil {
+				return after, own, err
 			}
 			after = g.Seq
 		}
@@ -425,7 +430,7 @@ func (c *conn) fill(conv string, after, before uint64, bp *[]byte) (uint64, erro
 			break
 		}
 	}
-	return after, nil
+	return after, own, nil
 }
 
 // noteSent records that the client has seq through its own send, so the
@@ -471,7 +476,7 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 		case known && sp.from <= after && after < sp.to:
 			after = sp.to
 		}
-		from := after
+		from, own := after, uint64(0)
 		for {
 			if c.closing() {
 				return nil
@@ -484,10 +489,10 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 				// A catch-up stands in for live delivery, which never
 				// sends a device its own message (it got "sent"); a sync
 				// replays everything.
-				if !job.catchUp || !c.own(&msgs[i]) {
-					if err := c.writeMessage(&msgs[i], bp); err != nil {
-						return err
-					}
+				if job.catchUp && c.own(&msgs[i]) {
+					own = msgs[i].Seq
+				} else if err := c.writeMessage(&msgs[i], bp); err != nil {
+					return err
 				}
 				after = msgs[i].Seq
 			}
@@ -496,10 +501,9 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 			}
 		}
 		if known && from <= sp.to {
-			c.written[cv.ID] = seqSpan{from: min(sp.from, from), to: max(sp.to, after)}
-		} else {
-			c.written[cv.ID] = seqSpan{from: from, to: after}
+			from = min(sp.from, from)
 		}
+		c.written[cv.ID] = seqSpan{from: max(from, own), to: max(sp.to, after)}
 	}
 	if job.catchUp {
 		return nil
