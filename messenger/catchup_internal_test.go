@@ -28,6 +28,7 @@ type catchUpStore struct {
 	storage.Store
 	mu        sync.Mutex
 	failConvs int
+	failMsgs  int // MessagesAfter fails while > 0
 	failed    chan struct{}
 	msgs      []storage.Message // seqs 1..n
 	expired   map[uint64]bool
@@ -47,6 +48,10 @@ func (f *catchUpStore) ConversationsOf(context.Context, string) ([]storage.Conve
 func (f *catchUpStore) MessagesAfter(_ context.Context, _ string, after uint64, limit int, _ time.Time) ([]storage.Message, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failMsgs > 0 {
+		f.failMsgs--
+		return nil, false, errors.New("store down")
+	}
 	var out []storage.Message
 	for _, m := range f.msgs {
 		if m.Seq <= after || f.expired[m.Seq] {

@@ -406,13 +406,14 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 
 // fill writes the stored messages of conv after seq after and before seq
 // before, a page at a time, except the device's own (see seqSpan). It
-// returns the last seq it covered and the last own one it left out.
+// returns the last seq it covered and the last one it left out: an own
+// message, or, when the store fails, everything before before.
 func (c *conn) fill(conv string, after, before uint64, bp *[]byte) (to, own uint64, err error) {
 	for after+1 < before {
 		gap, more, err := c.n.store.MessagesAfter(context.Background(), conv, after, min(syncPage, int(before-after-1)), c.n.now())
 		if err != nil {
 			c.n.log.Warn("gap fill", "conv", conv, "err", err)
-			return after, own, nil
+			return after, before - 1, nil
 		}
 		for i := range gap {
 			g := &gap[i]

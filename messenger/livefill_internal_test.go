@@ -151,3 +151,27 @@ func TestSyncAfterLive(t *testing.T) {
 		})
 	}
 }
+
+// A gap the store failed to fill stays out of the run: a sync from before
+// it sends what the socket missed.
+func TestSyncAfterFailedFill(t *testing.T) {
+	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	st := &catchUpStore{failMsgs: 1}
+	for s := 1; s <= 10; s++ {
+		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
+	}
+	n := catchUpNode(t, st, opened.Add(time.Hour))
+	cli, srv := catchUpPair(t)
+	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli()}
+	c.written = map[string]seqSpan{"c1": {from: 0, to: 2}}
+
+	live := catchUpMsg(10, opened.Add(10*time.Second))
+	c.enqueue(outItem{msg: &live})
+	if got := readUntil(t, cli, 10); !slices.Equal(got, []uint64{10}) {
+		t.Fatalf("live with the store down: got seqs %v, want only 10", got)
+	}
+	c.enqueue(outItem{sync: &syncJob{cursors: map[string]uint64{"c1": 2}}})
+	if got, want := readUntil(t, cli, 0), seqRange(3, 10); !slices.Equal(got, want) {
+		t.Fatalf("sync from 2: got seqs %v, want %v", got, want)
+	}
+}
