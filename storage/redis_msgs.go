@@ -450,13 +450,14 @@ func (r *Redis) PutAttachment(ctx context.Context, a Attachment) error {
 		return err
 	}
 	if stored, ok := res.(string); ok {
-		if stored != expHex {
+		if stored != expHex { // another attachment: take back both entries
 			if err := r.c.ZRem(ctx, r.attIdxKey(), member).Err(); err != nil {
 				return err
 			}
+			if err := r.c.ZRem(ctx, r.uploadsKey(a.Uploader), a.ID).Err(); err != nil {
+				return err
+			}
 		}
-		// An entry of another uploader's attachment is left: AttachmentsOf
-		// skips it, and it goes with the index when the user is erased.
 		return ErrConflict
 	}
 	return nil
@@ -470,7 +471,7 @@ func (r *Redis) AttachmentsOf(ctx context.Context, uploader string, now time.Tim
 	if err := r.check(ctx); err != nil {
 		return nil, err
 	}
-	ids, err := r.c.ZRangeByScore(ctx, r.uploadsKey(uploader), &redis.ZRangeBy{Min: "(" + msScore(now), Max: "+inf"}).Result()
+	ids, err := r.c.ZRangeByScore(ctx, r.uploadsKey(uploader), &redis.ZRangeBy{Min: msScore(now), Max: "+inf"}).Result()
 	if err != nil {
 		return nil, err
 	}

@@ -538,6 +538,12 @@ func TestRedisUploadIndex(t *testing.T) {
 		}
 	}
 	index("u1", "a1", "a2")
+	// A put that conflicts takes back its index entry.
+	if err := r.PutAttachment(ctx, storage.Attachment{ID: "a2", Uploader: "u3", Size: 1, CreatedAt: base, ExpiresAt: base.Add(time.Hour)}); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("PutAttachment with a taken id: %v", err)
+	}
+	index("u3")
+	index("u1", "a1", "a2")
 	ids, err := r.DeleteExpiredAttachments(ctx, base.Add(time.Hour), 10)
 	if err != nil {
 		t.Fatal(err)
