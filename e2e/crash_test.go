@@ -65,8 +65,7 @@ func TestCrashKeepsAcknowledgedMessages(t *testing.T) {
 	startServer := func(name string) (*proc, string) {
 		t.Helper()
 		srv := startProc(t, ctx, name, srvEnv, serverBin, "serve", "--config", cfgPath)
-		addr := logAddr(srv.waitLine(srv.stderr, 20*time.Second, `"serving" log line`, func(l string) bool { return logAddr(l) != "" }))
-		waitReady(t, "http://"+addr, 10*time.Second)
+		addr := serving(t, srv)
 		return srv, addr
 	}
 	srv, addr := startServer("klassenfunk serve")

@@ -22,8 +22,7 @@ func TestDrainDelay(t *testing.T) {
 	env := append(baseEnv(filepath.Join(tmp, "home")), "KLASSENFUNK_DATA="+filepath.Join(tmp, "data"),
 		"KLASSENFUNK_OPERATOR_TOKEN="+operatorToken, "KLASSENFUNK_LISTEN=127.0.0.1:0", "KLASSENFUNK_DRAIN_DELAY=1m")
 	srv := startProc(t, ctx, "klassenfunk serve", env, serverBin, "serve")
-	base := "http://" + logAddr(srv.waitLine(srv.stderr, 20*time.Second, `"serving" log line`, func(l string) bool { return logAddr(l) != "" }))
-	waitReady(t, base, 10*time.Second)
+	base := "http://" + serving(t, srv)
 
 	srv.signal(syscall.SIGTERM)
 	srv.waitLine(srv.stderr, 20*time.Second, "the drain's log line", func(l string) bool { return strings.Contains(l, "the listener stays open") })

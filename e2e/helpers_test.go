@@ -194,6 +194,15 @@ func tryCmd(ctx context.Context, env []string, stdin string, bin string, args ..
 	return o.String(), e.String(), err
 }
 
+// serving waits for srv's "serving" log line and for /readyz, and returns
+// the address it listens on (host:port).
+func serving(t *testing.T, srv *proc) string {
+	t.Helper()
+	addr := logAddr(srv.waitLine(srv.stderr, 20*time.Second, `"serving" log line`, func(l string) bool { return logAddr(l) != "" }))
+	waitReady(t, "http://"+addr, 10*time.Second)
+	return addr
+}
+
 // waitReady polls /readyz until it answers 200.
 func waitReady(t *testing.T, base string, within time.Duration) {
 	t.Helper()

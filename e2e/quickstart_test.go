@@ -66,9 +66,8 @@ func TestQuickStart(t *testing.T) {
 	srvEnv := append(env[:len(env):len(env)],
 		"KLASSENFUNK_DATA="+dataDir, "KLASSENFUNK_OPERATOR_TOKEN="+operatorToken, "KLASSENFUNK_LISTEN=127.0.0.1:0")
 	srv := startProc(t, ctx, "klassenfunk serve", srvEnv, serverBin, "serve", "--config", cfgPath)
-	addr := logAddr(srv.waitLine(srv.stderr, 20*time.Second, `"serving" log line`, func(l string) bool { return logAddr(l) != "" }))
+	addr := serving(t, srv)
 	base := "http://" + addr
-	waitReady(t, base, 10*time.Second)
 
 	// Quick start step 1: a school and two users.
 	opEnv := append(env[:len(env):len(env)], "KLASSENFUNK_OPERATOR_TOKEN="+operatorToken)

@@ -43,8 +43,7 @@ func TestServeRuntimeSettings(t *testing.T) {
 			srvEnv := append(env[:len(env):len(env)], c.env...)
 			srvEnv = append(srvEnv, "KLASSENFUNK_DATA="+filepath.Join(tmp, c.name), "KLASSENFUNK_OPERATOR_TOKEN="+operatorToken, "KLASSENFUNK_LISTEN=127.0.0.1:0")
 			srv := startProc(t, ctx, "klassenfunk serve", srvEnv, serverBin, "serve")
-			addr := logAddr(srv.waitLine(srv.stderr, 20*time.Second, `"serving" log line`, func(l string) bool { return logAddr(l) != "" }))
-			waitReady(t, "http://"+addr, 10*time.Second)
+			addr := serving(t, srv)
 			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", srv.cmd.Process.Pid))
 			if err != nil {
 				t.Fatal(err)
