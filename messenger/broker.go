@@ -56,9 +56,10 @@ type Broker interface {
 
 // Recoverer is a Broker that can lose events (a network broker) and says
 // when it is whole again, so that the hub catches its sockets up from the
-// store.
+// store: those of the users for which lost reports true (the users whose
+// events went through the part of the broker that failed).
 type Recoverer interface {
-	SetOnRecover(func())
+	SetOnRecover(func(lost func(userID string) bool))
 }
 
 // DeliverFunc receives the events of subscribed users on this node. It

@@ -36,8 +36,9 @@ type RedisBroker struct {
 	log     *slog.Logger
 	deliver DeliverFunc // set once before Start
 	// OnRecover is called after a group's subscription was restored
-	// following a failure (the node's hub catches its sockets up).
-	onRecover func()
+	// following a failure (the node's hub catches up the sockets of the
+	// group's users).
+	onRecover func(lost func(userID string) bool)
 
 	groups [redisGroups]*redisGroup
 	stop   chan struct{}
@@ -92,7 +93,7 @@ func (b *RedisBroker) channel(userID string) (string, *redisGroup) {
 func (b *RedisBroker) SetDeliver(d DeliverFunc) { b.deliver = d }
 
 // SetOnRecover implements Recoverer.
-func (b *RedisBroker) SetOnRecover(f func()) { b.onRecover = f }
+func (b *RedisBroker) SetOnRecover(f func(lost func(userID string) bool)) { b.onRecover = f }
 
 // Start runs the subscribers until Close.
 func (b *RedisBroker) Start() {
@@ -193,13 +194,19 @@ func (g *redisGroup) run() {
 			return
 		default:
 		}
-		err := g.session(failed)
+		subscribed, err := g.session(failed)
 		select {
 		case <-b.stop:
 			return
 		default:
 		}
 		failed = true
+		if subscribed {
+			// It was whole again: the next loss starts the waits afresh
+			// (a revocation must not wait out a backoff grown by losses
+			// long past).
+			backoff = 50 * time.Millisecond
+		}
 		// While Redis is away every group fails every few hundred
 		// milliseconds: warn once per half minute, the rest at debug.
 		lvl := slog.LevelDebug
@@ -213,21 +220,19 @@ func (g *redisGroup) run() {
 		case <-time.After(jitter(backoff)):
 		}
 		backoff = min(backoff*2, 5*time.Second)
-		if err == nil {
-			backoff = 50 * time.Millisecond
-		}
 	}
 }
 
 // session subscribes the group afresh and reads messages until the
-// connection fails.
-func (g *redisGroup) session(recovering bool) error {
+// connection fails. subscribed reports whether it got as far as being
+// subscribed to every channel.
+func (g *redisGroup) session(recovering bool) (subscribed bool, err error) {
 	b := g.b
 	ctx := context.Background()
 	ps := b.client.SSubscribe(ctx, g.anchor) // binds the connection to the group's slot
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
-		return err
+		return false, err
 	}
 	g.mu.Lock()
 	if g.stopping() {
@@ -235,7 +240,7 @@ func (g *redisGroup) session(recovering bool) error {
 		// the previous one, if any, and cannot see this one.
 		g.mu.Unlock()
 		ps.Close()
-		return nil
+		return false, nil
 	}
 	chans := make([]string, 0, len(g.channels))
 	for ch := range g.channels {
@@ -247,7 +252,7 @@ func (g *redisGroup) session(recovering bool) error {
 		n := min(len(chans), 500)
 		if err := ps.SSubscribe(ctx, chans[:n]...); err != nil {
 			g.drop(ps)
-			return err
+			return false, err
 		}
 		chans = chans[n:]
 	}
@@ -255,7 +260,7 @@ func (g *redisGroup) session(recovering bool) error {
 	g.healthy = true
 	g.mu.Unlock()
 	if recovering && b.onRecover != nil {
-		b.onRecover()
+		b.onRecover(func(userID string) bool { _, ug := b.channel(userID); return ug == g })
 	}
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, 15*time.Second)
@@ -267,7 +272,7 @@ func (g *redisGroup) session(recovering bool) error {
 				}
 			}
 			g.drop(ps)
-			return err
+			return true, err
 		}
 		m, ok := msg.(*redis.Message)
 		if !ok {

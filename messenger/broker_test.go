@@ -3,6 +3,8 @@ package messenger_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -216,17 +218,35 @@ func TestRedisBrokerRecoversAfterRestart(t *testing.T) {
 	b := newRedisBroker(t, client)
 	rec := newRecorder()
 	b.SetDeliver(rec.deliver)
-	recovered := make(chan struct{}, 16)
-	b.SetOnRecover(func() { recovered <- struct{}{} })
+	recovered := make(chan func(string) bool, 16)
+	b.SetOnRecover(func(lost func(string) bool) { recovered <- lost })
 	startBroker(t, b)
 	subscribe(t, b, "u1")
 
+	// Every part of the broker lost its subscription and recovers; each
+	// names its own users to catch up, so that every user is caught up
+	// once, not once per part.
 	srv.Kill()
 	srv.Restart()
-	select {
-	case <-recovered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no recovery after the Redis restart")
+	var parts []func(string) bool
+	for len(parts) < 16 {
+		select {
+		case lost := <-recovered:
+			parts = append(parts, lost)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d recoveries after the Redis restart, want 16", len(parts))
+		}
+	}
+	for i := range 200 {
+		user, n := fmt.Sprint("u", i), 0
+		for _, lost := range parts {
+			if lost(user) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%s is caught up by %d recoveries, want 1", user, n)
+		}
 	}
 	waitSubscribed(t, b, "u1")
 	if err := b.Publish(context.Background(), []string{"u1"}, &messenger.Event{Kind: messenger.EventClose, CredID: "after"}); err != nil {
@@ -234,5 +254,67 @@ func TestRedisBrokerRecoversAfterRestart(t *testing.T) {
 	}
 	if ev := rec.wait(t, "u1", 1)[0]; ev.CredID != "after" {
 		t.Fatalf("got %+v", ev)
+	}
+}
+
+// backoffLog records the waits the Redis broker logs before resubscribing.
+type backoffLog struct {
+	mu    sync.Mutex
+	waits []time.Duration
+}
+
+func (h *backoffLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *backoffLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *backoffLog) WithGroup(string) slog.Handler            { return h }
+func (h *backoffLog) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "in" && strings.Contains(r.Message, "resubscribing") {
+			h.mu.Lock()
+			h.waits = append(h.waits, a.Value.Duration())
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+// TestRedisBrokerBackoffResets: each loss of the subscription, after the
+// broker was whole again, is retried after the shortest wait. The wait
+// used to keep the doubling of all earlier losses (up to 5 s), which held
+// back revocations far past API.md's second.
+func TestRedisBrokerBackoffResets(t *testing.T) {
+	srv := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { client.Close() })
+	log := &backoffLog{}
+	b := messenger.NewRedisBroker(client, fmt.Sprintf("kf%d:", time.Now().UnixNano()), slog.New(log))
+	b.SetDeliver(newRecorder().deliver)
+	recovered := make(chan struct{}, 64)
+	b.SetOnRecover(func(func(string) bool) { recovered <- struct{}{} })
+	startBroker(t, b)
+	subscribe(t, b, "u1")
+	waitSubscribed(t, b, "u1")
+	for kill := range 6 {
+		if err := client.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+		for range 16 { // every part recovers
+			select {
+			case <-recovered:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("kill %d: no recovery", kill)
+			}
+		}
+		waitSubscribed(t, b, "u1")
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.waits) < 6*16 {
+		t.Fatalf("%d resubscriptions logged, want at least %d", len(log.waits), 6*16)
+	}
+	for i, w := range log.waits {
+		if w != 50*time.Millisecond {
+			t.Fatalf("resubscription %d waited %v, want 50ms (waits %v)", i, w, log.waits)
+		}
 	}
 }

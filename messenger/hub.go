@@ -195,14 +195,18 @@ func (h *Hub) pingLoop(interval time.Duration, stop <-chan struct{}) {
 	}
 }
 
-// catchUp makes every connection replay what it may have missed from the
-// store: the broker lost events (a Redis outage) and cannot say which.
-func (h *Hub) catchUp() {
+// catchUp makes the connections of the users for which lost reports true
+// replay what they may have missed from the store: the broker lost their
+// events (a Redis subscription failed) and cannot say which.
+func (h *Hub) catchUp(lost func(userID string) bool) {
 	h.metrics.catchUps.Inc()
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.RLock()
-		for _, conns := range s.users {
+		for user, conns := range s.users {
+			if !lost(user) {
+				continue
+			}
 			for _, c := range conns {
 				c.enqueue(outItem{sync: &syncJob{catchUp: true}})
 			}

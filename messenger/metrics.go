@@ -32,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "klassenfunk_send_duration_seconds", Help: "Time from a send's arrival to its durable store and publish.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}),
 		catchUps: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "klassenfunk_broker_catchups_total", Help: "Times the broker lost events (e.g. a Redis outage) and every socket was caught up from the store."}),
+			Name: "klassenfunk_broker_catchups_total", Help: "Times a part of the broker lost events (e.g. a Redis outage) and the sockets of its users were caught up from the store."}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "klassenfunk_retention_deleted_total", Help: "Records deleted by the retention sweeper, by type."}, []string{"type"}),
 	}
