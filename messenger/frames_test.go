@@ -252,6 +252,20 @@ func TestClosingSocketIsOffline(t *testing.T) {
 	<-drained
 }
 
+// A socket still waiting for its auth frame is not in the hub; a drain
+// closes it with 1001 all the same, long before its auth timeout.
+func TestDrainClosesUnauthenticated(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) { cfg.Messenger.AuthTimeout = time.Minute })
+	ws, _, err := c.env.DialRaw(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c.env.Srv.Drain(context.Background())
+	if code := ws.CloseCode(10 * time.Second); code != int(proto.CloseGoingAway) {
+		t.Fatalf("close %d, want 1001", code)
+	}
+}
+
 func TestDrainClosesWithGoingAway(t *testing.T) {
 	c := newChat(t)
 	ws := c.env.Dial(c.b1)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -119,9 +120,25 @@ func (h *frameHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // connection must end.
 func (n *Node) firstFrameAuth(ws *websocket.Conn, fc *frameConn, addr netip.Addr) (auth.Principal, proto.CloseCode) {
 	ws.SetReadDeadline(time.Now().Add(n.cfg.Gateway.AuthTimeout))
+	// A drain closes a socket that is still waiting for its auth frame
+	// with 1001 too: it is not in the hub yet, so the drain wakes its read.
+	waiting := make(chan struct{})
+	defer close(waiting)
+	var drained atomic.Bool
+	go func() {
+		select {
+		case <-n.hub.draining:
+			drained.Store(true)
+			ws.SetReadDeadline(time.Now())
+		case <-waiting:
+		}
+	}()
 	var buf bytes.Buffer
 	_, r, err := ws.NextReader()
 	if err != nil {
+		if drained.Load() {
+			return auth.Principal{}, proto.CloseGoingAway
+		}
 		return auth.Principal{}, proto.CloseAuthTimeout
 	}
 	if fc.passthrough { // announced beyond the limit (readMessage)
