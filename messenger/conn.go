@@ -470,10 +470,12 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 			after = sp.to
 		case job.catchUp:
 			// The socket has not been sent a message of cv: it may have
-			// missed what was sent in cv while it was open.
+			// missed what was sent in cv while it was open, at most
+			// liveFillMax messages as live delivery would bring.
 			if after, err = c.openedFloor(ctx, &cv); err != nil {
 				return c.syncFailed(job, "sync: catch-up floor", err)
 			}
+			after = max(after, cv.LastSeq-min(cv.LastSeq, liveFillMax))
 		case known && sp.from <= after && after < sp.to:
 			after = sp.to
 		}

@@ -175,3 +175,22 @@ func TestSyncAfterFailedFill(t *testing.T) {
 		t.Fatalf("sync from 2: got seqs %v, want %v", got, want)
 	}
 }
+
+// A catch-up (the broker lost events) of a conversation the socket has no
+// run for, such as one joined after its sync, brings at most liveFillMax
+// messages, as live delivery would.
+func TestCatchUpBounded(t *testing.T) {
+	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	st := &catchUpStore{}
+	for s := 1; s <= 600; s++ {
+		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
+	}
+	n := catchUpNode(t, st, opened.Add(time.Hour))
+	cli, srv := catchUpPair(t)
+	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli(), synced: true}
+
+	c.enqueue(outItem{sync: &syncJob{catchUp: true}})
+	if got, want := readUntil(t, cli, 600), seqRange(600-64+1, 600); !slices.Equal(got, want) { // liveFillMax is 64
+		t.Fatalf("got %d seqs from %d, want %d from %d", len(got), got[0], len(want), want[0])
+	}
+}
