@@ -26,6 +26,9 @@ type outItem struct {
 	sync  *syncJob         // a sync request
 	ping  bool             // a WebSocket ping
 	pong  []byte           // a WebSocket pong with this payload (an answer to the client's ping)
+	// release ends the hold of live messages before the first sync
+	// (holdLive).
+	release bool
 	// sentConv/sentSeq accompany a "sent" frame so the writer knows the
 	// client has that seq.
 	sentConv string
@@ -75,6 +78,7 @@ type conn struct {
 	credID    string
 	addr      netip.Addr  // the client's address (country restriction)
 	opened    int64       // when the socket opened (Unix ms, the node's clock): a catch-up's floor
+	holdUntil time.Time   // live messages before the first sync wait until then (holdLive)
 	present   atomic.Bool // the node's Presence counts this socket (Hub.add; leavePresence)
 
 	mu         sync.Mutex
@@ -89,8 +93,11 @@ type conn struct {
 	written    map[string]seqSpan // per conversation: what the socket has been sent
 	synced     bool               // the client has synced: written covers every conversation
 	catchUpDue bool               // a failed catch-up will be tried again (syncFailed)
+	held       []*storage.Message // live messages waiting for the first sync (holdLive)
+	released   bool               // the hold is over
 
 	// Owned by the reader goroutine.
+	framed       bool // the client has sent a frame (after auth)
 	invalidInRow int
 	limiter      *rate.Limiter
 	limitedInRow int
@@ -117,6 +124,7 @@ func newConn(n *Node, ws *websocket.Conn, fc *frameConn, p auth.Principal, addr 
 		deviceKey: proto.KeyName(p.User.ID, p.Cred.DeviceID),
 		credID:    p.Cred.ID,
 		opened:    n.now().UnixMilli(),
+		holdUntil: time.Now().Add(holdLive),
 		limiter:   rate.NewLimiter(rate.Limit(n.cfg.Gateway.SendRate), n.cfg.Gateway.SendBurst),
 	}
 }
@@ -296,6 +304,8 @@ func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 			err = c.writeLive(it.msg, bp)
 		case it.sync != nil:
 			err = c.runSync(it.sync, bp)
+		case it.release:
+			err = c.release(bp)
 		}
 		if err != nil {
 			return err
@@ -356,9 +366,34 @@ type seqSpan struct{ from, to uint64 }
 // join is of no use to it (no key for its device).
 const liveFillMax = 64
 
+// holdLive is how long after a socket opened its live messages wait for
+// the client's first sync. An app syncs right after "ready"; a live
+// message written before that sync would come ahead of the sync's replay,
+// and the socket's frames would go back in seq (the replay starts at the
+// client's cursor, which the server learns only from the sync). Held
+// messages go out after the replay, where they are mostly duplicates and
+// dropped. The hold ends early when the client's first frame is not a
+// sync; a client that sends nothing gets them when the hold ends. Half a
+// second covers the round trip of most mobile networks and delays little
+// for a client that never syncs.
+const holdLive = 500 * time.Millisecond
+
 // writeLive writes a live message in seq order: duplicates are dropped, and
-// a gap before it is filled from the store first.
+// a gap before it is filled from the store first. Before the first sync it
+// holds the message (holdLive).
 func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
+	if !c.released && !c.synced {
+		if len(c.held) < c.n.cfg.Gateway.SendQueue && time.Now().Before(c.holdUntil) {
+			if c.held == nil {
+				time.AfterFunc(time.Until(c.holdUntil), func() { c.enqueue(outItem{release: true}) })
+			}
+			c.held = append(c.held, m)
+			return nil
+		}
+		if err := c.release(bp); err != nil {
+			return err
+		}
+	}
 	if c.written == nil {
 		c.written = make(map[string]seqSpan)
 	}
@@ -401,6 +436,23 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 	}
 	sp.to = m.Seq
 	c.written[m.Conversation] = sp
+	return nil
+}
+
+// release ends the hold of live messages and writes those held, in the
+// order they came.
+func (c *conn) release(bp *[]byte) error {
+	if c.released {
+		return nil
+	}
+	c.released = true
+	held := c.held
+	c.held = nil
+	for _, m := range held {
+		if err := c.writeLive(m, bp); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -512,6 +564,9 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 		return nil
 	}
 	c.synced = true
+	if err := c.release(bp); err != nil { // mostly duplicates of the replay now
+		return err
+	}
 	return c.writeFrame(proto.AppendSynced(nil))
 }
 
@@ -853,6 +908,12 @@ func (c *conn) handle(data []byte) {
 	}
 	if !c.recheck() {
 		return
+	}
+	if !c.framed {
+		c.framed = true
+		if f.Type != proto.TypeSync { // the client goes live without a sync
+			c.enqueue(outItem{release: true})
+		}
 	}
 	switch f.Type {
 	case proto.TypeSend:

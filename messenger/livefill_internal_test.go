@@ -194,3 +194,60 @@ func TestCatchUpBounded(t *testing.T) {
 		t.Fatalf("got %d seqs from %d, want %d from %d", len(got), got[0], len(want), want[0])
 	}
 }
+
+// Live messages that reach a fresh socket before the client's first frame
+// wait for it (holdLive): after a sync they are duplicates of its replay,
+// and the socket's frames never go back in seq; after any other first
+// frame, or when the hold ends, they go out as live.
+func TestHoldLive(t *testing.T) {
+	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		hold  time.Duration // from now
+		first string        // the client's first frame after the live message ("": none)
+		want  []uint64      // message seqs before the first other frame
+		other string
+	}{
+		{"sync first", time.Hour, `{"type":"sync","cursors":{"c1":5}}`, seqRange(6, 12), proto.TypeSynced},
+		{"ping first", time.Hour, `{"type":"ping"}`, seqRange(1, 10), proto.TypePong},
+		{"hold over", -time.Second, `{"type":"ping"}`, seqRange(1, 10), proto.TypePong},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &catchUpStore{}
+			for s := 1; s <= 12; s++ {
+				st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
+			}
+			n := catchUpNode(t, st, opened.Add(time.Hour))
+			n.cfg.RecheckInterval = time.Hour
+			cli, srv := catchUpPair(t)
+			c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli(),
+				holdUntil: time.Now().Add(tc.hold), lastRecheck: n.now()}
+
+			live := catchUpMsg(10, opened.Add(10*time.Second))
+			c.enqueue(outItem{msg: &live})
+			c.handle([]byte(tc.first))
+			cli.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var got []uint64
+			for {
+				_, b, err := cli.ReadMessage()
+				if err != nil {
+					t.Fatalf("read after %v: %v", got, err)
+				}
+				f, err := proto.DecodeServerFrame(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.Type != proto.TypeMessage {
+					if f.Type != tc.other {
+						t.Fatalf("frame %s, want %s", b, tc.other)
+					}
+					break
+				}
+				got = append(got, f.Message.Seq)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("got seqs %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
