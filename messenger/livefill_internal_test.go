@@ -14,6 +14,18 @@ import (
 // frames, until it has read a message of seq last (last 0: until synced).
 func readUntil(t *testing.T, cli *websocket.Conn, last uint64) []uint64 {
 	t.Helper()
+	end := ""
+	if last == 0 {
+		end = proto.TypeSynced
+	}
+	return readSeqs(t, cli, last, end)
+}
+
+// readSeqs reads frames from cli and returns the seqs of the message
+// frames, until it has read a message of seq last (0: none) or a frame of
+// type end; any other frame fails the test.
+func readSeqs(t *testing.T, cli *websocket.Conn, last uint64, end string) []uint64 {
+	t.Helper()
 	cli.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var seqs []uint64
 	for {
@@ -25,19 +37,16 @@ func readUntil(t *testing.T, cli *websocket.Conn, last uint64) []uint64 {
 		if err != nil {
 			t.Fatalf("frame %s: %v", b, err)
 		}
-		switch f.Type {
-		case proto.TypeMessage:
+		switch {
+		case f.Type == proto.TypeMessage:
 			seqs = append(seqs, f.Message.Seq)
 			if f.Message.Seq == last {
 				return seqs
 			}
-		case proto.TypeSynced:
-			if last == 0 {
-				return seqs
-			}
-			t.Fatalf("synced before seq %d (after %v)", last, seqs)
+		case f.Type == end:
+			return seqs
 		default:
-			t.Fatalf("unexpected frame %s", b)
+			t.Fatalf("frame %s after seqs %v, want a message or %q", b, seqs, end)
 		}
 	}
 }
@@ -226,26 +235,7 @@ func TestHoldLive(t *testing.T) {
 			live := catchUpMsg(10, opened.Add(10*time.Second))
 			c.enqueue(outItem{msg: &live})
 			c.handle([]byte(tc.first))
-			cli.SetReadDeadline(time.Now().Add(10 * time.Second))
-			var got []uint64
-			for {
-				_, b, err := cli.ReadMessage()
-				if err != nil {
-					t.Fatalf("read after %v: %v", got, err)
-				}
-				f, err := proto.DecodeServerFrame(b)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if f.Type != proto.TypeMessage {
-					if f.Type != tc.other {
-						t.Fatalf("frame %s, want %s", b, tc.other)
-					}
-					break
-				}
-				got = append(got, f.Message.Seq)
-			}
-			if !slices.Equal(got, tc.want) {
+			if got := readSeqs(t, cli, 0, tc.other); !slices.Equal(got, tc.want) {
 				t.Fatalf("got seqs %v, want %v", got, tc.want)
 			}
 		})
