@@ -425,11 +425,11 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 	}
 	if m.Seq > sp.to+1 {
 		c.n.metrics.gapFills.Inc()
-		to, own, err := c.fill(m.Conversation, sp.to, m.Seq, bp)
+		to, left, err := c.fill(m.Conversation, sp.to, m.Seq, bp)
 		if err != nil {
 			return err
 		}
-		sp = seqSpan{from: max(sp.from, own), to: to}
+		sp = seqSpan{from: max(sp.from, left), to: to}
 	}
 	if err := c.writeMessage(m, bp); err != nil {
 		return err
@@ -460,7 +460,7 @@ func (c *conn) release(bp *[]byte) error {
 // before, a page at a time, except the device's own (see seqSpan). It
 // returns the last seq it covered and the last one it left out: an own
 // message, or, when the store fails, everything before before.
-func (c *conn) fill(conv string, after, before uint64, bp *[]byte) (to, own uint64, err error) {
+func (c *conn) fill(conv string, after, before uint64, bp *[]byte) (to, left uint64, err error) {
 	for after+1 < before {
 		gap, more, err := c.n.store.MessagesAfter(context.Background(), conv, after, min(syncPage, int(before-after-1)), c.n.now())
 		if err != nil {
@@ -470,12 +470,12 @@ func (c *conn) fill(conv string, after, before uint64, bp *[]byte) (to, own uint
 		for i := range gap {
 			g := &gap[i]
 			if g.Seq >= before {
-				return after, own, nil
+				return after, left, nil
 			}
 			if c.own(g) {
-				own = g.Seq
+				left = g.Seq
 			} else if err := c.writeMessage(g, bp); err != nil {
-				return after, own, err
+				return after, left, err
 			}
 			after = g.Seq
 		}
@@ -483,7 +483,7 @@ func (c *conn) fill(conv string, after, before uint64, bp *[]byte) (to, own uint
 			break
 		}
 	}
-	return after, own, nil
+	return after, left, nil
 }
 
 // noteSent records that the client has seq through its own send, so the

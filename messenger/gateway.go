@@ -41,7 +41,7 @@ var upgrader = websocket.Upgrader{
 // 4401 or 4403).
 func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 	select {
-	case <-n.hub.draining:
+	case <-n.hub.draining.Done():
 		httpapi.WriteError(w, nil, &proto.Error{Code: proto.CodeRateLimited, Message: "server is restarting; reconnect", RetryAfter: time.Second})
 		return
 	default:
@@ -122,17 +122,12 @@ func (n *Node) firstFrameAuth(ws *websocket.Conn, fc *frameConn, addr netip.Addr
 	ws.SetReadDeadline(time.Now().Add(n.cfg.Gateway.AuthTimeout))
 	// A drain closes a socket that is still waiting for its auth frame
 	// with 1001 too: it is not in the hub yet, so the drain wakes its read.
-	waiting := make(chan struct{})
-	defer close(waiting)
 	var drained atomic.Bool
-	go func() {
-		select {
-		case <-n.hub.draining:
-			drained.Store(true)
-			ws.SetReadDeadline(time.Now())
-		case <-waiting:
-		}
-	}()
+	stop := context.AfterFunc(n.hub.draining, func() {
+		drained.Store(true)
+		ws.SetReadDeadline(time.Now())
+	})
+	defer stop()
 	var buf bytes.Buffer
 	_, r, err := ws.NextReader()
 	if err != nil {

@@ -24,9 +24,10 @@ type Hub struct {
 	seed     maphash.Seed
 	shards   [numHubShards]hubShard
 
-	active    sync.WaitGroup // one per registered connection
-	drainOnce sync.Once
-	draining  chan struct{}
+	active sync.WaitGroup // one per registered connection
+	// draining ends when the drain starts (drain calls startDrain).
+	draining   context.Context
+	startDrain context.CancelFunc
 }
 
 type hubShard struct {
@@ -35,7 +36,8 @@ type hubShard struct {
 }
 
 func newHub(b Broker, p Presence, log *slog.Logger, m *metrics) *Hub {
-	h := &Hub{broker: b, presence: p, log: log, metrics: m, seed: maphash.MakeSeed(), draining: make(chan struct{})}
+	h := &Hub{broker: b, presence: p, log: log, metrics: m, seed: maphash.MakeSeed()}
+	h.draining, h.startDrain = context.WithCancel(context.Background())
 	for i := range h.shards {
 		h.shards[i].users = make(map[string][]*conn)
 	}
@@ -55,7 +57,7 @@ func (h *Hub) add(c *conn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
-	case <-h.draining:
+	case <-h.draining.Done():
 		return errDraining
 	default:
 	}
@@ -150,7 +152,7 @@ func (h *Hub) count() int {
 // drain closes every connection with 1001 and waits until they are gone or
 // ctx ends. New connections are refused from the start of the drain.
 func (h *Hub) drain(ctx context.Context) {
-	h.drainOnce.Do(func() { close(h.draining) })
+	h.startDrain()
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.RLock()
