@@ -51,6 +51,22 @@ func readSeqs(t *testing.T, cli *websocket.Conn, last uint64, end string) []uint
 	}
 }
 
+// liveSocket returns a store whose conversation c1 holds seqs 1..k, sent
+// a second apart after the socket opened (at opened), and a fresh socket
+// of u1's device d1 on a node over it, with the client's end.
+func liveSocket(t *testing.T, k int) (st *catchUpStore, cli *websocket.Conn, c *conn, opened time.Time) {
+	t.Helper()
+	opened = time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
+	st = &catchUpStore{}
+	for s := 1; s <= k; s++ {
+		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
+	}
+	n := catchUpNode(t, st, opened.Add(time.Hour))
+	cli, srv := catchUpPair(t)
+	c = &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli()}
+	return st, cli, c, opened
+}
+
 func seqRange(from, to uint64) []uint64 {
 	var out []uint64
 	for s := from; s <= to; s++ {
@@ -63,14 +79,8 @@ func seqRange(from, to uint64) []uint64 {
 // first live message brings at most liveFillMax earlier ones, not the
 // conversation's history since the socket opened.
 func TestLiveFillBounded(t *testing.T) {
-	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
-	st := &catchUpStore{}
-	for s := 1; s <= 300; s++ {
-		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
-	}
-	n := catchUpNode(t, st, opened.Add(time.Hour))
-	cli, srv := catchUpPair(t)
-	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli(), synced: true}
+	_, cli, c, opened := liveSocket(t, 300)
+	c.synced = true
 
 	live := catchUpMsg(301, opened.Add(301*time.Second))
 	c.enqueue(outItem{msg: &live})
@@ -82,14 +92,7 @@ func TestLiveFillBounded(t *testing.T) {
 // A gap in a conversation the socket has a span for is filled a page at a
 // time, every seq in order.
 func TestLiveFillPaged(t *testing.T) {
-	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
-	st := &catchUpStore{}
-	for s := 1; s <= 3*syncPage; s++ {
-		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
-	}
-	n := catchUpNode(t, st, opened.Add(time.Hour))
-	cli, srv := catchUpPair(t)
-	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli()}
+	_, cli, c, opened := liveSocket(t, 3*syncPage)
 	c.written = map[string]seqSpan{"c1": {from: 0, to: 5}}
 
 	last := uint64(3 * syncPage)
@@ -164,14 +167,8 @@ func TestSyncAfterLive(t *testing.T) {
 // A gap the store failed to fill stays out of the run: a sync from before
 // it sends what the socket missed.
 func TestSyncAfterFailedFill(t *testing.T) {
-	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
-	st := &catchUpStore{failMsgs: 1}
-	for s := 1; s <= 10; s++ {
-		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
-	}
-	n := catchUpNode(t, st, opened.Add(time.Hour))
-	cli, srv := catchUpPair(t)
-	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli()}
+	st, cli, c, opened := liveSocket(t, 10)
+	st.failMsgs = 1
 	c.written = map[string]seqSpan{"c1": {from: 0, to: 2}}
 
 	live := catchUpMsg(10, opened.Add(10*time.Second))
@@ -189,14 +186,8 @@ func TestSyncAfterFailedFill(t *testing.T) {
 // run for, such as one joined after its sync, brings at most liveFillMax
 // messages, as live delivery would.
 func TestCatchUpBounded(t *testing.T) {
-	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
-	st := &catchUpStore{}
-	for s := 1; s <= 600; s++ {
-		st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
-	}
-	n := catchUpNode(t, st, opened.Add(time.Hour))
-	cli, srv := catchUpPair(t)
-	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli(), synced: true}
+	_, cli, c, _ := liveSocket(t, 600)
+	c.synced = true
 
 	c.enqueue(outItem{sync: &syncJob{catchUp: true}})
 	if got, want := readUntil(t, cli, 600), seqRange(600-64+1, 600); !slices.Equal(got, want) { // liveFillMax is 64
@@ -209,7 +200,6 @@ func TestCatchUpBounded(t *testing.T) {
 // and the socket's frames never go back in seq; after any other first
 // frame, or when the hold ends, they go out as live.
 func TestHoldLive(t *testing.T) {
-	opened := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		name  string
 		hold  time.Duration // from now
@@ -222,15 +212,9 @@ func TestHoldLive(t *testing.T) {
 		{"hold over", -time.Second, `{"type":"ping"}`, seqRange(1, 10), proto.TypePong},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &catchUpStore{}
-			for s := 1; s <= 12; s++ {
-				st.msgs = append(st.msgs, catchUpMsg(s, opened.Add(time.Duration(s)*time.Second)))
-			}
-			n := catchUpNode(t, st, opened.Add(time.Hour))
-			n.cfg.RecheckInterval = time.Hour
-			cli, srv := catchUpPair(t)
-			c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1", opened: opened.UnixMilli(),
-				holdUntil: time.Now().Add(tc.hold), lastRecheck: n.now()}
+			_, cli, c, opened := liveSocket(t, 12)
+			c.n.cfg.RecheckInterval, c.lastRecheck = time.Hour, c.n.now()
+			c.holdUntil = time.Now().Add(tc.hold)
 
 			live := catchUpMsg(10, opened.Add(10*time.Second))
 			c.enqueue(outItem{msg: &live})
