@@ -496,9 +496,9 @@ func (c *conn) noteSent(conv string, seq uint64) {
 }
 
 // runSync replays every stored message after the client's cursors, then
-// writes "synced". What the socket has been sent already, without a gap
-// from the cursor on (live messages that came before the sync), is not
-// sent again.
+// writes "synced": also what live delivery has sent the socket already
+// (API.md; an app may sync again because it lost frames). The run of seqs
+// sent then reaches from the cursor to the replay's last message.
 func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 	ctx := context.Background()
 	if job.catchUp {
@@ -528,8 +528,6 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 				return c.syncFailed(job, "sync: catch-up floor", err)
 			}
 			after = max(after, cv.LastSeq-min(cv.LastSeq, liveFillMax))
-		case known && sp.from <= after && after < sp.to:
-			after = sp.to
 		}
 		from, own := after, uint64(0)
 		for {

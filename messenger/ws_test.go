@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -162,6 +163,53 @@ func TestSyncAfterDisconnect(t *testing.T) {
 	}
 	if n != 6 {
 		t.Fatalf("cursorless sync replayed %d messages, want 6", n)
+	}
+}
+
+// A sync on a socket that is already live replays from its cursor what
+// the socket was sent live before it (API.md: every stored message after
+// the cursor): an app may sync again because it could not keep frames.
+func TestSyncAgainOnLiveSocket(t *testing.T) {
+	c := newChat(t)
+	b := c.env.Dial(c.b1)
+	syncSeqs := func(cursors map[string]uint64) []uint64 {
+		t.Helper()
+		b.SendBytes(proto.AppendSync(nil, cursors))
+		var seqs []uint64
+		for f := b.Read(); f.Type != proto.TypeSynced; f = b.Read() {
+			if f.Type != proto.TypeMessage {
+				t.Fatalf("unexpected %q during sync", f.Type)
+			}
+			seqs = append(seqs, f.Message.Seq)
+		}
+		return seqs
+	}
+	if got := syncSeqs(nil); len(got) != 0 {
+		t.Fatalf("first sync replayed %v, want nothing", got)
+	}
+	for i := 1; i <= 3; i++ {
+		m := c.post(c.alice1, fmt.Sprint("m", i), "live")
+		if f := b.Read(); f.Type != proto.TypeMessage || f.Message.ID != m.ID {
+			t.Fatalf("live: %+v, want %s", f, m.ID)
+		}
+	}
+	for _, tc := range []struct {
+		cursors map[string]uint64
+		want    []uint64
+	}{
+		{map[string]uint64{c.conv: 0}, []uint64{1, 2, 3}},
+		{nil, []uint64{1, 2, 3}},
+		{map[string]uint64{c.conv: 2}, []uint64{3}},
+		{map[string]uint64{c.conv: 3}, nil},
+	} {
+		if got := syncSeqs(tc.cursors); !slices.Equal(got, tc.want) {
+			t.Fatalf("sync %v on a live socket replayed %v, want %v", tc.cursors, got, tc.want)
+		}
+	}
+	// Live delivery goes on after the replays, without a repeat.
+	m := c.post(c.alice1, "m4", "live")
+	if f := b.Read(); f.Type != proto.TypeMessage || f.Message.Seq != 4 || f.Message.ID != m.ID {
+		t.Fatalf("live after the syncs: %+v, want seq 4", f)
 	}
 }
 
