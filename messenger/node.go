@@ -77,6 +77,11 @@ type Config struct {
 	OnMessage func(conv *storage.Conversation, m *storage.Message)
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
+	// SchoolSwitchTTL is how long the send path uses a school's
+	// student_direct switch once read (switching it off takes effect on
+	// every node within this time; on, at once). Zero reads it for every
+	// send by a student: right for a store that keeps schools in memory.
+	SchoolSwitchTTL time.Duration
 }
 
 // Node is the messenger of one server node.
@@ -91,7 +96,12 @@ type Node struct {
 	metrics *metrics
 	now     func() time.Time
 	pairs   pairMemo // studentPair's answers
-	sends   *httpSendLimits
+	// The send path's caches (sendcache.go); revs is the store when its
+	// appends check conversation revisions, else nil.
+	revs     storage.RevAppender
+	convs    convCache
+	switches schoolSwitches
+	sends    *httpSendLimits
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -173,6 +183,7 @@ func New(cfg Config) (*Node, error) {
 		now:     cfg.Now,
 		sends:   newHTTPSendLimits(cfg.Gateway.SendRate, cfg.Gateway.SendBurst),
 	}
+	n.revs, _ = cfg.Store.(storage.RevAppender)
 	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)
 	if p, err := newPoller(); err == nil {
 		n.poller = p

@@ -87,7 +87,7 @@ func (n *Node) CreateDirect(ctx context.Context, p auth.Principal, peerID string
 		return storage.Conversation{}, false, err
 	}
 	if p.User.Role == storage.RoleStudent && peer.Role == storage.RoleStudent {
-		if err := n.studentDirectAllowed(ctx, p.User.School); err != nil {
+		if err := n.studentDirectAllowed(ctx, p.User.School, false); err != nil {
 			return storage.Conversation{}, false, err
 		}
 	}
@@ -125,12 +125,25 @@ func (n *Node) CreateDirect(ctx context.Context, p auth.Principal, peerID string
 
 // studentDirectAllowed returns errStudentDirectOff if school has switched
 // off direct conversations between students.
-func (n *Node) studentDirectAllowed(ctx context.Context, school string) error {
-	s, err := n.store.School(ctx, school)
-	if err != nil {
-		return err
+// With cached, a switch read less than SchoolSwitchTTL ago serves.
+func (n *Node) studentDirectAllowed(ctx context.Context, school string, cached bool) error {
+	ttl := n.cfg.SchoolSwitchTTL
+	on, ok := false, false
+	if cached && ttl > 0 {
+		on, ok = n.switches.get(school, time.Now(), ttl)
 	}
-	if s.NoStudentDirect {
+	if !ok {
+		read := time.Now()
+		s, err := n.store.School(ctx, school)
+		if err != nil {
+			return err
+		}
+		on = !s.NoStudentDirect
+		if ttl > 0 {
+			n.switches.put(school, on, read)
+		}
+	}
+	if !on {
 		return errStudentDirectOff
 	}
 	return nil
@@ -255,7 +268,7 @@ func (n *Node) Conversations(ctx context.Context, p auth.Principal) ([]storage.C
 	if err != nil || p.User.Role != storage.RoleStudent {
 		return cs, err // only a student can be in a student pair
 	}
-	switch err := n.studentDirectAllowed(ctx, p.User.School); {
+	switch err := n.studentDirectAllowed(ctx, p.User.School, false); {
 	case errors.Is(err, errStudentDirectOff):
 	case err != nil:
 		return nil, err
@@ -380,11 +393,101 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	if err := s.Validate(true); err != nil {
 		return storage.Message{}, false, err
 	}
+	ra := n.revs
+	cached := ra != nil
+	for attempt := 1; ; attempt++ {
+		c, prev, err := n.sendConversation(ctx, p, s, cached)
+		if err != nil {
+			return storage.Message{}, false, err
+		}
+		if prev != nil {
+			return *prev, false, nil
+		}
+		now := n.now().UTC()
+		for _, a := range s.Attachments {
+			if err := n.attachmentUsable(ctx, p, a, now); err != nil {
+				return storage.Message{}, false, err
+			}
+		}
+		m := storage.Message{
+			ID:           ids.NewSortable(now),
+			Conversation: c.ID,
+			SenderUser:   p.User.ID,
+			SenderDevice: p.Cred.DeviceID,
+			ClientID:     s.ClientID,
+			SentAt:       now,
+			ExpiresAt:    now.Add(n.cfg.MessageRetention),
+			Ciphertext:   s.Ciphertext,
+			Keys:         s.Keys,
+			Attachments:  s.Attachments,
+		}
+		var stored storage.Message
+		var created bool
+		if ra != nil {
+			stored, created, err = ra.AppendMessageRev(ctx, m, c.Rev)
+			// The conversation changed since it was read (or, for a
+			// cached copy, is gone): judge the send again on a fresh read.
+			if (errors.Is(err, storage.ErrStale) || cached && errors.Is(err, storage.ErrNotFound)) && attempt < maxSendAttempts {
+				n.convs.drop(c.ID)
+				cached = false
+				continue
+			}
+		} else {
+			stored, created, err = n.store.AppendMessage(ctx, m)
+		}
+		if err != nil {
+			return storage.Message{}, false, err
+		}
+		if !created {
+			return stored, false, nil
+		}
+		n.metrics.stored.Inc()
+		users := make([]string, len(c.Members))
+		for i, mb := range c.Members {
+			users[i] = mb.UserID
+		}
+		// The event and its message in one allocation.
+		box := &struct {
+			ev Event
+			m  storage.Message
+		}{m: stored}
+		box.ev = Event{Kind: EventMessage, Message: &box.m, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID)}
+		if err := n.broker.Publish(ctx, users, &box.ev); err != nil {
+			// Stored is what counts: receivers recover through sync.
+			n.log.Warn("publish", "conv", c.ID, "err", err)
+		}
+		n.cfg.OnMessage(&c, &box.m)
+		n.metrics.sendLatency.Observe(time.Since(start).Seconds())
+		return stored, true, nil
+	}
+}
+
+// maxSendAttempts bounds the appends of one send that find its
+// conversation changed since it was read (each attempt reads it afresh).
+const maxSendAttempts = 4
+
+// sendConversation returns the conversation s goes to once p may write in
+// it, with s.Keys kept to its members; or, when p may not but s is the
+// retry of a message stored before, that message. With cached, a copy
+// from n.convs serves when it allows the send as it stands (the append
+// checks the copy's revision); anything else is judged on a fresh read.
+func (n *Node) sendConversation(ctx context.Context, p auth.Principal, s *proto.Send, cached bool) (storage.Conversation, *storage.Message, error) {
+	if cached {
+		if c, ok := n.convs.get(s.Conversation); ok && c.School == p.User.School {
+			if member, ok := c.Member(p.User.ID); ok && allMemberKeys(s.Keys, &c) &&
+				n.mayWrite(ctx, p, &c, member, true) == nil {
+				return c, nil, nil
+			}
+		}
+	}
 	c, member, err := n.conversationFor(ctx, p, s.Conversation)
 	if err != nil {
-		return storage.Message{}, false, err
+		return c, nil, err
 	}
-	err = n.mayWrite(ctx, p, &c, member)
+	if n.revs != nil {
+		n.convs.put(c)
+	}
+	err = n.mayWrite(ctx, p, &c, member, false)
 	if err == nil && !keepMemberKeys(s.Keys, &c) {
 		err = proto.Errorf(proto.CodeInvalidRequest, "keys must hold a wrapped key for a device of a member")
 	}
@@ -393,53 +496,35 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 		// readers left) is answered with that message: the app would
 		// otherwise mark as failed what its members have already received.
 		if prev, perr := n.store.MessageByClientID(ctx, c.ID, p.User.ID, p.Cred.DeviceID, s.ClientID, n.now()); perr == nil {
-			return prev, false, nil
+			return c, &prev, nil
 		}
-		return storage.Message{}, false, err
+		return c, nil, err
 	}
-	now := n.now().UTC()
-	for _, a := range s.Attachments {
-		if err := n.attachmentUsable(ctx, p, a, now); err != nil {
-			return storage.Message{}, false, err
+	return c, nil, nil
+}
+
+// allMemberKeys reports whether keys is not empty and every entry is for
+// a member of c: keepMemberKeys would keep them all.
+func allMemberKeys(keys map[string][]byte, c *storage.Conversation) bool {
+	isMember := memberTest(keys, c)
+	for name := range keys {
+		if user, _, ok := proto.SplitKeyName(name); !ok || !isMember(user) {
+			return false
 		}
 	}
-	m := storage.Message{
-		ID:           ids.NewSortable(now),
-		Conversation: c.ID,
-		SenderUser:   p.User.ID,
-		SenderDevice: p.Cred.DeviceID,
-		ClientID:     s.ClientID,
-		SentAt:       now,
-		ExpiresAt:    now.Add(n.cfg.MessageRetention),
-		Ciphertext:   s.Ciphertext,
-		Keys:         s.Keys,
-		Attachments:  s.Attachments,
+	return len(keys) > 0
+}
+
+// memberTest returns a test of membership in c for len(keys) lookups.
+func memberTest(keys map[string][]byte, c *storage.Conversation) func(user string) bool {
+	if len(keys) > 16 && len(c.Members) > 16 {
+		set := make(map[string]struct{}, len(c.Members))
+		for _, m := range c.Members {
+			set[m.UserID] = struct{}{}
+		}
+		return func(user string) bool { _, ok := set[user]; return ok }
 	}
-	stored, created, err := n.store.AppendMessage(ctx, m)
-	if err != nil {
-		return storage.Message{}, false, err
-	}
-	if !created {
-		return stored, false, nil
-	}
-	n.metrics.stored.Inc()
-	users := make([]string, len(c.Members))
-	for i, mb := range c.Members {
-		users[i] = mb.UserID
-	}
-	// The event and its message in one allocation.
-	box := &struct {
-		ev Event
-		m  storage.Message
-	}{m: stored}
-	box.ev = Event{Kind: EventMessage, Message: &box.m, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID)}
-	if err := n.broker.Publish(ctx, users, &box.ev); err != nil {
-		// Stored is what counts: receivers recover through sync.
-		n.log.Warn("publish", "conv", c.ID, "err", err)
-	}
-	n.cfg.OnMessage(&c, &box.m)
-	n.metrics.sendLatency.Observe(time.Since(start).Seconds())
-	return stored, true, nil
+	return func(user string) bool { _, ok := c.Member(user); return ok }
 }
 
 // keepMemberKeys removes from keys the entries for users who are not
@@ -449,14 +534,7 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 // without a key for a member is one no member can decrypt: a client bug,
 // which the server would store and show to every reader with empty keys.
 func keepMemberKeys(keys map[string][]byte, c *storage.Conversation) bool {
-	isMember := func(user string) bool { _, ok := c.Member(user); return ok }
-	if len(keys) > 16 && len(c.Members) > 16 {
-		set := make(map[string]struct{}, len(c.Members))
-		for _, m := range c.Members {
-			set[m.UserID] = struct{}{}
-		}
-		isMember = func(user string) bool { _, ok := set[user]; return ok }
-	}
+	isMember := memberTest(keys, c)
 	for name := range keys {
 		if user, _, ok := proto.SplitKeyName(name); !ok || !isMember(user) {
 			delete(keys, name)
@@ -467,7 +545,7 @@ func keepMemberKeys(keys map[string][]byte, c *storage.Conversation) bool {
 
 // mayWrite returns why p, with membership member, may not send to c, or
 // nil: the right to write and, between two students, the school's switch.
-func (n *Node) mayWrite(ctx context.Context, p auth.Principal, c *storage.Conversation, member storage.Member) error {
+func (n *Node) mayWrite(ctx context.Context, p auth.Principal, c *storage.Conversation, member storage.Member, cached bool) error {
 	if !member.CanWrite {
 		return proto.Errorf(proto.CodeForbidden, "you may not write in this conversation")
 	}
@@ -478,7 +556,7 @@ func (n *Node) mayWrite(ctx context.Context, p auth.Principal, c *storage.Conver
 	if err != nil || !pair {
 		return err
 	}
-	return n.studentDirectAllowed(ctx, c.School)
+	return n.studentDirectAllowed(ctx, c.School, cached)
 }
 
 // History returns messages of a conversation after a seq.

@@ -28,6 +28,16 @@ type clusterParts struct {
 // redisPrefix starts every key and channel of Klassenfunk in Redis.
 const redisPrefix = "kf:"
 
+// schoolSwitchTTL is how long a node's send path uses a school's
+// student_direct switch once read: in cluster mode a read is a round trip
+// to Redis for every message of a student; bbolt keeps schools in memory.
+func (s *Server) schoolSwitchTTL() time.Duration {
+	if s.cfg.RedisURL == "" {
+		return 0
+	}
+	return time.Second
+}
+
 // openCluster connects to Redis. A node refuses to start when Redis cannot
 // be reached: serving with half its state would be worse.
 func (s *Server) openCluster(ctx context.Context) error {

@@ -19,6 +19,7 @@ import (
 type twoNodes struct {
 	redis        *redistest.Server
 	n1, n2       *testenv.Env
+	school       string
 	alice, bob   string
 	aTok, bTok   string
 	bTrust, conv string
@@ -29,9 +30,9 @@ func startTwoNodes(t *testing.T) *twoNodes {
 	r := redistest.Start(t)
 	cluster := func(c *server.Config) { c.RedisURL = r.URL() }
 	tn := &twoNodes{redis: r, n1: testenv.New(t, cluster), n2: testenv.New(t, cluster)}
-	school := tn.n1.CreateSchool("Gesamtschule Nord")
-	tn.alice = tn.n1.CreateUser(school, "alice", "teacher")
-	tn.bob = tn.n2.CreateUser(school, "bob", "student")
+	tn.school = tn.n1.CreateSchool("Gesamtschule Nord")
+	tn.alice = tn.n1.CreateUser(tn.school, "alice", "teacher")
+	tn.bob = tn.n2.CreateUser(tn.school, "bob", "student")
 	tn.aTok, _ = tn.n1.Login("alice", "a-phone", true)
 	tn.bTok, tn.bTrust = tn.n2.Login("bob", "b-phone", true)
 	var conv struct{ ID string }

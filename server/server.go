@@ -132,7 +132,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			PingInterval: cfg.Messenger.PingInterval,
 			AuthTimeout:  cfg.Messenger.AuthTimeout,
 		},
-		Now: cfg.Now,
+		Now:             cfg.Now,
+		SchoolSwitchTTL: s.schoolSwitchTTL(),
 	})
 	if err != nil {
 		s.closeStores()

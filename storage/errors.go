@@ -12,4 +12,8 @@ var (
 
 	// ErrClosed is returned by a backend after Close.
 	ErrClosed = errors.New("storage: closed")
+
+	// ErrStale is returned by RevAppender.AppendMessageRev when the
+	// conversation has changed since the read that gave its revision.
+	ErrStale = errors.New("storage: conversation changed")
 )

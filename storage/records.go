@@ -145,6 +145,10 @@ type Conversation struct {
 	// LastSeq is the highest seq allocated in the conversation. Backends
 	// fill it on read; it is not written through CreateConversation.
 	LastSeq uint64 `json:"-"`
+	// Rev identifies the stored record's content (members, rights,
+	// title), set on read by stores that implement RevAppender; empty
+	// elsewhere. Never written.
+	Rev string `json:"-"`
 }
 
 // Member returns the member entry of userID and whether it exists.

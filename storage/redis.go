@@ -154,7 +154,10 @@ type Redis struct {
 	closeErr  error
 }
 
-var _ Store = (*Redis)(nil)
+var (
+	_ Store       = (*Redis)(nil)
+	_ RevAppender = (*Redis)(nil)
+)
 
 // RedisOptions configures OpenRedis. The zero value (or nil) is the
 // production setting.

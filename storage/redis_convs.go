@@ -2,6 +2,8 @@ package storage
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,12 +36,23 @@ func decodeConvVals(vals []any) (c Conversation, raw string, ok bool, err error)
 	if err := decode([]byte(raw), &c, "conversation"); err != nil {
 		return c, "", false, err
 	}
+	c.Rev = convRev(raw)
 	if s, ok := str(vals[1]); ok {
 		if c.LastSeq, err = strconv.ParseUint(s, 10, 64); err != nil {
 			return c, "", false, fmt.Errorf("storage: corrupt seq of %q: %w", c.ID, err)
 		}
 	}
 	return c, raw, true, nil
+}
+
+// convRev is the revision of a conversation record: the SHA-1 of its JSON
+// in hex, which scriptAppend compares with redis.sha1hex (the only digest
+// Redis's Lua has). It tells versions of one record apart; it guards
+// nothing against an adversary, who could only keep a node's own cached
+// copy of a record valid.
+func convRev(raw string) string {
+	sum := sha1.Sum([]byte(raw))
+	return hex.EncodeToString(sum[:])
 }
 
 func (r *Redis) getConv(ctx context.Context, id string) (c Conversation, raw string, ok bool, err error) {

@@ -71,6 +71,12 @@ func (r *Redis) convScriptKeys(conv string, suffixes ...string) []string {
 // attachments unlinked until the sender's retry (same client id) links
 // them.
 func (r *Redis) AppendMessage(ctx context.Context, m Message) (Message, bool, error) {
+	return r.AppendMessageRev(ctx, m, "")
+}
+
+// AppendMessageRev implements RevAppender: AppendMessage whose script
+// first compares the conversation record with rev (empty: any).
+func (r *Redis) AppendMessageRev(ctx context.Context, m Message, rev string) (Message, bool, error) {
 	if err := r.check(ctx); err != nil {
 		return Message{}, false, err
 	}
@@ -92,7 +98,7 @@ func (r *Redis) AppendMessage(ctx context.Context, m Message) (Message, bool, er
 	member := msgIdxMember(expHex, m.Conversation, m.ID)
 	gkeys := []string{r.msgIDsKey(), r.msgIdxKey()}
 	if r.local {
-		return r.appendLocal(ctx, m, body, expHex, member, gkeys)
+		return r.appendLocal(ctx, m, body, expHex, member, rev, gkeys)
 	}
 	n, err := scriptReserveMsg.Run(ctx, r.c, gkeys, m.ID, m.Conversation, msScore(m.ExpiresAt), member).Int()
 	if err != nil {
@@ -102,7 +108,7 @@ func (r *Redis) AppendMessage(ctx context.Context, m Message) (Message, bool, er
 		return Message{}, false, ErrConflict
 	}
 	res, err := scriptAppend.Run(ctx, r.c, r.convScriptKeys(m.Conversation, "s", "q", "i", "k"),
-		m.ID, msgClientKey(&m), expHex, body, hexTime(m.SentAt), r.backstop(m.ExpiresAt)).Slice()
+		m.ID, msgClientKey(&m), expHex, body, hexTime(m.SentAt), r.backstop(m.ExpiresAt), rev).Slice()
 	if err != nil {
 		return Message{}, false, err
 	}
@@ -125,9 +131,12 @@ func (r *Redis) AppendMessage(ctx context.Context, m Message) (Message, bool, er
 			return Message{}, false, err
 		}
 		return m, true, nil
-	case "nf":
+	case "nf", "stale":
 		if err := unreserve(true); err != nil {
 			return Message{}, false, err
+		}
+		if kind == "stale" {
+			return Message{}, false, ErrStale
 		}
 		return Message{}, false, ErrNotFound
 	case "conflict":
@@ -161,11 +170,11 @@ func (r *Redis) AppendMessage(ctx context.Context, m Message) (Message, bool, er
 
 // appendLocal is AppendMessage on a single Redis node: one script does
 // it all, atomically.
-func (r *Redis) appendLocal(ctx context.Context, m Message, body []byte, expHex, member string, gkeys []string) (Message, bool, error) {
+func (r *Redis) appendLocal(ctx context.Context, m Message, body []byte, expHex, member, rev string, gkeys []string) (Message, bool, error) {
 	keys := append(gkeys, r.convScriptKeys(m.Conversation, "s", "q", "i", "k")...)
 	res, err := scriptAppendLocal.Run(ctx, r.c, keys,
 		m.ID, msgClientKey(&m), expHex, body, hexTime(m.SentAt), r.backstop(m.ExpiresAt),
-		m.Conversation, msScore(m.ExpiresAt), member).Slice()
+		m.Conversation, msScore(m.ExpiresAt), member, rev).Slice()
 	if err != nil {
 		return Message{}, false, err
 	}
@@ -183,6 +192,8 @@ func (r *Redis) appendLocal(ctx context.Context, m Message, body []byte, expHex,
 		return m, true, nil
 	case "nf":
 		return Message{}, false, ErrNotFound
+	case "stale":
+		return Message{}, false, ErrStale
 	case "conflict":
 		return Message{}, false, ErrConflict
 	case "dup":

@@ -27,6 +27,16 @@ local function expireat(key, ms)
     redis.call('PEXPIREAT', key, ms)
   end
 end
+local function convcheck(key, rev)
+  if rev == '' then
+    if redis.call('EXISTS', key) == 0 then return 'nf' end
+    return false
+  end
+  local rec = redis.call('GET', key)
+  if not rec then return 'nf' end
+  if redis.sha1hex(rec) ~= rev then return 'stale' end
+  return false
+end
 `
 
 var (
@@ -157,10 +167,12 @@ return 1`)
 
 	// scriptAppend: KEYS conv record, seq, q, i, k; ARGV id, client key
 	// (empty: none), H(ExpiresAt), JSON, H(SentAt), PEXPIREAT ms (empty:
-	// none). Returns {'ok', seq}, {'nf'}, {'conflict', H(stored
-	// ExpiresAt)} or {'dup', seq, value, id taken (0/1)}.
+	// none), the record's expected revision (empty: any). Returns {'ok',
+	// seq}, {'nf'}, {'stale'}, {'conflict', H(stored ExpiresAt)} or {'dup',
+	// seq, value, id taken (0/1)}.
 	scriptAppend = redis.NewScript(luaLib + `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'nf'} end
+local gone = convcheck(KEYS[1], ARGV[7])
+if gone then return {gone} end
 if ARGV[2] ~= '' then
   local prev = redis.call('HGET', KEYS[5], ARGV[2])
   if prev then
@@ -187,12 +199,14 @@ return {'ok', seq}`)
 	// scriptAppendLocal is scriptReserveMsg and scriptAppend in one, for
 	// a single Redis node, where a script may use keys of several slots.
 	// KEYS {P x:m}i, {P x:m}e, then those of scriptAppend; ARGV those of
-	// scriptAppend, then conv, score, member. Returns {'ok', seq},
-	// {'nf'}, {'conflict'} or {'dup', seq, value}.
+	// scriptAppend but the revision, then conv, score, member, revision.
+	// Returns {'ok', seq}, {'nf'}, {'stale'}, {'conflict'} or {'dup', seq,
+	// value}.
 	scriptAppendLocal = redis.NewScript(luaLib + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and cur ~= ARGV[7] then return {'conflict'} end
-if redis.call('EXISTS', KEYS[3]) == 0 then return {'nf'} end
+local gone = convcheck(KEYS[3], ARGV[10])
+if gone then return {gone} end
 if ARGV[2] ~= '' then
   local prev = redis.call('HGET', KEYS[7], ARGV[2])
   if prev then

@@ -171,6 +171,17 @@ type Messages interface {
 	CountMessages(ctx context.Context) (int, error)
 }
 
+// RevAppender is implemented by stores whose conversation reads cost a
+// round trip (Redis). They fill Conversation.Rev, and AppendMessageRev is
+// AppendMessage that stores m only while its conversation's record still
+// has revision rev, in the same atomic step as the append; otherwise it
+// returns ErrStale (or ErrNotFound once the conversation is gone). A node
+// can then authorise sends against a conversation it keeps in memory: the
+// append refuses what a membership change since has made stale.
+type RevAppender interface {
+	AppendMessageRev(ctx context.Context, m Message, rev string) (msg Message, created bool, err error)
+}
+
 // Attachments stores attachment metadata.
 type Attachments interface {
 	// PutAttachment stores new attachment metadata; ErrConflict if the ID

@@ -63,6 +63,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"AppendMessage", testAppendMessage},
 		{"AppendConcurrent", testAppendConcurrent},
 		{"AppendReadableInOrder", testAppendReadableInOrder},
+		{"AppendMessageRev", testAppendMessageRev},
 		{"IdempotentClientID", testIdempotentClientID},
 		{"IdempotentClientIDConcurrent", testIdempotentClientIDConcurrent},
 		{"MessagesAfterPaging", testMessagesAfterPaging},
@@ -164,6 +165,7 @@ func normLogins(evs []storage.LoginEvent) []storage.LoginEvent {
 
 func normConv(c storage.Conversation) storage.Conversation {
 	c.CreatedAt = normTime(c.CreatedAt)
+	c.Rev = "" // testAppendMessageRev covers it
 	if len(c.Members) == 0 {
 		c.Members = nil
 	}
@@ -2001,4 +2003,69 @@ func testUsersOfSchool(t *testing.T, s storage.Store) {
 	if got, err := s.UsersOfSchool(ctx, "nope"); err != nil || got == nil || len(got) != 0 {
 		t.Fatalf("UsersOfSchool of an unknown school = %#v, %v; want an empty list", got, err)
 	}
+}
+
+// testAppendMessageRev: a store that fills Conversation.Rev appends only
+// while the record has the revision given, atomically with the append. A
+// store without revisions implements no RevAppender and leaves Rev empty.
+func testAppendMessageRev(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	noErr(t, s.CreateConversation(ctx, storage.Conversation{ID: "g1", School: "s1", Kind: storage.ConvGroup,
+		Members: []storage.Member{{UserID: "u1", CanWrite: true}}}), "CreateConversation")
+	c, err := s.Conversation(ctx, "g1")
+	noErr(t, err, "Conversation")
+	ra, ok := s.(storage.RevAppender)
+	if !ok {
+		if c.Rev != "" {
+			t.Fatalf("Rev = %q from a store that cannot check it", c.Rev)
+		}
+		return
+	}
+	if c.Rev == "" {
+		t.Fatal("a RevAppender left Conversation.Rev empty")
+	}
+	m1 := newMsg("m1", "g1", "c1", 0, day)
+	got, created, err := ra.AppendMessageRev(ctx, m1, c.Rev)
+	noErr(t, err, "AppendMessageRev with the current revision")
+	if !created || got.Seq != 1 {
+		t.Fatalf("AppendMessageRev = seq %d, created %v", got.Seq, created)
+	}
+
+	// The seq moving on is no change of the record.
+	again, err := s.Conversation(ctx, "g1")
+	noErr(t, err, "Conversation")
+	eq(t, "Rev after an append", again.Rev, c.Rev)
+
+	noErr(t, s.UpdateConversation(ctx, "g1", func(c *storage.Conversation) error {
+		c.Members[0].CanWrite = false
+		return nil
+	}), "UpdateConversation")
+	_, _, err = ra.AppendMessageRev(ctx, newMsg("m2", "g1", "c2", time.Second, day), c.Rev)
+	isErr(t, err, storage.ErrStale, "AppendMessageRev with the revision before the update")
+	if n, _ := s.CountMessages(ctx); n != 1 {
+		t.Fatalf("CountMessages after a stale append = %d, want 1", n)
+	}
+	// The refused id was withdrawn: the next append may use it.
+	fresh, err := s.Conversation(ctx, "g1")
+	noErr(t, err, "Conversation")
+	if fresh.Rev == c.Rev {
+		t.Fatal("Rev unchanged by a change of a member's right")
+	}
+	got, created, err = ra.AppendMessageRev(ctx, newMsg("m2", "g1", "c2", time.Second, day), fresh.Rev)
+	noErr(t, err, "AppendMessageRev with the new revision")
+	if !created || got.Seq != 2 {
+		t.Fatalf("AppendMessageRev = seq %d, created %v; want 2, true", got.Seq, created)
+	}
+	// A retry with the same client id is answered from the log whatever
+	// revision it names, since the check comes first: it is stale.
+	_, _, err = ra.AppendMessageRev(ctx, newMsg("m3", "g1", "c2", 2*time.Second, day), c.Rev)
+	isErr(t, err, storage.ErrStale, "a retry naming an old revision")
+	// An empty revision checks nothing; an unknown conversation is gone.
+	_, created, err = ra.AppendMessageRev(ctx, newMsg("m3", "g1", "c3", 2*time.Second, day), "")
+	noErr(t, err, "AppendMessageRev without a revision")
+	if !created {
+		t.Fatal("AppendMessageRev without a revision did not append")
+	}
+	_, _, err = ra.AppendMessageRev(ctx, newMsg("m4", "g9", "c4", 3*time.Second, day), fresh.Rev)
+	isErr(t, err, storage.ErrNotFound, "AppendMessageRev to an unknown conversation")
 }
