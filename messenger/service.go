@@ -37,6 +37,9 @@ func asProtoError(n *Node, err error) *proto.Error {
 		return errNotFound
 	case errors.Is(err, storage.ErrConflict):
 		return proto.Errorf(proto.CodeConflict, "conflict")
+	case errors.Is(err, storage.ErrStale):
+		// maxSendAttempts appends in a row met a membership change.
+		return proto.Errorf(proto.CodeConflict, "the conversation kept changing; send again")
 	}
 	n.log.Error("internal error", "err", err)
 	return proto.Errorf(proto.CodeInternal, "internal error")
