@@ -3,8 +3,10 @@ package push_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -612,4 +614,36 @@ func indexOf(s, sub string) int {
 		}
 	}
 	return -1
+}
+
+// A provider that does not answer holds up only its own pushes: with every
+// FCM worker waiting on a hanging FCM, a push to an iPhone goes out at once.
+func TestStalledProviderDoesNotBlockTheOther(t *testing.T) {
+	r := newRig(t)
+	r.tuning.SendTimeout = time.Minute // the FCM sends stay stuck for the test
+	workers := r.tuning.Workers
+	var androids []string
+	for i := range 2 * workers {
+		androids = append(androids, fmt.Sprint("a", i))
+		r.device(androids[i], "phone", push.ProviderFCM)
+	}
+	iphone := r.device("i1", "phone", push.ProviderAPNs)
+	release := make(chan struct{})
+	defer close(release) // lets the stuck FCM answers go before the relay closes
+	var stuck atomic.Int32
+	r.prov.Script(func(q *pushtest.Request) *pushtest.Reply {
+		if q.Kind == pushtest.KindFCM {
+			stuck.Add(1)
+			<-release
+		}
+		return nil
+	})
+	r.start()
+	r.send("c1", androids, "u9", "x")
+	eventually(t, "every FCM worker waiting on FCM", func() bool { return int(stuck.Load()) == workers })
+	r.send("c2", []string{"i1"}, "u9", "x")
+	r.waitFor(iphone, 1)
+	if n := stuck.Load(); int(n) != workers {
+		t.Fatalf("%d FCM sends started, want %d (one per FCM worker)", n, workers)
+	}
 }

@@ -8,7 +8,7 @@
 //	    ──▶ resolver: member devices with a registration, not the sender's device,
 //	        not online (Presence) ──▶ outbox (storage.PushOutbox, one durable write per batch)
 //	    ──▶ scheduler: one pending push per device (the newest message), due times,
-//	        coalesce window, backoff ──▶ bounded work channel ──▶ workers
+//	        coalesce window, backoff ──▶ per provider: bounded work channel ──▶ workers
 //	    ──▶ re-check (expiry, registration, presence) ──▶ seal ──▶ FCM / APNs
 //	    ──▶ acker: the outbox entry is deleted (one durable write per batch)
 //

@@ -51,7 +51,9 @@ type Store interface {
 
 // Tuning holds the relay's knobs. Zero fields take the documented defaults.
 type Tuning struct {
-	// Workers is the number of concurrent sends. Zero means 64.
+	// Workers is the number of concurrent sends per provider (FCM, APNs:
+	// each has its own, so that one provider's stall does not hold up the
+	// other's pushes). Zero means 64.
 	Workers int
 	// IntakeQueue is the number of new-message events waiting for the
 	// resolver; beyond it events are dropped and counted (the apps still
@@ -146,7 +148,7 @@ type Relay struct {
 	added   chan added               // resolver → scheduler, after the durable write
 	adopt   chan []storage.PushEntry // rescan → scheduler: the outbox as read now
 	forget  chan string              // Forget → scheduler
-	work    chan *job                // scheduler → workers
+	lanes   map[string]*lane         // per provider: scheduler → its workers
 	results chan *job                // workers → scheduler
 	acks    ackQueue                 // scheduler → acker
 
@@ -209,8 +211,8 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 		added:     make(chan added),
 		adopt:     make(chan []storage.PushEntry),
 		forget:    make(chan string, 1024),
-		work:      make(chan *job, cfg.Tuning.Workers),
-		results:   make(chan *job, cfg.Tuning.Workers),
+		lanes:     map[string]*lane{},
+		results:   make(chan *job, 2*cfg.Tuning.Workers),
 		stop:      make(chan struct{}),
 		resolved:  make(chan struct{}),
 		scheduled: make(chan struct{}),
@@ -260,18 +262,31 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	if len(pending) > 0 {
 		r.log.Info("push outbox loaded", "pending", len(pending))
 	}
+	for _, p := range []string{ProviderFCM, ProviderAPNs} {
+		l := &lane{work: make(chan *job, cfg.Tuning.Workers)}
+		r.lanes[p] = l
+		r.workers.Add(cfg.Tuning.Workers)
+		for range cfg.Tuning.Workers {
+			go r.worker(l.work)
+		}
+	}
 	go r.resolve()
 	go r.schedule(pending)
 	if cfg.Tuning.Rescan > 0 {
 		r.rescans.Add(1)
 		go r.rescan(cfg.Tuning.Rescan)
 	}
-	r.workers.Add(cfg.Tuning.Workers)
-	for range cfg.Tuning.Workers {
-		go r.worker()
-	}
 	go r.ackLoop()
 	return r, nil
+}
+
+// laneOf returns the scheduler lane of a provider. Registrations name
+// only the two; anything else shares FCM's.
+func (r *Relay) laneOf(provider string) *lane {
+	if l := r.lanes[provider]; l != nil {
+		return l
+	}
+	return r.lanes[ProviderFCM]
 }
 
 // Enabled reports whether the provider ("fcm", "apns") is configured.

@@ -25,7 +25,8 @@ type device struct {
 	forgot   bool // Forget was called while in flight
 	adopted  bool // found by a rescan, not notified here
 	cancel   context.CancelFunc
-	idx      int // heap index; -1 when not in the heap
+	idx      int   // heap index in lane; -1 when not in the heap
+	lane     *lane // its provider's, from the device's first entry
 }
 
 // job is one send, handed to a worker and back.
@@ -40,14 +41,24 @@ type job struct {
 	taken      bool // another node's live claim holds the entry
 }
 
-// schedule is the scheduler goroutine. It owns the device states and a
-// heap of due times, dispatches due pushes to the workers without ever
-// blocking (the work channel is bounded; when it is full the scheduler
-// waits for a result), applies the workers' results (ack, retry with
-// backoff, coalesce window) and hands acknowledgements to the acker.
+// lane is one provider's part of the scheduler: its devices' due times
+// and its own workers. A provider that answers slowly (or not at all, until
+// SendTimeout) occupies only its own workers: the other provider's pushes
+// go on.
+type lane struct {
+	heap dueHeap
+	work chan *job // scheduler → this lane's workers
+}
+
+// schedule is the scheduler goroutine. It owns the device states and, per
+// provider, a heap of due times; it dispatches due pushes to the
+// provider's workers without ever blocking (a lane's work channel is
+// bounded; when it is full that lane waits for a result), applies the
+// workers' results (ack, retry with backoff, coalesce window) and hands
+// acknowledgements to the acker.
 func (r *Relay) schedule(initial []storage.PushEntry) {
 	defer close(r.scheduled)
-	s := &scheduler{r: r, devs: map[string]*device{}}
+	s := &scheduler{r: r, devs: map[string]*device{}, lanes: r.lanes}
 	for i := range initial {
 		s.upsert(initial[i], time.Now())
 	}
@@ -57,19 +68,21 @@ func (r *Relay) schedule(initial []storage.PushEntry) {
 	stopping := false
 	for {
 		now := time.Now()
-		full := false
+		var wake time.Time
 		if !stopping {
-			full = s.dispatch(now)
+			wake = s.dispatch(now)
 		} else if resolved == nil && s.inFlight == 0 {
-			close(r.work)
+			for _, l := range r.lanes {
+				close(l.work)
+			}
 			r.acks.close()
 			return
 		}
 		r.m.depth.Set(float64(s.pending))
 		r.m.inFlight.Set(float64(s.inFlight))
-		// With the workers busy, the next result wakes the loop.
-		if !stopping && !full && len(s.heap) > 0 {
-			timer.Reset(max(s.heap[0].due.Sub(now), 0))
+		// A lane whose workers are all busy is woken by its next result.
+		if !wake.IsZero() {
+			timer.Reset(max(wake.Sub(now), 0))
 		} else {
 			timer.Stop()
 		}
@@ -147,10 +160,13 @@ func (r *Relay) rescan(interval time.Duration) {
 type scheduler struct {
 	r        *Relay
 	devs     map[string]*device
-	heap     dueHeap
-	pending  int // devices with entry != nil
+	lanes    map[string]*lane // by provider
+	pending  int              // devices with entry != nil
 	inFlight int
 }
+
+// push puts d into its lane's heap.
+func (s *scheduler) push(d *device) { heap.Push(&d.lane.heap, d) }
 
 // upsert adds a pending push or makes it the newest of its device. A
 // device inside its coalesce window or backoff keeps its due time.
@@ -161,10 +177,10 @@ func (s *scheduler) upsert(e storage.PushEntry, now time.Time) {
 	}
 	switch {
 	case d == nil:
-		d = &device{cred: e.CredID, entry: &e, due: now, idx: -1}
+		d = &device{cred: e.CredID, entry: &e, due: now, idx: -1, lane: s.r.laneOf(e.Provider)}
 		s.devs[e.CredID] = d
 		s.pending++
-		heap.Push(&s.heap, d)
+		s.push(d)
 	case d.inFlight:
 		d.next = &e
 	default:
@@ -176,27 +192,40 @@ func (s *scheduler) upsert(e storage.PushEntry, now time.Time) {
 	}
 }
 
-// dispatch hands every due push to a worker while the work channel has
-// room (the scheduler is its only sender). It reports whether it stopped
-// because the channel was full.
-func (s *scheduler) dispatch(now time.Time) (full bool) {
-	for len(s.heap) > 0 && !s.heap[0].due.After(now) {
-		d := s.heap[0]
+// dispatch hands every due push to its lane's workers while the lane's
+// work channel has room (the scheduler is its only sender). It returns
+// when the loop should look again: the earliest due time in a lane with
+// room, or zero when there is none (a full lane waits for a result).
+func (s *scheduler) dispatch(now time.Time) (wake time.Time) {
+	for _, l := range s.lanes {
+		if next, ok := s.dispatchLane(l, now); ok && (wake.IsZero() || next.Before(wake)) {
+			wake = next
+		}
+	}
+	return wake
+}
+
+func (s *scheduler) dispatchLane(l *lane, now time.Time) (next time.Time, ok bool) {
+	for len(l.heap) > 0 {
+		d := l.heap[0]
+		if d.due.After(now) {
+			return d.due, true
+		}
 		if d.entry == nil { // coalesce window over, nothing pending
-			heap.Pop(&s.heap)
+			heap.Pop(&l.heap)
 			delete(s.devs, d.cred)
 			continue
 		}
-		if len(s.r.work) == cap(s.r.work) {
-			return true
+		if len(l.work) == cap(l.work) {
+			return time.Time{}, false
 		}
-		heap.Pop(&s.heap)
+		heap.Pop(&l.heap)
 		ctx, cancel := context.WithCancel(context.Background())
-		s.r.work <- &job{dev: d, entry: *d.entry, ctx: ctx}
+		l.work <- &job{dev: d, entry: *d.entry, ctx: ctx}
 		d.inFlight, d.cancel = true, cancel
 		s.inFlight++
 	}
-	return false
+	return time.Time{}, false
 }
 
 // result applies a worker's outcome.
@@ -222,7 +251,7 @@ func (s *scheduler) result(j *job, now time.Time, stopping bool) {
 			// one, which replaced it in the outbox, is this node's to send
 			// now.
 			d.entry, d.next, d.attempt, d.due = d.next, nil, 0, now
-			heap.Push(&s.heap, d)
+			s.push(d)
 			return
 		case j.taken && d.adopted:
 			// Left to the live node that claimed it; the next rescan
@@ -245,7 +274,7 @@ func (s *scheduler) result(j *job, now time.Time, stopping bool) {
 			r.m.count(d.entry.Provider, OutcomeRetried)
 		}
 		d.due = now.Add(delay)
-		heap.Push(&s.heap, d)
+		s.push(d)
 		return
 	case OutcomeClaimedElsewhere:
 		// Done by another node, which may have died before acknowledging
@@ -275,7 +304,7 @@ func (s *scheduler) result(j *job, now time.Time, stopping bool) {
 	if stopping {
 		return
 	}
-	heap.Push(&s.heap, d)
+	s.push(d)
 }
 
 // forget drops a device's state and its outbox entry, and cancels its send.
@@ -300,7 +329,7 @@ func (s *scheduler) forget(id string) {
 // remove deletes a device that is not in flight.
 func (s *scheduler) remove(d *device) {
 	if d.idx >= 0 {
-		heap.Remove(&s.heap, d.idx)
+		heap.Remove(&d.lane.heap, d.idx)
 	}
 	if d.entry != nil {
 		s.pending--
@@ -332,10 +361,10 @@ func (h *dueHeap) Pop() any {
 	return d
 }
 
-// worker sends the jobs it is given until the work channel closes.
-func (r *Relay) worker() {
+// worker sends the jobs of its lane until the lane's work channel closes.
+func (r *Relay) worker(work <-chan *job) {
 	defer r.workers.Done()
-	for j := range r.work {
+	for j := range work {
 		r.deliver(j)
 		r.results <- j
 	}
