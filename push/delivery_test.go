@@ -647,3 +647,70 @@ func TestStalledProviderDoesNotBlockTheOther(t *testing.T) {
 		t.Fatalf("%d FCM sends started, want %d (one per FCM worker)", n, workers)
 	}
 }
+
+// oauthRequests counts the token requests the fake provider has had.
+func (r *rig) oauthRequests() int {
+	n := 0
+	for _, q := range r.prov.Requests() {
+		if q.Kind == pushtest.KindOAuth {
+			n++
+		}
+	}
+	return n
+}
+
+// While the OAuth token endpoint fails, the relay asks it about once per
+// wait (1 s, doubling), not once per push and SDK retry; once it answers
+// again, every push goes out.
+func TestOAuthOutageAsksOnce(t *testing.T) {
+	r := newRig(t)
+	r.tuning.SendTimeout = 500 * time.Millisecond // cuts the SDK's own retries short
+	var down atomic.Bool
+	down.Store(true)
+	r.prov.ScriptOAuth(func(*pushtest.Request) *pushtest.Reply {
+		if down.Load() {
+			return &pushtest.Reply{Status: http.StatusInternalServerError, Body: `{"error":"internal_failure"}`}
+		}
+		return nil
+	})
+	const devices = 10
+	var users, ids []string
+	for i := range devices {
+		users = append(users, fmt.Sprint("u", i))
+		ids = append(ids, r.device(users[i], "phone", push.ProviderFCM))
+	}
+	r.start()
+	r.send("c", users, "u99", "x")
+	eventually(t, "a failed attempt for every device", func() bool {
+		return r.outcome(push.ProviderFCM, push.OutcomeRetried) >= devices
+	})
+	if n := r.oauthRequests(); n >= devices {
+		t.Fatalf("%d token requests for %d pushes during the outage", n, devices)
+	}
+	down.Store(false)
+	for _, id := range ids {
+		r.waitFor(id, 1)
+	}
+}
+
+// A token endpoint that refuses the service account (a revoked key) makes
+// the push fail, counted as failed; it is not retried for weeks.
+func TestOAuthCredentialsRefused(t *testing.T) {
+	r := newRig(t)
+	r.tuning.SendTimeout = 500 * time.Millisecond
+	r.prov.ScriptOAuth(func(*pushtest.Request) *pushtest.Reply {
+		return &pushtest.Reply{Status: http.StatusBadRequest, Body: `{"error":"invalid_grant","error_description":"Invalid JWT Signature."}`}
+	})
+	r.device("u1", "phone", push.ProviderFCM)
+	r.start()
+	r.send("c", []string{"u1"}, "u9", "x")
+	eventually(t, "the push counted as failed", func() bool {
+		return r.outcome(push.ProviderFCM, push.OutcomeFailed) == 1
+	})
+	if n := r.outcome(push.ProviderFCM, push.OutcomeRetried); n != 0 {
+		t.Fatalf("retried = %v, want 0", n)
+	}
+	if p := r.pending(); len(p) != 0 {
+		t.Fatalf("outbox still holds %v", p)
+	}
+}

@@ -65,7 +65,7 @@ func newFCM(ctx context.Context, cfg FCMConfig, tc *tls.Config) (*fcmSender, err
 	if err != nil {
 		return nil, fmt.Errorf("push: FCM credentials %s: %w", cfg.CredentialsFile, err)
 	}
-	hc := &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: captureTransport{tr}}}
+	hc := &http.Client{Transport: &tokenGate{src: creds.TokenSource, base: captureTransport{tr}, now: time.Now}}
 	opts := []option.ClientOption{option.WithHTTPClient(hc)}
 	endpoint := "https://fcm.googleapis.com/v1"
 	if cfg.Endpoint != "" {
@@ -125,6 +125,10 @@ func (s *fcmSender) send(ctx context.Context, d *delivery) answerOf {
 		return answerOf{verdict: verdictDead, detail: detail}
 	case resp != nil && resp.StatusCode == http.StatusBadRequest && invalidTokenBody(resp):
 		return answerOf{verdict: verdictDead, detail: detail}
+	case a.credentialsRefused:
+		// The token endpoint refused the service account: retrying
+		// cannot help until the operator replaces the key.
+		return answerOf{verdict: verdictFailed, detail: detail}
 	case resp == nil:
 		// No HTTP answer: a transport failure, a timeout, or no OAuth
 		// token. The SDK has retried already.

@@ -53,9 +53,11 @@ func httpTransport(tc *tls.Config) *http.Transport {
 type answerKey struct{}
 
 // answer receives what the libraries do not hand back: the Retry-After
-// header of the provider's last response.
+// header of the provider's last response, and whether the OAuth token
+// endpoint refused our credentials (tokenGate).
 type answer struct {
-	retryAfter time.Duration
+	retryAfter         time.Duration
+	credentialsRefused bool
 }
 
 // withAnswer returns a context whose requests report into a.

@@ -108,7 +108,8 @@ type Server struct {
 	reqs    []Request      // guarded by mu
 	counts  map[string]int // guarded by mu: requests per device token
 	script  func(*Request) *Reply
-	discard bool // guarded by mu: keep no requests (benchmarks)
+	oauth   func(*Request) *Reply // guarded by mu: answers token requests (ScriptOAuth)
+	discard bool                  // guarded by mu: keep no requests (benchmarks)
 	changed chan struct{}
 
 	sends atomic.Int64 // accepted FCM and APNs sends
@@ -197,6 +198,14 @@ func (s *Server) APNsEndpoint() string { return s.URL }
 func (s *Server) Script(f func(*Request) *Reply) {
 	s.mu.Lock()
 	s.script = f
+	s.mu.Unlock()
+}
+
+// ScriptOAuth sets the function that answers OAuth token requests; a nil
+// reply (or a nil function) means the real exchange.
+func (s *Server) ScriptOAuth(f func(*Request) *Reply) {
+	s.mu.Lock()
+	s.oauth = f
 	s.mu.Unlock()
 }
 
@@ -301,6 +310,15 @@ func (s *Server) serve(w http.ResponseWriter, hr *http.Request) {
 	case hr.Method == "POST" && hr.URL.Path == "/token":
 		r.Kind = KindOAuth
 		s.record(r)
+		s.mu.Lock()
+		oauth := s.oauth
+		s.mu.Unlock()
+		if oauth != nil {
+			if rep := oauth(r); rep != nil {
+				writeJSON(w, rep.Status, rep.Body, rep.Header)
+				return
+			}
+		}
 		s.token(w, hr, body)
 	case hr.Method == "POST" && hr.URL.Path == "/v1/projects/"+ProjectID+"/messages:send":
 		r.Kind = KindFCM
