@@ -33,10 +33,10 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&env.server, "server", "", "base URL of the running server (default: http:// + the configured listen address)")
 	fs.StringVar(&env.tokenFile, "token-file", "", "file holding the operator token (default: $KLASSENFUNK_OPERATOR_TOKEN)")
 	fs.StringVar(&env.config, "config", defaultConfigFile, "configuration file (for the listen address)")
-	if err := fs.Parse(args); err != nil {
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	rest := fs.Args()
 	if len(rest) != 2 || rest[0] != "test" {
 		fs.Usage()
 		return flag.ErrHelp
@@ -73,4 +73,24 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%d of %d devices not reached", failed, len(out.Devices))
 	}
 	return nil
+}
+
+// parseInterspersed parses the flags of fs wherever they stand among args
+// ("push test U --server URL" as well as "push --server URL test U") and
+// returns the other arguments in order; "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
 }

@@ -38,8 +38,12 @@ func TestPushTestCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "\tfcm\tandroid\tsent") || strings.Contains(out, "fcm-ok-token") {
 		t.Errorf("push test: %q, %v", out, err)
 	}
-	if n := len(prov.To("fcm-ok-token")); n != 1 {
-		t.Errorf("%d test pushes", n)
+	// Flags may also follow the command.
+	if out, _, err = runCLI(t, "", "push", "test", ok, "--server", env.URL); err != nil || !strings.Contains(out, "\tsent") {
+		t.Errorf("push test with the flags last: %q, %v", out, err)
+	}
+	if n := len(prov.To("fcm-ok-token")); n != 2 {
+		t.Errorf("%d test pushes, want 2", n)
 	}
 	out, _, err = runCLI(t, "", "push", "--server", env.URL, "test", dead)
 	if err == nil || !strings.Contains(out, "dead_token") || !strings.Contains(err.Error(), "1 of 1 devices not reached") {
@@ -51,8 +55,10 @@ func TestPushTestCommand(t *testing.T) {
 	if _, _, err = runCLI(t, "", "push", "--server", env.URL, "test", "nobody"); err == nil || !strings.Contains(err.Error(), "not_found") {
 		t.Errorf("unknown user: %v", err)
 	}
-	if _, stderr, err := runCLI(t, "", "push", "test"); !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr, "klassenfunk push") {
-		t.Errorf("usage: %v %q", err, stderr)
+	for _, args := range [][]string{{"push", "test"}, {"push", "test", "a", "b"}, {"push", "--", "test", "--server", env.URL}} {
+		if _, stderr, err := runCLI(t, "", args...); !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr, "klassenfunk push") {
+			t.Errorf("%q: usage: %v %q", args, err, stderr)
+		}
 	}
 	t.Setenv("KLASSENFUNK_OPERATOR_TOKEN", "kfop_wrong")
 	if _, _, err = runCLI(t, "", "push", "--server", env.URL, "test", ok); err == nil || !strings.Contains(err.Error(), "unauthorized") {
