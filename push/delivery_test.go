@@ -714,3 +714,34 @@ func TestOAuthCredentialsRefused(t *testing.T) {
 		t.Fatalf("outbox still holds %v", p)
 	}
 }
+
+// Close does not wait out a provider that hangs: after a grace period it
+// cancels the sends in flight, whose pushes stay in the outbox for the
+// next start.
+func TestCloseCancelsHangingSends(t *testing.T) {
+	r := newRig(t)
+	r.tuning.SendTimeout = time.Hour
+	r.tuning.CloseGrace = 100 * time.Millisecond
+	id := r.device("u1", "phone", push.ProviderFCM)
+	release := make(chan struct{})
+	defer close(release)
+	var stuck atomic.Int32
+	r.prov.Script(func(q *pushtest.Request) *pushtest.Reply {
+		stuck.Add(1)
+		<-release
+		return nil
+	})
+	rl := r.start()
+	r.send("c", []string{"u1"}, "u9", "x")
+	eventually(t, "the send waiting on FCM", func() bool { return stuck.Load() == 1 })
+	closed := make(chan struct{})
+	go func() { rl.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(time.Minute):
+		t.Fatal("Close still waits for the hanging send after a minute")
+	}
+	if p := r.pending(); len(p) != 1 || p[0].CredID != id {
+		t.Fatalf("outbox after Close: %+v, want the push to %s", p, id)
+	}
+}

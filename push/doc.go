@@ -27,7 +27,8 @@
 // a newer message that arrived meanwhile stays pending. Close waits for the
 // sends in flight and flushes the deletions, so a restart does not send a
 // push twice; only a crash between the provider's answer and the deletion
-// can (and then the provider's collapse key folds the two).
+// can (and then the provider's collapse key folds the two), or a send that
+// Close cancelled after Tuning.CloseGrace which the provider had taken.
 //
 // Throttling (429), server errors (5xx) and transport failures are retried
 // with exponential backoff and jitter, never sooner than a Retry-After

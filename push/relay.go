@@ -63,6 +63,10 @@ type Tuning struct {
 	// messages within it become one push (the newest). Zero means 3s;
 	// negative means no window.
 	CoalesceWindow time.Duration
+	// CloseGrace is how long Close lets sends in flight finish before it
+	// cancels them (a provider that hangs would otherwise hold a shutdown
+	// for SendTimeout, past many supervisors' patience). Zero means 5s.
+	CloseGrace time.Duration
 	// SendTimeout bounds one send, the SDK's own retries included. Zero
 	// means 20s.
 	SendTimeout time.Duration
@@ -94,6 +98,9 @@ func (t *Tuning) defaults() {
 	}
 	if t.CoalesceWindow < 0 {
 		t.CoalesceWindow = 0
+	}
+	if t.CloseGrace <= 0 {
+		t.CloseGrace = 5 * time.Second
 	}
 	if t.SendTimeout <= 0 {
 		t.SendTimeout = 20 * time.Second
@@ -159,11 +166,15 @@ type Relay struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	stop      chan struct{} // closed by Close
-	resolved  chan struct{} // closed when the resolver has exited
-	scheduled chan struct{} // closed when the scheduler has exited
-	workers   sync.WaitGroup
-	rescans   sync.WaitGroup // the rescan goroutine, when Tuning.Rescan is set
-	acked     chan struct{}  // closed when the acker has flushed and exited
+	// sends is the parent context of every send; cancelSends ends the
+	// ones still in flight CloseGrace after Close.
+	sends       context.Context
+	cancelSends context.CancelFunc
+	resolved    chan struct{} // closed when the resolver has exited
+	scheduled   chan struct{} // closed when the scheduler has exited
+	workers     sync.WaitGroup
+	rescans     sync.WaitGroup // the rescan goroutine, when Tuning.Rescan is set
+	acked       chan struct{}  // closed when the acker has flushed and exited
 
 	logSometimes sync.Map // provider+outcome → *rate.Sometimes
 }
@@ -219,6 +230,7 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 		acked:     make(chan struct{}),
 	}
 	r.acks.signal = make(chan struct{}, 1)
+	r.sends, r.cancelSends = context.WithCancel(context.Background())
 	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(r.unresolved.Load()) })
 	if err != nil {
 		return nil, err
@@ -336,13 +348,19 @@ func (r *Relay) Forget(credID string) {
 }
 
 // Close stops the relay: events still in the intake are written to the
-// outbox, sends in flight finish (bounded by SendTimeout) and their results
-// are recorded; pending pushes stay in the outbox for the next start. Safe
-// to call twice.
+// outbox, sends in flight finish (for up to Tuning.CloseGrace; then they
+// are cancelled) and their results are recorded; pending pushes, the cancelled
+// ones included, stay in the outbox for the next start. Safe to call
+// twice.
 func (r *Relay) Close() {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
 		close(r.stop)
+		grace := time.AfterFunc(r.cfg.Tuning.CloseGrace, r.cancelSends)
+		defer func() {
+			grace.Stop()
+			r.cancelSends()
+		}()
 		r.rescans.Wait()
 		<-r.resolved
 		<-r.scheduled

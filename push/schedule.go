@@ -220,7 +220,7 @@ func (s *scheduler) dispatchLane(l *lane, now time.Time) (next time.Time, ok boo
 			return time.Time{}, false
 		}
 		heap.Pop(&l.heap)
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(s.r.sends)
 		l.work <- &job{dev: d, entry: *d.entry, ctx: ctx}
 		d.inFlight, d.cancel = true, cancel
 		s.inFlight++
