@@ -536,6 +536,9 @@ func TestProviderSwitches(t *testing.T) {
 	if n := len(r.pending()); n != 0 || len(r.prov.To(r.tokens[id])) != 0 {
 		t.Errorf("push for a provider that is off")
 	}
+	if n := r.outcome(push.ProviderAPNs, push.OutcomeProviderOff); n != 1 {
+		t.Errorf("provider_off = %v, want 1", n)
+	}
 	if !containsAll(r.logs.String(), `"provider":"apns"`, "push provider off") {
 		t.Errorf("provider switch not logged: %s", r.logs.String())
 	}

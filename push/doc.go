@@ -12,10 +12,9 @@
 //	    ──▶ re-check (expiry, registration, presence) ──▶ seal ──▶ FCM / APNs
 //	    ──▶ acker: the outbox entry is deleted (one durable write per batch)
 //
-// The outbox is keyed by device (trust credential), so a burst of messages
-// in a group chat becomes one push per device, for the newest message; a
-// push to a device that had one within the coalesce window waits for the
-// window's end. Providers collapse what is still undelivered: FCM by
+// The outbox is keyed by device (trust credential), so the messages of a
+// burst that wait for a device's coalesce window to end become one push,
+// for the newest message; the burst's first message is pushed at once. Providers collapse what is still undelivered: FCM by
 // collapse key, APNs by apns-collapse-id, both the service ID (one key per
 // device: FCM keeps at most four per device).
 //

@@ -27,6 +27,9 @@ const (
 	// OutcomeUnregistered: the registration (or the whole trust
 	// relationship) was gone by the time the push was due.
 	OutcomeUnregistered Outcome = "unregistered"
+	// OutcomeProviderOff: an offline device is registered with a provider
+	// that has no credentials configured on this node; nothing is sent.
+	OutcomeProviderOff Outcome = "provider_off"
 	// OutcomeClaimedElsewhere: another node sharing the outbox claimed this
 	// push; it sends and acknowledges it.
 	OutcomeClaimedElsewhere Outcome = "claimed_elsewhere"

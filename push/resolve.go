@@ -79,7 +79,7 @@ func (r *Relay) resolveBatch(batch []notice) {
 			}
 			for j := range cs {
 				c := &cs[j]
-				if c.Kind != storage.CredTrust || c.Push == nil || r.senders[c.Push.Provider] == nil {
+				if c.Kind != storage.CredTrust || c.Push == nil {
 					continue
 				}
 				if c.UserID == n.senderUser && c.DeviceID == n.senderDevice {
@@ -93,6 +93,10 @@ func (r *Relay) resolveBatch(batch []notice) {
 				}
 				if on {
 					r.m.count(c.Push.Provider, OutcomeSkippedOnline)
+					continue
+				}
+				if r.senders[c.Push.Provider] == nil {
+					r.m.count(c.Push.Provider, OutcomeProviderOff)
 					continue
 				}
 				e := storage.PushEntry{

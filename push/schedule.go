@@ -403,8 +403,8 @@ func (r *Relay) deliver(j *job) {
 	}
 	provider = c.Push.Provider
 	snd := r.senders[provider]
-	if snd == nil {
-		done(OutcomeUnregistered)
+	if snd == nil { // re-registered with a provider that is off
+		done(OutcomeProviderOff)
 		return
 	}
 	if r.isOnline(ctx, c.UserID, c.DeviceID) {
