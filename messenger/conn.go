@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/time/rate"
 
 	"klassenfunk/auth"
 	"klassenfunk/proto"
@@ -99,7 +98,6 @@ type conn struct {
 	// Owned by the reader goroutine.
 	framed       bool // the client has sent a frame (after auth)
 	invalidInRow int
-	limiter      *rate.Limiter
 	limitedInRow int
 	lastRecheck  time.Time
 }
@@ -125,7 +123,6 @@ func newConn(n *Node, ws *websocket.Conn, fc *frameConn, p auth.Principal, addr 
 		credID:    p.Cred.ID,
 		opened:    n.now().UnixMilli(),
 		holdUntil: time.Now().Add(holdLive),
-		limiter:   rate.NewLimiter(rate.Limit(n.cfg.Gateway.SendRate), n.cfg.Gateway.SendBurst),
 	}
 }
 
@@ -915,7 +912,7 @@ func (c *conn) handle(data []byte) {
 	}
 	switch f.Type {
 	case proto.TypeSend:
-		if !c.limiter.Allow() {
+		if _, ok := c.n.sends.allow(c.credID, time.Now()); !ok {
 			c.limitedInRow++
 			if c.limitedInRow >= maxLimitedInRow {
 				c.closeAfterQueue(proto.CloseTooSlow)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"klassenfunk/internal/testenv"
 	"klassenfunk/proto"
 )
 
@@ -224,6 +225,41 @@ func TestSendRateLimit(t *testing.T) {
 	}
 	if len(frames) != 48 {
 		t.Fatalf("%d error frames before the close, want 48", len(frames))
+	}
+}
+
+// TestSendRateLimitPerDevice: the send limit is the device's, on all its
+// paths: a second socket, a new socket after a close and POST …/messages
+// all draw on the same bucket; another device has its own.
+func TestSendRateLimitPerDevice(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) { cfg.Messenger.SendRate = 0.001; cfg.Messenger.SendBurst = 2 })
+	sendResult := func(ws *testenv.WS, ref string) string {
+		t.Helper()
+		ws.Send(c.sendFrame(ref, ref, "x"))
+		f := ws.Read()
+		if f.Type == proto.TypeError {
+			return string(f.Code)
+		}
+		return f.Type
+	}
+	ws1, ws2 := c.env.Dial(c.b1), c.env.Dial(c.b1)
+	got := []string{sendResult(ws1, "r1"), sendResult(ws2, "r2"), sendResult(ws1, "r3"), sendResult(ws2, "r4")}
+	if strings.Join(got, ",") != "sent,sent,rate_limited,rate_limited" {
+		t.Fatalf("two sockets of one device: %v, want the burst of 2 shared", got)
+	}
+	ws1.Conn.Close()
+	ws3 := c.env.Dial(c.b1)
+	if r := sendResult(ws3, "r5"); r != string(proto.CodeRateLimited) {
+		t.Fatalf("a new socket of the device: %s, want rate_limited (the bucket stays)", r)
+	}
+	r := c.env.Do("POST", "/api/v1/conversations/"+c.conv+"/messages", c.b1, map[string]any{
+		"client_id": "h1", "ciphertext": "eA==", "keys": map[string]string{c.alice + "/a-phone": "eA=="},
+	})
+	if r.Status != http.StatusTooManyRequests {
+		t.Fatalf("POST by the device: %d, want 429", r.Status)
+	}
+	if r := sendResult(c.env.Dial(c.alice1), "a1"); r != proto.TypeSent {
+		t.Fatalf("another device: %s, want sent", r)
 	}
 }
 

@@ -34,9 +34,9 @@ type GatewayConfig struct {
 	// SendQueue is the number of frames queued for one connection before
 	// it counts as a slow reader and is closed with 4429. Zero means 256.
 	SendQueue int
-	// SendRate is the sustained rate of send frames per connection (and of
-	// POST …/messages per credential), and SendBurst the burst. Zero means
-	// 20/s and 100.
+	// SendRate is the sustained rate of sends per credential on this node
+	// (its sockets' send frames and its POST …/messages together), and
+	// SendBurst the burst. Zero means 20/s and 100.
 	SendRate  float64
 	SendBurst int
 	// PingInterval is the time between server pings. Zero means 30s.
@@ -101,7 +101,7 @@ type Node struct {
 	revs     storage.RevAppender
 	convs    convCache
 	switches schoolSwitches
-	sends    *httpSendLimits
+	sends    *sendLimits
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -181,7 +181,7 @@ func New(cfg Config) (*Node, error) {
 		log:     cfg.Log,
 		metrics: m,
 		now:     cfg.Now,
-		sends:   newHTTPSendLimits(cfg.Gateway.SendRate, cfg.Gateway.SendBurst),
+		sends:   newSendLimits(cfg.Gateway.SendRate, cfg.Gateway.SendBurst),
 	}
 	n.revs, _ = cfg.Store.(storage.RevAppender)
 	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)

@@ -7,12 +7,14 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// httpSendLimits applies a socket's send rate (GatewayConfig.SendRate and
-// SendBurst) to POST …/messages, one bucket per credential, so that HTTP
-// is no way around it. A bucket that has filled up again is dropped, in a
-// pass over all of them at most once a minute: what is kept is the
-// credentials that sent in the last burst/rate seconds.
-type httpSendLimits struct {
+// sendLimits is the send rate of a device (GatewayConfig.SendRate and
+// SendBurst): one bucket per credential on this node, shared by the
+// WebSocket `send` frames of all its sockets and its POST …/messages, so
+// that neither a second socket, nor reconnecting, nor HTTP is a way around
+// it. A bucket that has filled up again is dropped, in a pass over all of
+// them at most once a minute: what is kept is the credentials that sent in
+// the last burst/rate seconds.
+type sendLimits struct {
 	limit rate.Limit
 	burst int
 
@@ -21,13 +23,13 @@ type httpSendLimits struct {
 	swept   time.Time
 }
 
-func newHTTPSendLimits(perSecond float64, burst int) *httpSendLimits {
-	return &httpSendLimits{limit: rate.Limit(perSecond), burst: burst, buckets: make(map[string]*rate.Limiter)}
+func newSendLimits(perSecond float64, burst int) *sendLimits {
+	return &sendLimits{limit: rate.Limit(perSecond), burst: burst, buckets: make(map[string]*rate.Limiter)}
 }
 
 // allow takes a token from key's bucket, or reports how long until there
 // is one.
-func (h *httpSendLimits) allow(key string, now time.Time) (wait time.Duration, ok bool) {
+func (h *sendLimits) allow(key string, now time.Time) (wait time.Duration, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if now.Sub(h.swept) >= time.Minute {

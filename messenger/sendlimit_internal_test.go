@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-func TestHTTPSendLimits(t *testing.T) {
-	h := newHTTPSendLimits(2, 3) // 2/s, burst 3
+func TestSendLimits(t *testing.T) {
+	h := newSendLimits(2, 3) // 2/s, burst 3
 	t0 := time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
 	for i := range 3 {
 		if _, ok := h.allow("a", t0); !ok {

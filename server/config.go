@@ -78,9 +78,9 @@ type MessengerConfig struct {
 	MaxAttachmentBytes int64 `yaml:"max_attachment_bytes"`
 	// SendQueue is the per-connection queue length. Default 256.
 	SendQueue int `yaml:"send_queue"`
-	// SendRate is the sustained send frames per second allowed per
-	// connection, and POST …/messages per device; SendBurst the burst.
-	// Defaults 20 and 100.
+	// SendRate is the sustained sends per second allowed per device on
+	// each node (all its sockets and POST …/messages together); SendBurst
+	// the burst. Defaults 20 and 100.
 	SendRate  float64 `yaml:"send_rate"`
 	SendBurst int     `yaml:"send_burst"`
 	// PingInterval between server pings. Default 30s.
