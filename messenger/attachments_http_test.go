@@ -1,13 +1,19 @@
 package messenger_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"klassenfunk/internal/testenv"
 	"klassenfunk/proto"
 )
 
@@ -181,5 +187,34 @@ func TestHTTPAttachmentLimits(t *testing.T) {
 		if r.Status != 200 || !bytes.Equal(r.Body, httpBlob(size)) {
 			t.Fatalf("attachment %s: %d, %d bytes", id, r.Status, len(r.Body))
 		}
+	}
+}
+
+// An upload whose body breaks off before its Content-Length is the
+// client's fault: 400 invalid_request, no file left behind, and nothing
+// logged that names the client's address (net/http's read error does).
+func TestHTTPAttachmentBrokenOff(t *testing.T) {
+	var dataDir string
+	c := newChat(t, httpCaptureDataDir(&dataDir))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.env.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/v1/attachments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/octet-stream\r\nContent-Length: 5000\r\n\r\n%s", c.alice1, httpBlob(100))
+	conn.(*net.TCPConn).CloseWrite()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	httpWantError(t, testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, http.StatusBadRequest, proto.CodeInvalidRequest)
+	if got := httpDirFiles(t, httpAttachmentDir(dataDir)); len(got) != 0 {
+		t.Fatalf("files after a broken-off upload: %v", got)
+	}
+	local := conn.LocalAddr().(*net.TCPAddr)
+	if logs := c.env.Logs(); strings.Contains(logs, fmt.Sprint(":", local.Port)) || strings.Contains(logs, `"internal error"`) {
+		t.Fatalf("logs name the client's port %d or an internal error:\n%s", local.Port, logs)
 	}
 }

@@ -2,6 +2,7 @@ package messenger
 
 import (
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -214,6 +215,39 @@ func (n *Node) listMessages(w http.ResponseWriter, r *http.Request, p auth.Princ
 	httpapi.WriteRaw(w, http.StatusOK, buf)
 }
 
+// An upload's body must keep coming: each read waits at most
+// uploadIdleTime for data, and the whole body must arrive within
+// uploadMaxTime (25 MiB in 10 minutes is 43 KB/s). Without them a client
+// trickling a byte now and then holds a goroutine, a file and a temporary
+// blob for as long as it likes.
+var (
+	uploadIdleTime = 30 * time.Second // a variable for the tests
+	uploadMaxTime  = 10 * time.Minute
+)
+
+// uploadBody reads an attachment upload under those deadlines and keeps
+// the first read error (the store's errors are told apart from the
+// client's by it).
+type uploadBody struct {
+	r     io.Reader
+	rc    *http.ResponseController
+	until time.Time
+	err   error
+}
+
+func (b *uploadBody) Read(p []byte) (int, error) {
+	deadline := time.Now().Add(uploadIdleTime)
+	if deadline.After(b.until) {
+		deadline = b.until
+	}
+	b.rc.SetReadDeadline(deadline) // an error: the connection cannot (HTTP/2 may); read on
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
 func (n *Node) getMessage(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	m, err := n.Message(r.Context(), p, r.PathValue("id"))
 	if err != nil {
@@ -228,8 +262,17 @@ func (n *Node) postAttachment(w http.ResponseWriter, r *http.Request, p auth.Pri
 		n.fail(w, proto.Errorf(proto.CodePayloadTooLarge, "attachments are limited to %d bytes", n.cfg.MaxAttachmentBytes))
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, n.cfg.MaxAttachmentBytes+1)
+	body := &uploadBody{
+		r:     http.MaxBytesReader(w, r.Body, n.cfg.MaxAttachmentBytes+1),
+		rc:    http.NewResponseController(w),
+		until: time.Now().Add(uploadMaxTime),
+	}
 	a, err := n.Upload(r.Context(), p, body)
+	if body.err != nil && !errors.As(body.err, new(*http.MaxBytesError)) {
+		// The client's body ended early, broke off or stalled: its fault,
+		// and what net/http says about it names the client's address.
+		err = proto.Errorf(proto.CodeInvalidRequest, "the upload did not arrive whole")
+	}
 	if err != nil {
 		n.fail(w, err)
 		return
