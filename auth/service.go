@@ -46,7 +46,8 @@ type Config struct {
 	// means 30 minutes.
 	SessionIdle time.Duration
 	// TouchInterval is how often the use of a credential is written back
-	// (last_used_at, a session's deadline). Zero means 1 minute.
+	// (last_used_at, a session's deadline). Zero means 1 minute; more than
+	// a quarter of SessionIdle is lowered to that.
 	TouchInterval time.Duration
 	// MaxFailuresPerLogin within FailureWindow locks a login. Zero means 5.
 	MaxFailuresPerLogin int
@@ -121,6 +122,15 @@ func New(cfg Config) (*Service, error) {
 	}
 	def(&cfg.SessionIdle, 30*time.Minute)
 	def(&cfg.TouchInterval, time.Minute)
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if most := cfg.SessionIdle / 4; cfg.TouchInterval > most {
+		// A use is written back only every TouchInterval: with a session
+		// idle time not well above it, sessions in use would end.
+		cfg.Log.Warn("auth: touch_interval lowered to a quarter of session_idle", "touch_interval", cfg.TouchInterval, "session_idle", cfg.SessionIdle, "now", most)
+		cfg.TouchInterval = most
+	}
 	def(&cfg.FailureWindow, 15*time.Minute)
 	defInt(&cfg.MaxFailuresPerLogin, 5)
 	defInt(&cfg.MaxFailuresPerAddr, 20)

@@ -942,6 +942,23 @@ func TestSessionIdleTimeout(t *testing.T) {
 		})
 	}
 
+	// An idle time below the touch interval (1 minute by default) would
+	// end sessions in use: the interval is lowered to a quarter of it.
+	t.Run("short idle time, in use", func(t *testing.T) {
+		env := testenv.New(t, func(c *server.Config) { c.Auth.SessionIdle = 20 * time.Second })
+		school := env.CreateSchool("S")
+		env.CreateUser(school, "pupil", "student")
+		tok, _ := authLogin(t, env, "pupil", "pc", false)
+		for i := range 12 {
+			env.Clock.Advance(5 * time.Second)
+			if r := authCall(t, env, "GET", "/api/v1/me", tok, nil, nil); r.Status != http.StatusOK {
+				t.Fatalf("use %d, %v after the login: %d", i+1, time.Duration(i+1)*5*time.Second, r.Status)
+			}
+		}
+		env.Clock.Advance(20 * time.Second)
+		authWantError(t, authCall(t, env, "GET", "/api/v1/me", tok, nil, nil), http.StatusUnauthorized, "unauthorized")
+	})
+
 	t.Run("sweep deletes idle sessions", func(t *testing.T) {
 		env := testenv.New(t)
 		school := env.CreateSchool("S")
@@ -971,6 +988,21 @@ func TestSessionIdleTimeout(t *testing.T) {
 		env.Srv.Sweep(context.Background())
 		if s, tr := count(); s != 0 || tr != 1 {
 			t.Fatalf("after the deadline: %d sessions, %d trusts; want 0, 1", s, tr)
+		}
+	})
+
+	// A session's socket closes (4401) within seconds of the session's
+	// deadline, not at the next retention sweep (every minute).
+	t.Run("an idle session's socket closes", func(t *testing.T) {
+		env := testenv.New(t)
+		env.Srv.Start()
+		school := env.CreateSchool("S")
+		env.CreateUser(school, "pupil", "student")
+		tok, _ := authLogin(t, env, "pupil", "pc", false)
+		ws := env.Dial(tok)
+		env.Clock.Advance(30 * time.Minute)
+		if code := ws.CloseCode(15 * time.Second); code != int(proto.CloseUnauthorized) {
+			t.Fatalf("the idle session's socket: close %d, want 4401", code)
 		}
 	})
 }

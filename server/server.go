@@ -212,6 +212,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("ready\n"))
 }
 
+// sessionSweepMax is the longest a session's socket stays open past the
+// session's idle deadline: sessions are swept at least this often, however
+// long the retention sweep interval.
+const sessionSweepMax = 5 * time.Second
+
 // Start runs the background jobs (retention sweeper) until Close.
 func (s *Server) Start() {
 	s.wg.Add(1)
@@ -219,12 +224,16 @@ func (s *Server) Start() {
 		defer s.wg.Done()
 		t := time.NewTicker(s.cfg.Retention.SweepInterval)
 		defer t.Stop()
+		sessions := time.NewTicker(min(s.cfg.Retention.SweepInterval, sessionSweepMax))
+		defer sessions.Stop()
 		for {
 			select {
 			case <-s.stop:
 				return
 			case <-t.C:
 				s.Sweep(context.Background())
+			case <-sessions.C:
+				s.sweepSessions(context.Background())
 			}
 		}
 	}()
@@ -232,13 +241,19 @@ func (s *Server) Start() {
 
 // Sweep runs one round of retention deletes.
 func (s *Server) Sweep(ctx context.Context) {
+	s.sweepSessions(ctx)
+	if err := s.Msg.Sweep(ctx); err != nil {
+		s.log.Error("sweep", "err", err)
+	}
+}
+
+// sweepSessions deletes the sessions idle past their deadline, which
+// closes their sockets (4401).
+func (s *Server) sweepSessions(ctx context.Context) {
 	if n, err := s.Auth.SweepSessions(ctx); err != nil {
 		s.log.Error("sweep sessions", "err", err)
 	} else if n > 0 {
 		s.log.Info("expired sessions deleted", "count", n)
-	}
-	if err := s.Msg.Sweep(ctx); err != nil {
-		s.log.Error("sweep", "err", err)
 	}
 }
 
