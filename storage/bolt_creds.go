@@ -272,18 +272,30 @@ func (b *Bolt) DeleteCredential(ctx context.Context, id string) (Credential, err
 }
 
 // DeleteExpiredSessions implements Credentials.
+// It runs every few seconds: a read transaction finds whether any session
+// has expired, and only then does a write transaction (a commit) follow.
 func (b *Bolt) DeleteExpiredSessions(ctx context.Context, now time.Time) ([]Credential, error) {
-	var out []Credential
-	err := b.update(ctx, func(tx *bolt.Tx) error {
-		out = []Credential{}
-		nowKey := timeKey(now)
-		var ids []string
-		err := tx.Bucket(bktSessions).ForEach(func(k, v []byte) error {
+	nowKey := timeKey(now)
+	expired := func(tx *bolt.Tx) (ids []string, err error) {
+		err = tx.Bucket(bktSessions).ForEach(func(k, v []byte) error {
 			if len(v) == timeKeyLen && expiredAt(v, &nowKey) {
 				ids = append(ids, string(k))
 			}
 			return nil
 		})
+		return ids, err
+	}
+	var found []string
+	if err := mapErr(b.db.View(func(tx *bolt.Tx) (err error) { found, err = expired(tx); return err })); err != nil {
+		return nil, err
+	}
+	out := []Credential{}
+	if len(found) == 0 {
+		return out, nil
+	}
+	err := b.update(ctx, func(tx *bolt.Tx) error {
+		out = []Credential{}
+		ids, err := expired(tx)
 		if err != nil {
 			return err
 		}
