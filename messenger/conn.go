@@ -316,7 +316,13 @@ func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 func (c *conn) writeFailed() {
 	c.mu.Lock()
 	c.finished, c.writing = true, false
+	code := c.closeCode
 	c.mu.Unlock()
+	if code != 0 {
+		// The close was decided (a full queue: 4429) but its frame cannot
+		// follow the write that failed; the connection ends all the same.
+		c.n.metrics.closes.WithLabelValues(code.String()).Inc()
+	}
 	c.ws.NetConn().Close()
 	c.wakeBlocking()
 }
