@@ -321,3 +321,16 @@ func TestDrainClosesWithGoingAway(t *testing.T) {
 		t.Fatalf("dial while draining: %v", err)
 	}
 }
+
+// A request to the WebSocket endpoint that is no upgrade gets the API's
+// JSON error, not gorilla's plain text.
+func TestNotAnUpgrade(t *testing.T) {
+	c := newChat(t)
+	for name, tok := range map[string]string{"with a token": c.b1, "without": ""} {
+		r := c.env.Do("GET", "/api/v1/ws", tok, nil)
+		if r.Status != http.StatusBadRequest || r.ErrorCode() != string(proto.CodeInvalidRequest) ||
+			!strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+			t.Errorf("%s: %d %q %s", name, r.Status, r.Header.Get("Content-Type"), r.Body)
+		}
+	}
+}

@@ -32,6 +32,15 @@ var upgrader = websocket.Upgrader{
 	// Credentials never come from cookies here, so a cross-site page
 	// cannot borrow a user's session: any origin may connect.
 	CheckOrigin: func(*http.Request) bool { return true },
+	// A request that is no WebSocket upgrade (no key, a wrong version, a
+	// plain GET) gets API.md's JSON error body, like every other refusal.
+	Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+		code := proto.CodeInvalidRequest
+		if status >= 500 {
+			code = proto.CodeInternal
+		}
+		httpapi.WriteError(w, nil, proto.Errorf(code, "not a WebSocket upgrade: %v", reason))
+	},
 }
 
 // serveWS is GET /api/v1/ws. With an Authorization header the credential

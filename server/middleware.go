@@ -81,7 +81,9 @@ func (s *Server) withLogging(next http.Handler, proxies []netip.Prefix) http.Han
 		s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 		s.metrics.duration.WithLabelValues(route).Observe(d.Seconds())
 		level := slog.LevelDebug
-		if status >= 500 {
+		// An unready /readyz (Redis away, a drain) is an answer, not a
+		// failure of the request; what made it unready is logged itself.
+		if status >= 500 && route != "GET /readyz" {
 			level = slog.LevelError
 		}
 		s.log.Log(r.Context(), level, "http",
