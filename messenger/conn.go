@@ -99,6 +99,7 @@ type conn struct {
 	framed       bool // the client has sent a frame (after auth)
 	invalidInRow int
 	limitedInRow int
+	bucket       *sendBucket // the device's send bucket (sendLimits)
 	lastRecheck  time.Time
 }
 
@@ -918,7 +919,7 @@ func (c *conn) handle(data []byte) {
 	}
 	switch f.Type {
 	case proto.TypeSend:
-		if _, ok := c.n.sends.allow(c.credID, time.Now()); !ok {
+		if _, ok := c.n.sends.allow(c.credID, time.Now(), &c.bucket); !ok {
 			c.limitedInRow++
 			if c.limitedInRow >= maxLimitedInRow {
 				c.closeAfterQueue(proto.CloseTooSlow)

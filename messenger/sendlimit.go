@@ -2,6 +2,7 @@ package messenger
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -19,34 +20,58 @@ type sendLimits struct {
 	burst int
 
 	mu      sync.Mutex
-	buckets map[string]*rate.Limiter // by credential id
+	buckets map[string]*sendBucket // by credential id
 	swept   time.Time
 }
 
-func newSendLimits(perSecond float64, burst int) *sendLimits {
-	return &sendLimits{limit: rate.Limit(perSecond), burst: burst, buckets: make(map[string]*rate.Limiter)}
+// sendBucket is one credential's bucket. A socket keeps the one it drew
+// on last (no lookup per send) until the sweep drops it.
+type sendBucket struct {
+	lim     *rate.Limiter
+	dropped atomic.Bool // swept from sendLimits: look the credential up again
 }
 
-// allow takes a token from key's bucket, or reports how long until there
-// is one.
-func (h *sendLimits) allow(key string, now time.Time) (wait time.Duration, ok bool) {
+func newSendLimits(perSecond float64, burst int) *sendLimits {
+	return &sendLimits{limit: rate.Limit(perSecond), burst: burst, buckets: make(map[string]*sendBucket)}
+}
+
+// bucket returns key's bucket, dropping full ones at most once a minute.
+func (h *sendLimits) bucket(key string, now time.Time) *sendBucket {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if now.Sub(h.swept) >= time.Minute {
-		for k, l := range h.buckets {
-			if l.TokensAt(now) >= float64(h.burst) {
+		for k, b := range h.buckets {
+			if b.lim.TokensAt(now) >= float64(h.burst) {
+				b.dropped.Store(true)
 				delete(h.buckets, k)
 			}
 		}
 		h.swept = now
 	}
-	l := h.buckets[key]
-	if l == nil {
-		l = rate.NewLimiter(h.limit, h.burst)
-		h.buckets[key] = l
+	b := h.buckets[key]
+	if b == nil {
+		b = &sendBucket{lim: rate.NewLimiter(h.limit, h.burst)}
+		h.buckets[key] = b
 	}
-	if l.AllowN(now, 1) {
+	return b
+}
+
+// allow takes a token from key's bucket, or reports how long until there
+// is one. held, when not nil, is the caller's bucket of key from an
+// earlier call (updated).
+func (h *sendLimits) allow(key string, now time.Time, held **sendBucket) (wait time.Duration, ok bool) {
+	var b *sendBucket
+	if held != nil {
+		b = *held
+	}
+	if b == nil || b.dropped.Load() {
+		b = h.bucket(key, now)
+		if held != nil {
+			*held = b
+		}
+	}
+	if b.lim.AllowN(now, 1) {
 		return 0, true
 	}
-	return time.Duration((1 - l.TokensAt(now)) / float64(h.limit) * float64(time.Second)), false
+	return time.Duration((1 - b.lim.TokensAt(now)) / float64(h.limit) * float64(time.Second)), false
 }
