@@ -226,12 +226,15 @@ func TestLoginBruteForceConcurrent(t *testing.T) {
 		opt   testenv.Option
 		login func(i int) string
 	}{
+		// Each case leaves the other limit out of reach: an attempt that
+		// holds a slot of one limit but is refused by the other would be
+		// answered 429, and fewer than 3 would get 401.
 		"per login": {
-			opt:   func(c *server.Config) { c.Auth.MaxFailuresPerLogin = 3 },
+			opt:   func(c *server.Config) { c.Auth.MaxFailuresPerLogin, c.Auth.MaxFailuresPerAddr = 3, 100 },
 			login: func(int) string { return "teacher-a" },
 		},
 		"per address": {
-			opt:   func(c *server.Config) { c.Auth.MaxFailuresPerAddr = 3 },
+			opt:   func(c *server.Config) { c.Auth.MaxFailuresPerAddr, c.Auth.MaxFailuresPerLogin = 3, 100 },
 			login: func(i int) string { return []string{"teacher-a", "student-a", "admin-a", "ghost"}[i%4] },
 		},
 	}
