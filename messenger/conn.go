@@ -112,7 +112,7 @@ const (
 )
 
 func newConn(n *Node, ws *websocket.Conn, fc *frameConn, p auth.Principal, addr netip.Addr) *conn {
-	return &conn{
+	c := &conn{
 		n:         n,
 		ws:        ws,
 		fc:        fc,
@@ -123,8 +123,11 @@ func newConn(n *Node, ws *websocket.Conn, fc *frameConn, p auth.Principal, addr 
 		deviceKey: proto.KeyName(p.User.ID, p.Cred.DeviceID),
 		credID:    p.Cred.ID,
 		opened:    n.now().UnixMilli(),
-		holdUntil: time.Now().Add(holdLive),
 	}
+	if n.syncers.has(c.credID) {
+		c.holdUntil = time.Now().Add(holdLive)
+	}
+	return c
 }
 
 // kick starts a writer unless one runs or the connection is done. Called
@@ -378,9 +381,41 @@ const liveFillMax = 64
 // messages go out after the replay, where they are mostly duplicates and
 // dropped. The hold ends early when the client's first frame is not a
 // sync; a client that sends nothing gets them when the hold ends. Half a
-// second covers the round trip of most mobile networks and delays little
-// for a client that never syncs.
+// second covers the round trip of most mobile networks. Only the sockets
+// of a device that has synced before on this node hold (Node.syncers): a
+// client that never syncs has no replay to wait for, and gets its live
+// messages at once.
 const holdLive = 500 * time.Millisecond
+
+// syncers is the set of devices (credential ids) that have sent a sync on
+// this node, at most pairMemoSize; when full it starts again. A device
+// that is forgotten (or new to the node after a restart, or reconnecting
+// to another node of a cluster) has its next socket's live messages not
+// held; they may then come ahead of that socket's first replay, which
+// resends them (clients deduplicate by id).
+type syncers struct {
+	mu sync.RWMutex
+	m  map[string]struct{}
+}
+
+func (s *syncers) has(cred string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.m[cred]
+	return ok
+}
+
+func (s *syncers) add(cred string) {
+	if s.has(cred) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil || len(s.m) >= pairMemoSize {
+		s.m = make(map[string]struct{})
+	}
+	s.m[cred] = struct{}{}
+}
 
 // writeLive writes a live message in seq order: duplicates are dropped, and
 // a gap before it is filled from the store first. Before the first sync it
@@ -941,6 +976,7 @@ func (c *conn) handle(data []byte) {
 		})
 	case proto.TypeSync:
 		c.invalidInRow = 0
+		c.n.syncers.add(c.credID)
 		c.enqueue(outItem{sync: &syncJob{cursors: f.Cursors}})
 	case proto.TypePing:
 		c.invalidInRow = 0

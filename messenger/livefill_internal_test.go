@@ -1,13 +1,16 @@
 package messenger
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"klassenfunk/auth"
 	"klassenfunk/proto"
+	"klassenfunk/storage"
 )
 
 // readUntil reads frames from cli and returns the seqs of the message
@@ -224,5 +227,26 @@ func TestHoldLive(t *testing.T) {
 				t.Fatalf("got seqs %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// Only the sockets of a device that has synced on this node before hold
+// live messages: a client that never syncs gets them at once.
+func TestHoldOnlyForSyncers(t *testing.T) {
+	_, cli, c, _ := liveSocket(t, 0)
+	c.credID = "cr1"
+	c.n.cfg.RecheckInterval, c.lastRecheck = time.Hour, c.n.now()
+	p := auth.Principal{User: storage.User{ID: "u1"}, Cred: storage.Credential{ID: "cr1", DeviceID: "d1"}}
+	if nc := newConn(c.n, nil, nil, p, netip.Addr{}); !nc.holdUntil.IsZero() {
+		t.Fatal("a socket of a device that never synced holds live messages")
+	}
+	c.handle([]byte(`{"type":"sync"}`))
+	readSeqs(t, cli, 0, proto.TypeSynced)
+	if nc := newConn(c.n, nil, nil, p, netip.Addr{}); nc.holdUntil.IsZero() {
+		t.Fatal("a new socket of a device that synced does not hold")
+	}
+	p.Cred.ID = "cr2" // another device of the user
+	if nc := newConn(c.n, nil, nil, p, netip.Addr{}); !nc.holdUntil.IsZero() {
+		t.Fatal("another device of the user holds")
 	}
 }

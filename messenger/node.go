@@ -96,6 +96,7 @@ type Node struct {
 	metrics *metrics
 	now     func() time.Time
 	pairs   pairMemo // studentPair's answers
+	syncers syncers  // devices that sync (holdLive)
 	// The send path's caches (sendcache.go); revs is the store when its
 	// appends check conversation revisions, else nil.
 	revs     storage.RevAppender
