@@ -38,7 +38,8 @@ func asProtoError(n *Node, err error) *proto.Error {
 	case errors.Is(err, storage.ErrConflict):
 		return proto.Errorf(proto.CodeConflict, "conflict")
 	case errors.Is(err, storage.ErrStale):
-		// maxSendAttempts appends in a row met a membership change.
+		// maxSendAttempts appends in a row met a membership change (a
+		// conversation changed hundreds of times a second).
 		return proto.Errorf(proto.CodeConflict, "the conversation kept changing; send again")
 	}
 	n.log.Error("internal error", "err", err)
@@ -435,6 +436,15 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 				cached = false
 				continue
 			}
+			if errors.Is(err, storage.ErrStale) {
+				// Still changing after maxSendAttempts fresh reads, each of
+				// which let the sender write: a retry of a stored message
+				// is answered with it (as sendConversation does), anything
+				// else with 409 (asProtoError) for the app to send again.
+				if prev, perr := n.store.MessageByClientID(ctx, c.ID, p.User.ID, p.Cred.DeviceID, s.ClientID, n.now()); perr == nil {
+					return prev, false, nil
+				}
+			}
 		} else {
 			stored, created, err = n.store.AppendMessage(ctx, m)
 		}
@@ -467,7 +477,7 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 
 // maxSendAttempts bounds the appends of one send that find its
 // conversation changed since it was read (each attempt reads it afresh).
-const maxSendAttempts = 4
+const maxSendAttempts = 8
 
 // sendConversation returns the conversation s goes to once p may write in
 // it, with s.Keys kept to its members; or, when p may not but s is the
