@@ -620,6 +620,12 @@ func (s *Service) deleteCredential(ctx context.Context, id string) {
 	s.cfg.OnRevoke(c)
 }
 
+// TouchInterval is how often the use of a credential is written back, as
+// in force (Config.TouchInterval, lowered to fit SessionIdle): a long-lived
+// socket rechecks its credential, and so records its client's use, this
+// often.
+func (s *Service) TouchInterval() time.Duration { return s.cfg.TouchInterval }
+
 // SweepSessions deletes sessions idle past their deadline.
 func (s *Service) SweepSessions(ctx context.Context) (int, error) {
 	gone, err := s.store.DeleteExpiredSessions(ctx, s.now())

@@ -388,13 +388,18 @@ func (r *Relay) deliver(j *job) {
 	}
 	ctx, cancel := context.WithTimeout(j.ctx, r.cfg.Tuning.SendTimeout)
 	defer cancel()
+	storeErr := func(what string, err error) {
+		if j.ctx.Err() == nil { // not Close cancelling the send
+			r.sometimes("store", func() { r.log.Error(what, "err", err) })
+		}
+	}
 	c, err := r.store.Credential(ctx, e.CredID)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		done(OutcomeUnregistered)
 		return
 	case err != nil:
-		r.sometimes("store", func() { r.log.Error("push: read registration", "err", err) })
+		storeErr("push: read registration", err)
 		done(OutcomeRetried)
 		return
 	case c.Kind != storage.CredTrust || c.Push == nil:
@@ -418,7 +423,7 @@ func (r *Relay) deliver(j *job) {
 	lease := r.cfg.Tuning.ClaimLease
 	switch st, err := r.store.ClaimPush(ctx, e.CredID, e.MessageID, r.id, minTime(r.now().Add(lease), e.ExpiresAt)); {
 	case err != nil:
-		r.sometimes("store", func() { r.log.Error("push: claim", "err", err) })
+		storeErr("push: claim", err)
 		done(OutcomeRetried)
 		return
 	case st == storage.ClaimTaken:

@@ -959,6 +959,23 @@ func TestSessionIdleTimeout(t *testing.T) {
 		authWantError(t, authCall(t, env, "GET", "/api/v1/me", tok, nil, nil), http.StatusUnauthorized, "unauthorized")
 	})
 
+	// The same over the session's socket: what its client sends is use,
+	// recorded as often as over HTTP.
+	t.Run("short idle time, in use over its socket", func(t *testing.T) {
+		env := testenv.New(t, func(c *server.Config) { c.Auth.SessionIdle = 20 * time.Second })
+		school := env.CreateSchool("S")
+		env.CreateUser(school, "pupil", "student")
+		tok, _ := authLogin(t, env, "pupil", "pc", false)
+		ws := env.Dial(tok)
+		for range 12 {
+			env.Clock.Advance(5 * time.Second)
+			ws.Send(`{"type":"ping"}`)
+			ws.ReadType(proto.TypePong)
+		}
+		env.Srv.Sweep(context.Background())
+		authWantStatus(t, authCall(t, env, "GET", "/api/v1/me", tok, nil, nil), http.StatusOK)
+	})
+
 	t.Run("sweep deletes idle sessions", func(t *testing.T) {
 		env := testenv.New(t)
 		school := env.CreateSchool("S")

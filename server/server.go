@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		MessageRetention:    cfg.Retention.Messages,
 		AttachmentRetention: cfg.Retention.Attachments,
 		MaxAttachmentBytes:  cfg.Messenger.MaxAttachmentBytes,
-		RecheckInterval:     cfg.Auth.TouchInterval,
+		RecheckInterval:     s.Auth.TouchInterval(),
 		Gateway: messenger.GatewayConfig{
 			SendQueue:    cfg.Messenger.SendQueue,
 			SendRate:     cfg.Messenger.SendRate,
