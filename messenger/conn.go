@@ -954,7 +954,7 @@ func (c *conn) handle(data []byte) {
 	}
 	switch f.Type {
 	case proto.TypeSend:
-		if _, ok := c.n.sends.allow(c.credID, time.Now(), &c.bucket); !ok {
+		if _, ok := c.n.sends.allow(c.deviceKey, time.Now(), &c.bucket); !ok {
 			c.limitedInRow++
 			if c.limitedInRow >= maxLimitedInRow {
 				c.closeAfterQueue(proto.CloseTooSlow)

@@ -229,8 +229,9 @@ func TestSendRateLimit(t *testing.T) {
 }
 
 // TestSendRateLimitPerDevice: the send limit is the device's, on all its
-// paths: a second socket, a new socket after a close and POST …/messages
-// all draw on the same bucket; another device has its own.
+// paths: a second socket, a new socket after a close, POST …/messages and
+// a new login of the device all draw on the same bucket; another device
+// has its own.
 func TestSendRateLimitPerDevice(t *testing.T) {
 	c := newChat(t, func(cfg *serverConfig) { cfg.Messenger.SendRate = 0.001; cfg.Messenger.SendBurst = 2 })
 	sendResult := func(ws *testenv.WS, ref string) string {
@@ -257,6 +258,11 @@ func TestSendRateLimitPerDevice(t *testing.T) {
 	})
 	if r.Status != http.StatusTooManyRequests {
 		t.Fatalf("POST by the device: %d, want 429", r.Status)
+	}
+	// Logging in again on the device gives it no new burst.
+	tok, _ := c.env.Login("bob", "b-phone", true)
+	if r := sendResult(c.env.Dial(tok), "r6"); r != string(proto.CodeRateLimited) {
+		t.Fatalf("the device after a new login: %s, want rate_limited", r)
 	}
 	if r := sendResult(c.env.Dial(c.alice1), "a1"); r != proto.TypeSent {
 		t.Fatalf("another device: %s, want sent", r)

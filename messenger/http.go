@@ -144,7 +144,7 @@ func writeMessage(w http.ResponseWriter, status int, m *storage.Message, p auth.
 }
 
 func (n *Node) postMessage(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	if wait, ok := n.sends.allow(p.Cred.ID, time.Now(), nil); !ok {
+	if wait, ok := n.sends.allow(proto.KeyName(p.User.ID, p.Cred.DeviceID), time.Now(), nil); !ok {
 		n.fail(w, &proto.Error{Code: proto.CodeRateLimited, Message: "sending too fast; slow down", RetryAfter: wait})
 		return
 	}

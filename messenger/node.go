@@ -34,7 +34,7 @@ type GatewayConfig struct {
 	// SendQueue is the number of frames queued for one connection before
 	// it counts as a slow reader and is closed with 4429. Zero means 256.
 	SendQueue int
-	// SendRate is the sustained rate of sends per credential on this node
+	// SendRate is the sustained rate of sends per device on this node
 	// (its sockets' send frames and its POST …/messages together), and
 	// SendBurst the burst. Zero means 20/s and 100.
 	SendRate  float64

@@ -9,26 +9,26 @@ import (
 )
 
 // sendLimits is the send rate of a device (GatewayConfig.SendRate and
-// SendBurst): one bucket per credential on this node, shared by the
-// WebSocket `send` frames of all its sockets and its POST …/messages, so
-// that neither a second socket, nor reconnecting, nor HTTP is a way around
-// it. A bucket that has filled up again is dropped, in a pass over all of
-// them at most once a minute: what is kept is the credentials that sent in
-// the last burst/rate seconds.
+// SendBurst): one bucket per device (user id and device id) on this node,
+// shared by the WebSocket `send` frames of all its sockets and its POST
+// …/messages, so that neither a second socket, nor reconnecting, nor
+// logging in again, nor HTTP is a way around it. A bucket that has filled
+// up again is dropped, in a pass over all of them at most once a minute:
+// what is kept is the devices that sent in the last burst/rate seconds.
 type sendLimits struct {
 	limit rate.Limit
 	burst int
 
 	mu      sync.Mutex
-	buckets map[string]*sendBucket // by credential id
+	buckets map[string]*sendBucket // by device key (proto.KeyName)
 	swept   time.Time
 }
 
-// sendBucket is one credential's bucket. A socket keeps the one it drew
+// sendBucket is one device's bucket. A socket keeps the one it drew
 // on last (no lookup per send) until the sweep drops it.
 type sendBucket struct {
 	lim     *rate.Limiter
-	dropped atomic.Bool // swept from sendLimits: look the credential up again
+	dropped atomic.Bool // swept from sendLimits: look the device up again
 }
 
 func newSendLimits(perSecond float64, burst int) *sendLimits {
