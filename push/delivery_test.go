@@ -748,3 +748,28 @@ func TestCloseCancelsHangingSends(t *testing.T) {
 		t.Fatalf("outbox after Close: %+v, want the push to %s", p, id)
 	}
 }
+
+// A relay with no provider on still drains what an earlier run left in the
+// outbox, counted as provider_off.
+func TestNoProviderDrainsOutbox(t *testing.T) {
+	r := newRig(t)
+	id := r.device("u1", "phone", push.ProviderFCM)
+	now := r.clock.Now()
+	if err := r.store.PutPushes(context.Background(), []storage.PushEntry{{
+		CredID: id, UserID: "u1", DeviceID: "phone", Provider: push.ProviderFCM,
+		Conversation: "c", MessageID: "m1", Seq: 1, ExpiresAt: now.Add(time.Hour), EnqueuedAt: now,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := r.config()
+	cfg.FCM, cfg.APNs = push.FCMConfig{}, push.APNsConfig{}
+	rl, err := push.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rl.Close)
+	eventually(t, "the outbox drained", func() bool { return len(r.pending()) == 0 })
+	if n := r.outcome(push.ProviderFCM, push.OutcomeProviderOff); n != 1 {
+		t.Fatalf("provider_off = %v, want 1", n)
+	}
+}

@@ -274,11 +274,23 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	if len(pending) > 0 {
 		r.log.Info("push outbox loaded", "pending", len(pending))
 	}
+	// Workers for the providers that are on. With none, one worker drains
+	// what an earlier run left in the outbox (counted provider_off).
+	var on []string
 	for _, p := range []string{ProviderFCM, ProviderAPNs} {
-		l := &lane{work: make(chan *job, cfg.Tuning.Workers)}
+		if r.senders[p] != nil {
+			on = append(on, p)
+		}
+	}
+	workers := cfg.Tuning.Workers
+	if len(on) == 0 {
+		on, workers = []string{ProviderFCM}, 1
+	}
+	for _, p := range on {
+		l := &lane{work: make(chan *job, workers)}
 		r.lanes[p] = l
-		r.workers.Add(cfg.Tuning.Workers)
-		for range cfg.Tuning.Workers {
+		r.workers.Add(workers)
+		for range workers {
 			go r.worker(l.work)
 		}
 	}
@@ -292,13 +304,15 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	return r, nil
 }
 
-// laneOf returns the scheduler lane of a provider. Registrations name
-// only the two; anything else shares FCM's.
+// laneOf returns the scheduler lane of a provider; a provider that is off
+// (its pushes end as provider_off) shares another's.
 func (r *Relay) laneOf(provider string) *lane {
-	if l := r.lanes[provider]; l != nil {
-		return l
+	for _, p := range []string{provider, ProviderFCM, ProviderAPNs} {
+		if l := r.lanes[p]; l != nil {
+			return l
+		}
 	}
-	return r.lanes[ProviderFCM]
+	panic("push: a relay without lanes")
 }
 
 // Enabled reports whether the provider ("fcm", "apns") is configured.
