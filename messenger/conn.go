@@ -124,7 +124,7 @@ func newConn(n *Node, ws *websocket.Conn, fc *frameConn, p auth.Principal, addr 
 		credID:    p.Cred.ID,
 		opened:    n.now().UnixMilli(),
 	}
-	if n.syncers.has(c.credID) {
+	if n.syncers.has(c.deviceKey) {
 		c.holdUntil = time.Now().Add(holdLive)
 	}
 	return c
@@ -387,7 +387,7 @@ const liveFillMax = 64
 // messages at once.
 const holdLive = 500 * time.Millisecond
 
-// syncers is the set of devices (credential ids) that have sent a sync on
+// syncers is the set of devices (proto.KeyName) that have sent a sync on
 // this node, at most pairMemoSize; when full it starts again. A device
 // that is forgotten (or new to the node after a restart, or reconnecting
 // to another node of a cluster) has its next socket's live messages not
@@ -398,15 +398,15 @@ type syncers struct {
 	m  map[string]struct{}
 }
 
-func (s *syncers) has(cred string) bool {
+func (s *syncers) has(device string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	_, ok := s.m[cred]
+	_, ok := s.m[device]
 	return ok
 }
 
-func (s *syncers) add(cred string) {
-	if s.has(cred) {
+func (s *syncers) add(device string) {
+	if s.has(device) {
 		return
 	}
 	s.mu.Lock()
@@ -414,7 +414,7 @@ func (s *syncers) add(cred string) {
 	if s.m == nil || len(s.m) >= pairMemoSize {
 		s.m = make(map[string]struct{})
 	}
-	s.m[cred] = struct{}{}
+	s.m[device] = struct{}{}
 }
 
 // writeLive writes a live message in seq order: duplicates are dropped, and
@@ -976,7 +976,7 @@ func (c *conn) handle(data []byte) {
 		})
 	case proto.TypeSync:
 		c.invalidInRow = 0
-		c.n.syncers.add(c.credID)
+		c.n.syncers.add(c.deviceKey)
 		c.enqueue(outItem{sync: &syncJob{cursors: f.Cursors}})
 	case proto.TypePing:
 		c.invalidInRow = 0

@@ -245,7 +245,11 @@ func TestHoldOnlyForSyncers(t *testing.T) {
 	if nc := newConn(c.n, nil, nil, p, netip.Addr{}); nc.holdUntil.IsZero() {
 		t.Fatal("a new socket of a device that synced does not hold")
 	}
-	p.Cred.ID = "cr2" // another device of the user
+	p.Cred.ID = "cr2" // the device logged in again
+	if nc := newConn(c.n, nil, nil, p, netip.Addr{}); nc.holdUntil.IsZero() {
+		t.Fatal("a new login of a device that synced does not hold")
+	}
+	p.Cred.DeviceID = "d2" // another device of the user
 	if nc := newConn(c.n, nil, nil, p, netip.Addr{}); !nc.holdUntil.IsZero() {
 		t.Fatal("another device of the user holds")
 	}
