@@ -136,11 +136,19 @@ func TestJSONBadInput(t *testing.T) {
 	// http.ServeMux redirects a path that is not clean, with an HTML body;
 	// under /api/v1 the app gets the JSON error instead.
 	t.Run("unclean path", func(t *testing.T) {
-		for _, p := range []string{"/api/v1//schools", "/api/v1/./schools", "/api/v1/x/../schools", "/api/v1/schools/.", "/api/v1", "/api//v1/schools"} {
+		for _, p := range []string{"/api/v1//schools", "/api/v1/./schools", "/api/v1/x/../schools", "/api/v1/schools/.", "/api/v1", "/api//v1/schools",
+			"/api/v1/../api/v1/schools", "/api/v1/..", "/api/v1/../healthz", "/api/../healthz"} {
 			r := authCall(t, env, "POST", p, testenv.OperatorToken, map[string]any{"name": "Umweg"}, nil)
 			authWantError(t, r, http.StatusNotFound, "not_found")
 			if loc := r.Header.Get("Location"); loc != "" {
 				t.Fatalf("%s: redirected to %s", p, loc)
+			}
+		}
+		// Outside the API: a plain 404, no redirect either.
+		for _, p := range []string{"/x/../healthz", "//healthz", "/./metrics"} {
+			r := authCall(t, env, "GET", p, "", nil, nil)
+			if r.Status != http.StatusNotFound || r.Header.Get("Location") != "" {
+				t.Fatalf("%s: %d, Location %q", p, r.Status, r.Header.Get("Location"))
 			}
 		}
 	})

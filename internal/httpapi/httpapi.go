@@ -129,10 +129,12 @@ func NotFound(w http.ResponseWriter, r *http.Request) {
 	WriteError(w, nil, proto.Errorf(proto.CodeNotFound, "no such endpoint"))
 }
 
-// CleanAPIPaths answers a path of the API that is not clean ("//", "/./",
-// "/../", or "/api/v1" without its slash) with NotFound. http.ServeMux
-// would redirect it to the clean path with an HTML body, and an app expects
-// the JSON error of API.md from every path under /api/v1.
+// CleanAPIPaths answers a path that is not clean ("//", "/./", "/../")
+// with 404, and so does "/api/v1" without its slash: http.ServeMux would
+// redirect it to the clean path with an HTML body, and a client that
+// follows a 307 repeats its POST elsewhere. A path of the API (under /api
+// as sent, or once cleaned) gets NotFound, the JSON error of API.md; any
+// other a plain 404.
 func CleanAPIPaths(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
@@ -140,13 +142,18 @@ func CleanAPIPaths(next http.Handler) http.Handler {
 		if strings.HasSuffix(p, "/") && c != "/" {
 			c += "/"
 		}
-		if (c == "/api/v1" || strings.HasPrefix(c, "/api/v1/")) && (c != p || p == "/api/v1") {
+		switch {
+		case p == "/api/v1" || c != p && (isAPIPath(p) || isAPIPath(c)):
 			NotFound(w, r)
-			return
+		case c != p:
+			http.NotFound(w, r)
+		default:
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, r)
 	})
 }
+
+func isAPIPath(p string) bool { return p == "/api" || strings.HasPrefix(p, "/api/") }
 
 // ReadBody reads the whole request body, capped at MaxBody
 // (payload_too_large beyond).
