@@ -229,7 +229,7 @@ func TestHTTPCreateGroup(t *testing.T) {
 	t.Run("teacher, duplicates collapsed", func(t *testing.T) {
 		var c convView
 		r := w.env.JSON("POST", "/api/v1/conversations", tina.tok, httpGroup("Klasse 7b",
-			httpMember(sam.id, false), httpMember(sue.id, true), httpMember(sam.id, true), httpMember(tina.id, false),
+			httpMember(sam.id, false), httpMember(sue.id, true), httpMember(sam.id, false), httpMember(tina.id, false),
 		), http.StatusCreated, &c)
 		if c.ID == "" || c.Kind != "group" || c.Title != "Klasse 7b" || c.LastSeq != 0 {
 			t.Fatalf("created %s", r.Body)
@@ -238,8 +238,8 @@ func TestHTTPCreateGroup(t *testing.T) {
 		if len(got) != 3 || !got[tina.id] || !got[sue.id] {
 			t.Fatalf("members %v: want tina (can_write), sam, sue (can_write), once each", got)
 		}
-		if _, ok := got[sam.id]; !ok {
-			t.Fatalf("sam missing from %v", got)
+		if w, ok := got[sam.id]; !ok || w {
+			t.Fatalf("members %v: want sam without can_write", got)
 		}
 		if listed := w.members(sam.tok, c.ID); !maps.Equal(listed, got) {
 			t.Fatalf("GET /conversations shows members %v, POST answered %v", listed, got)
@@ -268,6 +268,7 @@ func TestHTTPCreateGroup(t *testing.T) {
 		"member without user_id":   {tina.tok, map[string]any{"kind": "group", "title": "AG", "members": []map[string]bool{{"can_write": true}}}, 400, proto.CodeInvalidRequest},
 		"member without can_write": {tina.tok, map[string]any{"kind": "group", "title": "AG", "members": []map[string]string{{"user_id": sam.id}}}, 400, proto.CodeInvalidRequest},
 		"can_write not a bool":     {tina.tok, map[string]any{"kind": "group", "title": "AG", "members": []map[string]string{{"user_id": sam.id, "can_write": "yes"}}}, 400, proto.CodeInvalidRequest},
+		"member twice, two rights": {tina.tok, httpGroup("AG", httpMember(sam.id, false), httpMember(sue.id, true), httpMember(sam.id, true)), 400, proto.CodeInvalidRequest},
 		"empty title":              {tina.tok, httpGroup(""), 400, proto.CodeInvalidRequest},
 		"blank title":              {tina.tok, httpGroup("   "), 400, proto.CodeInvalidRequest},
 		"title missing":            {tina.tok, map[string]any{"kind": "group"}, 400, proto.CodeInvalidRequest},

@@ -233,7 +233,7 @@ func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, 
 		return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "title must be 1 to 200 characters, no control characters")
 	}
 	list := []storage.Member{{UserID: p.User.ID, CanWrite: true}}
-	seen := map[string]bool{p.User.ID: true}
+	seen := map[string]bool{p.User.ID: true} // user → can_write
 	for _, m := range members {
 		if m.UserID == "" {
 			return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "members[].user_id is required")
@@ -241,10 +241,13 @@ func (n *Node) CreateGroup(ctx context.Context, p auth.Principal, title string, 
 		if m.CanWrite == nil {
 			return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "members[].can_write is required")
 		}
-		if seen[m.UserID] {
+		if w, dup := seen[m.UserID]; dup {
+			if m.UserID != p.User.ID && w != *m.CanWrite {
+				return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "members lists user %s twice with different can_write", m.UserID)
+			}
 			continue
 		}
-		seen[m.UserID] = true
+		seen[m.UserID] = *m.CanWrite
 		// The creator counts; duplicates do not.
 		if len(list) >= MaxGroupMembers {
 			return storage.Conversation{}, proto.Errorf(proto.CodeInvalidRequest, "a group has at most %d members", MaxGroupMembers)
