@@ -39,6 +39,7 @@ type outItem struct {
 // from what the writer last wrote and ends silently.
 type syncJob struct {
 	cursors map[string]uint64
+	ref     string // the client's, echoed in "synced"
 	catchUp bool
 	attempt int // of a catch-up: failed attempts before this one
 }
@@ -604,7 +605,7 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 	if err := c.release(bp); err != nil { // mostly duplicates of the replay now
 		return err
 	}
-	return c.writeFrame(proto.AppendSynced(nil))
+	return c.writeFrame(proto.AppendSynced(nil, job.ref))
 }
 
 const syncPage = 200
@@ -977,10 +978,10 @@ func (c *conn) handle(data []byte) {
 	case proto.TypeSync:
 		c.invalidInRow = 0
 		c.n.syncers.add(c.deviceKey)
-		c.enqueue(outItem{sync: &syncJob{cursors: f.Cursors}})
+		c.enqueue(outItem{sync: &syncJob{cursors: f.Cursors, ref: f.Ref}})
 	case proto.TypePing:
 		c.invalidInRow = 0
-		c.enqueue(outItem{frame: proto.AppendPong(nil)})
+		c.enqueue(outItem{frame: proto.AppendPong(nil, f.Ref)})
 	default: // auth after auth
 		c.reject(f.Ref, proto.Errorf(proto.CodeInvalidRequest, "unexpected %q frame", f.Type))
 	}

@@ -271,3 +271,31 @@ func TestRevocationClosesSocket(t *testing.T) {
 		t.Fatalf("other device's socket: %q", f.Type)
 	}
 }
+
+// TestRefEchoed: the ref of a sync comes back in its synced, the ref of a
+// ping in its pong, so that an app can match them; without a ref the
+// frames carry none.
+func TestRefEchoed(t *testing.T) {
+	c := newChat(t)
+	b := c.env.Dial(c.b1)
+	c.post(c.alice1, "m1", "before")
+	for _, ref := range []string{"s1", ""} {
+		b.Send(`{"type":"sync","ref":"` + ref + `","cursors":{}}`)
+		f := b.Read()
+		for f.Type == proto.TypeMessage {
+			f = b.Read()
+		}
+		if f.Type != proto.TypeSynced || f.Ref != ref {
+			t.Fatalf("sync with ref %q: got %q with ref %q", ref, f.Type, f.Ref)
+		}
+	}
+	b.Send(`{"type":"ping","ref":"p7"}`)
+	if f := b.Read(); f.Type != proto.TypePong || f.Ref != "p7" {
+		t.Fatalf("ping with ref p7: got %q with ref %q", f.Type, f.Ref)
+	}
+	b.Send(`{"type":"ping"}`)
+	b.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, data, err := b.Conn.ReadMessage(); err != nil || string(data) != `{"type":"pong"}` {
+		t.Fatalf("ping without ref: %s, %v", data, err)
+	}
+}

@@ -92,14 +92,27 @@ func AppendError(dst []byte, ref string, code Code, msg string) []byte {
 	return append(dst, '}')
 }
 
-// AppendPong appends {"type":"pong"} to dst.
-func AppendPong(dst []byte) []byte {
-	return append(dst, `{"type":"pong"}`...)
+// AppendPong appends {"type":"pong","ref":…} to dst: the ref of the
+// client's ping, left out when empty.
+func AppendPong(dst []byte, ref string) []byte {
+	return appendRefOnly(dst, TypePong, ref)
 }
 
-// AppendSynced appends {"type":"synced"} to dst.
-func AppendSynced(dst []byte) []byte {
-	return append(dst, `{"type":"synced"}`...)
+// AppendSynced appends {"type":"synced","ref":…} to dst: the ref of the
+// client's sync, left out when empty.
+func AppendSynced(dst []byte, ref string) []byte {
+	return appendRefOnly(dst, TypeSynced, ref)
+}
+
+func appendRefOnly(dst []byte, typ, ref string) []byte {
+	dst = append(dst, `{"type":"`...)
+	dst = append(dst, typ...)
+	if ref == "" {
+		return append(dst, `"}`...)
+	}
+	dst = append(dst, `","ref":`...)
+	dst = appendString(dst, ref)
+	return append(dst, '}')
 }
 
 // Client frames. They sort map entries by name, so their output is

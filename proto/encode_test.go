@@ -127,13 +127,30 @@ func TestAppendErrorOmitsEmptyRef(t *testing.T) {
 	}
 }
 
+func TestRefOnlyFrames(t *testing.T) {
+	for _, typ := range []string{TypePong, TypeSynced} {
+		var got []byte
+		if typ == TypePong {
+			got = AppendPong(nil, "r\"1")
+		} else {
+			got = AppendSynced(nil, "r\"1")
+		}
+		if want := `{"type":"` + typ + `","ref":"r\"1"}`; string(got) != want {
+			t.Errorf("got %s, want %s", got, want)
+		}
+		if f := decodeServer(t, got); f.Type != typ || f.Ref != "r\"1" {
+			t.Errorf("decoded %+v", *f)
+		}
+	}
+}
+
 func TestFixedFrames(t *testing.T) {
 	tests := map[string]struct {
 		got  []byte
 		want string
 	}{
-		"pong":   {got: AppendPong(nil), want: TypePong},
-		"synced": {got: AppendSynced(nil), want: TypeSynced},
+		"pong":   {got: AppendPong(nil, ""), want: TypePong},
+		"synced": {got: AppendSynced(nil, ""), want: TypeSynced},
 		"ping":   {got: AppendPing(nil), want: TypePing},
 	}
 	for name, tc := range tests {

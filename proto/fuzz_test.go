@@ -169,8 +169,8 @@ func FuzzDecodeServerFrame(f *testing.F) {
 	f.Add(AppendSent(nil, "r", "i", 1, benchMessage().SentAt))
 	f.Add(AppendMessage(nil, benchMessage(), "user/device"))
 	f.Add(AppendError(nil, "r", CodeForbidden, "no"))
-	f.Add(AppendPong(nil))
-	f.Add(AppendSynced(nil))
+	f.Add(AppendPong(nil, ""))
+	f.Add(AppendSynced(nil, "r1"))
 	f.Add([]byte(`{"type":"message","message":"text"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		frame, err := DecodeServerFrame(data)
