@@ -202,7 +202,7 @@ type exportMessage struct {
 	ExpiresAt    time.Time         `json:"expires_at"`
 	Ciphertext   []byte            `json:"ciphertext"`
 	Keys         map[string][]byte `json:"keys"`
-	Attachments  []string          `json:"attachments,omitempty"`
+	Attachments  []string          `json:"attachments"` // [] when none, as in the API's message
 }
 
 // CollectExport reads everything of the caller except the messages.
@@ -358,12 +358,16 @@ func (e *Export) writeMessages(ctx context.Context, w io.Writer) error {
 						keys[k] = v
 					}
 				}
-				b, err := json.Marshal(exportMessage{
+				em := exportMessage{
 					ID: m.ID, Conversation: m.Conversation, Seq: m.Seq,
 					Sender: exportSender{UserID: m.SenderUser, DeviceID: m.SenderDevice},
 					SentAt: m.SentAt, ExpiresAt: m.ExpiresAt, Ciphertext: m.Ciphertext,
 					Keys: keys, Attachments: m.Attachments,
-				})
+				}
+				if em.Attachments == nil {
+					em.Attachments = []string{}
+				}
+				b, err := json.Marshal(em)
 				if err != nil {
 					return err
 				}

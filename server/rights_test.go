@@ -427,6 +427,13 @@ func TestExport(t *testing.T) {
 		if _, ok := byID[expired.ID]; ok {
 			t.Fatal("messages.json holds an expired message")
 		}
+		var raw []map[string]any
+		mustJSON(t, files["messages.json"], &raw)
+		for _, m := range raw {
+			if _, ok := m["attachments"].([]any); !ok {
+				t.Fatalf("message %v: attachments %v, want a list as in the API ([] when none)", m["id"], m["attachments"])
+			}
+		}
 		for _, k := range kept {
 			m, ok := byID[k.ID]
 			if !ok {
