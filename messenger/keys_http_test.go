@@ -85,6 +85,26 @@ func TestHTTPPutKey(t *testing.T) {
 	if got, want := w.devices(sam.tok, g), map[string]string{tina.key(): httpB64(good)}; !maps.Equal(got, want) {
 		t.Fatalf("devices %v, want %v", got, want)
 	}
+
+	// A session on the device id of tina's trusted phone may send the
+	// phone's own key, not another: that key would outlive the session.
+	session, _ := w.env.Login("tina", tina.device, false)
+	w.env.JSON("PUT", "/api/v1/keys", session, map[string]string{"public_key": httpB64(good)}, http.StatusNoContent, nil)
+	httpWantError(t, w.env.Do("PUT", "/api/v1/keys", session, map[string]string{"public_key": httpB64(httpKey(9))}), 409, proto.CodeConflict)
+	w.env.JSON("POST", "/api/v1/logout", session, nil, http.StatusNoContent, nil)
+	if got, want := w.devices(sam.tok, g), map[string]string{tina.key(): httpB64(good)}; !maps.Equal(got, want) {
+		t.Fatalf("after a session on the phone's device id: devices %v, want %v", got, want)
+	}
+	// The phone itself changes its key; a session on a device id of its
+	// own sets any.
+	w.env.JSON("PUT", "/api/v1/keys", tina.tok, map[string]string{"public_key": httpB64(httpKey(9))}, http.StatusNoContent, nil)
+	pc, _ := w.env.Login("tina", "school-pc", false)
+	w.env.JSON("PUT", "/api/v1/keys", pc, map[string]string{"public_key": httpB64(httpKey(10))}, http.StatusNoContent, nil)
+	w.env.JSON("PUT", "/api/v1/keys", pc, map[string]string{"public_key": httpB64(httpKey(11))}, http.StatusNoContent, nil)
+	want := map[string]string{tina.key(): httpB64(httpKey(9)), tina.id + "/school-pc": httpB64(httpKey(11))}
+	if got := w.devices(sam.tok, g); !maps.Equal(got, want) {
+		t.Fatalf("devices %v, want %v", got, want)
+	}
 }
 
 func TestHTTPConversationDevices(t *testing.T) {

@@ -1,6 +1,7 @@
 package messenger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -375,7 +376,42 @@ func (n *Node) PutKey(ctx context.Context, p auth.Principal, pub []byte) error {
 	if len(pub) != 32 {
 		return proto.Errorf(proto.CodeInvalidRequest, "public_key must be a 32-byte X25519 key in padded standard base64")
 	}
+	if p.Cred.Kind == storage.CredSession {
+		if err := n.sessionMayPutKey(ctx, p, pub); err != nil {
+			return err
+		}
+	}
 	return n.store.PutDeviceKey(ctx, storage.DeviceKey{UserID: p.User.ID, DeviceID: p.Cred.DeviceID, PublicKey: pub})
+}
+
+// sessionMayPutKey refuses (409) a session's key for a device that has a
+// trust relationship with another key. A device's key serves every
+// credential of the user on that device id; a session there would
+// otherwise outlive itself in the key, and senders would wrap keys that the
+// trusted device cannot open. The same installation sends the same key,
+// which passes; a trusted device changes its own key with its trust
+// credential.
+func (n *Node) sessionMayPutKey(ctx context.Context, p auth.Principal, pub []byte) error {
+	creds, err := n.store.CredentialsOf(ctx, p.User.ID)
+	if err != nil {
+		return err
+	}
+	trusted := slices.ContainsFunc(creds, func(c storage.Credential) bool {
+		return c.Kind == storage.CredTrust && c.DeviceID == p.Cred.DeviceID
+	})
+	if !trusted {
+		return nil
+	}
+	keys, err := n.store.DeviceKeysOf(ctx, []string{p.User.ID})
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if k.DeviceID == p.Cred.DeviceID && !bytes.Equal(k.PublicKey, pub) {
+			return proto.Errorf(proto.CodeConflict, "this device id has a trust relationship with another key: a session may not replace it (log in with another device id)")
+		}
+	}
+	return nil
 }
 
 // Devices lists the keys of every member device of a conversation.
