@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"klassenfunk/internal/ids"
 )
 
 // RedisBroker carries events between nodes through Redis sharded pub/sub
@@ -25,6 +27,14 @@ import (
 // subscription to the master of its first channel's slot, so channels of
 // one connection must share a slot in a cluster).
 //
+// A node hands its own events to its own sockets directly, in Publish,
+// and skips them when Redis brings them back: every event is published
+// with the node's origin id as its first JSON member ("o"), so the
+// subscriber tells them apart before decoding. (The sender's node is
+// subscribed to the sender's channel, for the sender's other devices;
+// decoding each of its own messages again only to find the sending
+// device cost a tenth of that node's time.)
+//
 // Each group's subscriber runs forever: when its connection fails it
 // waits (backoff with jitter, capped), subscribes again to every channel
 // the node needs, and then asks the hub to catch every connection up from
@@ -33,6 +43,8 @@ import (
 type RedisBroker struct {
 	client  redis.UniversalClient
 	prefix  string
+	id      string // this node's, random: the origin of its events
+	origin  string // `{"o":"<id>"`: how a payload from this node starts
 	log     *slog.Logger
 	deliver DeliverFunc // set once before Start
 	// OnRecover is called after a group's subscription was restored
@@ -71,7 +83,8 @@ func NewRedisBroker(client redis.UniversalClient, prefix string, log *slog.Logge
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &RedisBroker{client: client, prefix: prefix, log: log, stop: make(chan struct{})}
+	b := &RedisBroker{client: client, prefix: prefix, log: log, stop: make(chan struct{}), id: ids.Random(12)}
+	b.origin = `{"o":"` + b.id + `"`
 	for i := range b.groups {
 		b.groups[i] = &redisGroup{
 			b: b, index: i,
@@ -134,10 +147,22 @@ func (b *RedisBroker) Healthy() bool {
 	return true
 }
 
-// Publish implements Broker: the event is encoded once and published to
-// every user's channel in one pipeline.
+// wireEvent is an event as published: the origin node's id first.
+type wireEvent struct {
+	Origin string `json:"o"`
+	*Event
+}
+
+// Publish implements Broker: the event goes at once to the users this
+// node is subscribed to, and is encoded once and published to every
+// user's channel in one pipeline, for the other nodes.
 func (b *RedisBroker) Publish(ctx context.Context, userIDs []string, ev *Event) error {
-	payload, err := json.Marshal(ev)
+	for _, u := range userIDs {
+		if b.subscribed(u) {
+			b.deliver(u, ev)
+		}
+	}
+	payload, err := json.Marshal(wireEvent{Origin: b.id, Event: ev})
 	if err != nil {
 		return err
 	}
@@ -149,6 +174,15 @@ func (b *RedisBroker) Publish(ctx context.Context, userIDs []string, ev *Event) 
 		return nil
 	})
 	return err
+}
+
+// subscribed reports whether this node takes userID's events.
+func (b *RedisBroker) subscribed(userID string) bool {
+	ch, g := b.channel(userID)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.channels[ch]
+	return ok
 }
 
 // Subscribe implements Broker. It records the channel and subscribes when
@@ -279,8 +313,8 @@ func (g *redisGroup) session(recovering bool) (subscribed bool, err error) {
 			continue // subscription confirmations, pongs
 		}
 		i := strings.LastIndex(m.Channel, "}:u:")
-		if i < 0 {
-			continue
+		if i < 0 || strings.HasPrefix(m.Payload, b.origin) {
+			continue // not a user's channel, or this node's own event (Publish delivered it)
 		}
 		var ev Event
 		if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {

@@ -169,6 +169,22 @@ func TestRedisBroker(t *testing.T) {
 		if r1.count("bob") != 0 || r2.count("alice") != 0 {
 			t.Fatalf("node 1 got bob's events (%d) or node 2 alice's (%d)", r1.count("bob"), r2.count("alice"))
 		}
+		// Both nodes take dave's events. Node 1's own event goes to it
+		// at once, not through Redis, and does not come back from Redis:
+		// node 2's next event, published after it on the same channel,
+		// is node 1's second.
+		subscribe(t, n1, "dave")
+		subscribe(t, n2, "dave")
+		n1.Publish(context.Background(), []string{"dave"}, &messenger.Event{Kind: messenger.EventClose, CredID: "from-1"})
+		if r1.count("dave") != 1 {
+			t.Fatalf("node 1 has %d events of dave when its Publish returns, want its own 1", r1.count("dave"))
+		}
+		n2.Publish(context.Background(), []string{"dave"}, &messenger.Event{Kind: messenger.EventClose, CredID: "from-2"})
+		r2.wait(t, "dave", 2)
+		got := r1.wait(t, "dave", 2)
+		if len(got) != 2 || got[0].CredID != "from-1" || got[1].CredID != "from-2" {
+			t.Fatalf("node 1 got %d events of dave (%+v, %+v), want from-1 once, then from-2", len(got), got[0], got[1])
+		}
 		n2.Unsubscribe("bob")
 		subscribe(t, n2, "carol")
 		n1.Publish(context.Background(), []string{"bob", "carol"}, &messenger.Event{Kind: messenger.EventClose})
