@@ -168,7 +168,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	s.handler = s.withLogging(httpapi.CleanAPIPaths(settings.Secure(mux)), proxies)
+	s.handler = s.withLogging(settings.Secure(httpapi.CleanAPIPaths(mux)), proxies)
 	return s, nil
 }
 

@@ -122,7 +122,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 
 // Secure puts SecurityHeaders on every response to a path under /settings
 // that next gives, also those the router makes itself: a 404, a 405 for
-// another method, the redirect of an unclean path.
+// another method, the 404 of an unclean path (httpapi.CleanAPIPaths).
 func (h *Handler) Secure(next http.Handler) http.Handler {
 	sec := SecurityHeaders(next, h.cfg.TrustedProxies)
 	under := func(p string) bool { return p == Path || strings.HasPrefix(p, Path+"/") }

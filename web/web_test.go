@@ -403,7 +403,7 @@ func TestCSRFBehindProxy(t *testing.T) {
 }
 
 // TestSecurityHeadersEverywhere: the responses the router makes itself
-// under /settings (404, 405, the redirect of an unclean path) carry the
+// under /settings (404, 405, the 404 of an unclean path) carry the
 // page's security headers too.
 func TestSecurityHeadersEverywhere(t *testing.T) {
 	f := newFixture(t)
