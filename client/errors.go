@@ -42,6 +42,12 @@ var (
 	// refused the request with country_blocked.
 	ErrCountryBlocked = errors.New("client: access from this country is blocked for the account")
 
+	// ErrReplaced: the server closed the session with 4409: newer sockets
+	// of the same device took its place (another process runs with the
+	// same state directory, or many reconnects raced). Reconnecting would
+	// only close one of them in turn.
+	ErrReplaced = errors.New("client: replaced by newer connections of this device")
+
 	// ErrNotLoggedIn: the state directory holds no credential.
 	ErrNotLoggedIn = errors.New("client: not logged in")
 

@@ -120,14 +120,16 @@ func (e *CloseError) Error() string {
 	return fmt.Sprintf("server closed the connection: %d %s", int(e.Code), e.Text)
 }
 
-// Is makes errors.Is(err, ErrRevoked) hold for 4401 and errors.Is(err,
-// ErrCountryBlocked) for 4403.
+// Is makes errors.Is(err, ErrRevoked) hold for 4401, errors.Is(err,
+// ErrCountryBlocked) for 4403 and errors.Is(err, ErrReplaced) for 4409.
 func (e *CloseError) Is(target error) bool {
 	switch target {
 	case ErrRevoked:
 		return e.Code == proto.CloseUnauthorized
 	case ErrCountryBlocked:
 		return e.Code == proto.CloseCountryBlocked
+	case ErrReplaced:
+		return e.Code == proto.CloseReplaced
 	}
 	return false
 }
@@ -135,8 +137,9 @@ func (e *CloseError) Is(target error) bool {
 // Session is a WebSocket session that survives disconnects: Run connects,
 // sends sync with the persisted cursors after every (re)connect, delivers
 // new messages, and reconnects with capped, jittered exponential backoff.
-// It stops for good when the credential is refused (401, 4401) or the
-// country is blocked (4403). Send may be called from any goroutine.
+// It stops for good when the credential is refused (401, 4401), the
+// country is blocked (4403) or newer sockets of the device replaced it
+// (4409). Send may be called from any goroutine.
 //
 // Cursors move only over contiguous seqs: a message above a gap is
 // delivered at once, but the cursor waits until the gap is filled. A gap
@@ -261,7 +264,7 @@ func (s *Session) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, ErrRevoked) || errors.Is(err, ErrCountryBlocked) {
+		if errors.Is(err, ErrRevoked) || errors.Is(err, ErrCountryBlocked) || errors.Is(err, ErrReplaced) {
 			s.event(Event{Kind: EventDisconnected, Err: err})
 			return err
 		}

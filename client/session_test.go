@@ -310,6 +310,30 @@ func TestSessionSendWhileDisconnected(t *testing.T) {
 	}
 }
 
+// TestSessionStopsWhenReplaced: eight newer sockets of the device (the
+// server's default cap) close the session's with 4409, and the session
+// stops rather than reconnect and close one of them in turn.
+func TestSessionStopsWhenReplaced(t *testing.T) {
+	w := newWorld(t)
+	w.user(t, "bob", "parent", fastHash("bob"))
+	_, bobAcc, _ := w.device(t, "bob")
+	l := startListener(t, w.env.URL, bobAcc.Credential.Token, nil)
+	l.waitEvent(EventSynced)
+	for range 8 {
+		w.env.Dial(bobAcc.Credential.Token)
+	}
+	select {
+	case err := <-l.done:
+		var ce *CloseError
+		if !errors.Is(err, ErrReplaced) || !errors.As(err, &ce) || ce.Code != proto.CloseReplaced {
+			t.Fatalf("Run returned %v, want ErrReplaced (4409)", err)
+		}
+		l.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("session still running after eight newer sockets of its device")
+	}
+}
+
 func TestSessionStopsWhenRevoked(t *testing.T) {
 	w := newWorld(t)
 	w.user(t, "bob", "parent", fastHash("bob"))

@@ -24,6 +24,9 @@ type Hub struct {
 	seed     maphash.Seed
 	shards   [numHubShards]hubShard
 
+	// The most open sockets of one device and of one user (replaceOldest).
+	maxPerDevice, maxPerUser int
+
 	active sync.WaitGroup // one per registered connection
 	// draining ends when the drain starts (drain calls startDrain).
 	draining   context.Context
@@ -62,6 +65,7 @@ func (h *Hub) add(c *conn) error {
 	default:
 	}
 	conns := s.users[c.userID]
+	h.replaceOldest(conns, c.deviceKey)
 	if len(conns) == 0 {
 		if err := h.broker.Subscribe(c.userID); err != nil {
 			return err
@@ -75,6 +79,39 @@ func (h *Hub) add(c *conn) error {
 		c.present.Store(true)
 	}
 	return nil
+}
+
+// replaceOldest makes room for one more socket of device among a user's
+// open sockets conns (oldest first): when the device has maxPerDevice
+// open, its oldest is closed with 4409, else when the user has
+// maxPerUser, the user's oldest. A device that reconnects keeps working
+// (the newest socket is the one in use; older ones are mostly dead
+// connections not yet noticed), and one account cannot hold a node's
+// file descriptors. Called with the user's shard locked.
+func (h *Hub) replaceOldest(conns []*conn, device string) {
+	var oldestOfDevice, oldest *conn
+	ofDevice, open := 0, 0
+	for _, o := range conns {
+		if o.closing() {
+			continue
+		}
+		open++
+		if oldest == nil {
+			oldest = o
+		}
+		if o.deviceKey == device {
+			ofDevice++
+			if oldestOfDevice == nil {
+				oldestOfDevice = o
+			}
+		}
+	}
+	switch {
+	case ofDevice >= h.maxPerDevice:
+		oldestOfDevice.closeWith(proto.CloseReplaced)
+	case open >= h.maxPerUser:
+		oldest.closeWith(proto.CloseReplaced)
+	}
 }
 
 func (h *Hub) remove(c *conn) {

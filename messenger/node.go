@@ -47,6 +47,12 @@ type GatewayConfig struct {
 	// WriteTimeout bounds every write to a socket (a write may get up to a
 	// fifth more: frameConn.SetWriteDeadline). Zero means 10s.
 	WriteTimeout time.Duration
+	// MaxSocketsPerDevice and MaxSocketsPerUser bound the open sockets of
+	// one device and of one user on this node: a new socket beyond either
+	// closes the oldest one (of the device, else of the user) with 4409.
+	// Zero means 8 and 32.
+	MaxSocketsPerDevice int
+	MaxSocketsPerUser   int
 }
 
 // Config configures a Node. Zero fields take the documented defaults.
@@ -154,6 +160,12 @@ func New(cfg Config) (*Node, error) {
 	if g.WriteTimeout == 0 {
 		g.WriteTimeout = 10 * time.Second
 	}
+	if g.MaxSocketsPerDevice == 0 {
+		g.MaxSocketsPerDevice = 8
+	}
+	if g.MaxSocketsPerUser == 0 {
+		g.MaxSocketsPerUser = 32
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -186,6 +198,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.revs, _ = cfg.Store.(storage.RevAppender)
 	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)
+	n.hub.maxPerDevice, n.hub.maxPerUser = cfg.Gateway.MaxSocketsPerDevice, cfg.Gateway.MaxSocketsPerUser
 	if p, err := newPoller(); err == nil {
 		n.poller = p
 	} else {

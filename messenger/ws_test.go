@@ -299,3 +299,45 @@ func TestRefEchoed(t *testing.T) {
 		t.Fatalf("ping without ref: %s, %v", data, err)
 	}
 }
+
+// TestSocketCaps: a device's socket beyond its cap closes the device's
+// oldest with 4409, a user's beyond the user's cap the user's oldest; the
+// others go on working, and a closed socket no longer counts.
+func TestSocketCaps(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) {
+		cfg.Messenger.MaxSocketsPerDevice = 3
+		cfg.Messenger.MaxSocketsPerUser = 4
+	})
+	alive := func(ws ...*testenv.WS) {
+		t.Helper()
+		for _, w := range ws {
+			w.Send(`{"type":"ping"}`)
+			if f := w.Read(); f.Type != proto.TypePong {
+				t.Fatalf("got %q, want pong", f.Type)
+			}
+		}
+	}
+	phone := []*testenv.WS{c.env.Dial(c.alice1), c.env.Dial(c.alice1), c.env.Dial(c.alice1)}
+	alive(phone...)
+	phone = append(phone, c.env.Dial(c.alice1)) // the device's fourth
+	if code := phone[0].CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
+		t.Fatalf("the phone's oldest socket closed with %d, want 4409", code)
+	}
+	alive(phone[1:]...)
+	tablet := c.env.Dial(c.alice2) // alice's fourth open socket: within her cap
+	alive(append(phone[1:], tablet)...)
+	tablet2 := c.env.Dial(c.alice2) // her fifth: her oldest goes
+	if code := phone[1].CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
+		t.Fatalf("alice's oldest socket closed with %d, want 4409", code)
+	}
+	alive(phone[2], phone[3], tablet, tablet2)
+	// Another user is not touched, and messages reach the sockets left.
+	bob := c.env.Dial(c.b1)
+	m := c.post(c.b1, "m1", "hallo")
+	for _, w := range []*testenv.WS{phone[2], phone[3], tablet, tablet2} {
+		if f := w.Read(); f.Type != proto.TypeMessage || f.Message.ID != m.ID {
+			t.Fatalf("got %+v, want message %s", f, m.ID)
+		}
+	}
+	alive(bob)
+}

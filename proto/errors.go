@@ -108,6 +108,9 @@ const (
 	CloseCountryBlocked CloseCode = 4403
 	// CloseAuthTimeout: no auth frame arrived in time.
 	CloseAuthTimeout CloseCode = 4408
+	// CloseReplaced: newer sockets of the same device (or user) took this
+	// one's place; the device has more open than the server allows.
+	CloseReplaced CloseCode = 4409
 	// CloseTooLarge: a frame exceeded [MaxFrameSize].
 	CloseTooLarge CloseCode = 4413
 	// CloseTooSlow: the client read too slowly (its queue overflowed) or
@@ -132,6 +135,8 @@ func (c CloseCode) String() string {
 		return "country_blocked"
 	case CloseAuthTimeout:
 		return "auth_timeout"
+	case CloseReplaced:
+		return "replaced"
 	case CloseTooLarge:
 		return "too_large"
 	case CloseTooSlow:

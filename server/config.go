@@ -87,6 +87,11 @@ type MessengerConfig struct {
 	PingInterval time.Duration `yaml:"ping_interval"`
 	// AuthTimeout waits for the first frame's auth. Default 10s.
 	AuthTimeout time.Duration `yaml:"auth_timeout"`
+	// MaxSocketsPerDevice and MaxSocketsPerUser bound the open WebSockets
+	// of one device and one user on each node; a new one beyond closes the
+	// oldest with 4409. Defaults 8 and 32.
+	MaxSocketsPerDevice int `yaml:"max_sockets_per_device"`
+	MaxSocketsPerUser   int `yaml:"max_sockets_per_user"`
 }
 
 // PushConfig configures the push providers. A provider is on exactly when
@@ -145,6 +150,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DrainDelay < 0 || c.DrainDelay > time.Minute {
 		return fmt.Errorf("config: drain_delay must be between 0 and 1m")
+	}
+	if c.Messenger.MaxSocketsPerDevice < 0 || c.Messenger.MaxSocketsPerUser < 0 {
+		return fmt.Errorf("config: messenger.max_sockets_per_device and max_sockets_per_user must not be negative")
 	}
 	if c.Messenger.MaxAttachmentBytes < 0 {
 		return fmt.Errorf("config: messenger.max_attachment_bytes must not be negative")

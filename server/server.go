@@ -131,6 +131,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			SendBurst:    cfg.Messenger.SendBurst,
 			PingInterval: cfg.Messenger.PingInterval,
 			AuthTimeout:  cfg.Messenger.AuthTimeout,
+
+			MaxSocketsPerDevice: cfg.Messenger.MaxSocketsPerDevice,
+			MaxSocketsPerUser:   cfg.Messenger.MaxSocketsPerUser,
 		},
 		Now:             cfg.Now,
 		SchoolSwitchTTL: s.schoolSwitchTTL(),
