@@ -32,12 +32,14 @@ func documentedDefaults() server.Config {
 		},
 		Retention: server.RetentionConfig{Messages: 720 * time.Hour, Attachments: 720 * time.Hour, SweepInterval: time.Minute},
 		Messenger: server.MessengerConfig{
-			MaxAttachmentBytes: 25 << 20,
-			SendQueue:          256,
-			SendRate:           20,
-			SendBurst:          100,
-			PingInterval:       30 * time.Second,
-			AuthTimeout:        10 * time.Second,
+			MaxAttachmentBytes:  25 << 20,
+			SendQueue:           256,
+			SendRate:            20,
+			SendBurst:           100,
+			PingInterval:        30 * time.Second,
+			AuthTimeout:         10 * time.Second,
+			MaxSocketsPerDevice: 8,
+			MaxSocketsPerUser:   32,
 		},
 	}
 }
