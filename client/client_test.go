@@ -22,9 +22,9 @@ type world struct {
 	school string
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, opts ...testenv.Option) *world {
 	t.Helper()
-	e := testenv.New(t)
+	e := testenv.New(t, opts...)
 	return &world{env: e, school: e.CreateSchool("Gymnasium Musterstadt")}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"klassenfunk/internal/testenv"
 	"klassenfunk/proto"
+	"klassenfunk/server"
 )
 
 // listener runs a Session for one device and collects what it reports.
@@ -311,10 +312,11 @@ func TestSessionSendWhileDisconnected(t *testing.T) {
 }
 
 // TestSessionStopsWhenReplaced: eight newer sockets of the device (the
-// server's default cap) close the session's with 4409, and the session
-// stops rather than reconnect and close one of them in turn.
+// server's default cap, here applied from the first socket on) close the
+// session's with 4409, and the session stops rather than reconnect and
+// close one of them in turn.
 func TestSessionStopsWhenReplaced(t *testing.T) {
-	w := newWorld(t)
+	w := newWorld(t, func(cfg *server.Config) { cfg.Messenger.SocketCapsFrom = 1 })
 	w.user(t, "bob", "parent", fastHash("bob"))
 	_, bobAcc, _ := w.device(t, "bob")
 	l := startListener(t, w.env.URL, bobAcc.Credential.Token, nil)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"klassenfunk/proto"
@@ -24,8 +25,10 @@ type Hub struct {
 	seed     maphash.Seed
 	shards   [numHubShards]hubShard
 
-	// The most open sockets of one device and of one user (replaceOldest).
-	maxPerDevice, maxPerUser int
+	// The most open sockets of one device and of one user (replaceOldest),
+	// once the node holds capsFrom sockets.
+	maxPerDevice, maxPerUser, capsFrom int
+	open                               atomic.Int64 // registered sockets
 
 	active sync.WaitGroup // one per registered connection
 	// draining ends when the drain starts (drain calls startDrain).
@@ -65,7 +68,9 @@ func (h *Hub) add(c *conn) error {
 	default:
 	}
 	conns := s.users[c.userID]
-	h.replaceOldest(conns, c.deviceKey)
+	if h.open.Load() >= int64(h.capsFrom) {
+		h.replaceOldest(conns, c.deviceKey)
+	}
 	if len(conns) == 0 {
 		if err := h.broker.Subscribe(c.userID); err != nil {
 			return err
@@ -73,6 +78,7 @@ func (h *Hub) add(c *conn) error {
 	}
 	s.users[c.userID] = append(conns, c)
 	h.active.Add(1)
+	h.open.Add(1)
 	h.metrics.connections.Inc()
 	if h.presence != nil {
 		h.presence.Connected(c.userID, c.deviceID)
@@ -86,8 +92,11 @@ func (h *Hub) add(c *conn) error {
 // open, its oldest is closed with 4409, else when the user has
 // maxPerUser, the user's oldest. A device that reconnects keeps working
 // (the newest socket is the one in use; older ones are mostly dead
-// connections not yet noticed), and one account cannot hold a node's
-// file descriptors. Called with the user's shard locked.
+// connections not yet noticed), and one account cannot take the last of
+// a node's file descriptors. It applies only once the node holds
+// capsFrom sockets (add): below that, many sockets on one credential
+// (a test rig, a load tool) take nothing from anyone. Called with the
+// user's shard locked.
 func (h *Hub) replaceOldest(conns []*conn, device string) {
 	var oldestOfDevice, oldest *conn
 	ofDevice, open := 0, 0
@@ -126,6 +135,7 @@ func (h *Hub) remove(c *conn) {
 	conns = slices.Delete(conns, i, i+1)
 	s.users[c.userID] = conns
 	h.active.Done()
+	h.open.Add(-1)
 	h.metrics.connections.Dec()
 	c.leavePresence()
 	if len(conns) == 0 {

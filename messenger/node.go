@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,11 +49,15 @@ type GatewayConfig struct {
 	// fifth more: frameConn.SetWriteDeadline). Zero means 10s.
 	WriteTimeout time.Duration
 	// MaxSocketsPerDevice and MaxSocketsPerUser bound the open sockets of
-	// one device and of one user on this node: a new socket beyond either
-	// closes the oldest one (of the device, else of the user) with 4409.
-	// Zero means 8 and 32.
+	// one device and of one user on this node once it holds SocketCapsFrom
+	// sockets: a new socket beyond either closes the oldest one (of the
+	// device, else of the user) with 4409. Zero means 8 and 32.
 	MaxSocketsPerDevice int
 	MaxSocketsPerUser   int
+	// SocketCapsFrom is the number of open sockets on this node from
+	// which the caps apply. Zero means three quarters of the process's
+	// open-files limit (socketCapsFrom).
+	SocketCapsFrom int
 }
 
 // Config configures a Node. Zero fields take the documented defaults.
@@ -166,6 +171,9 @@ func New(cfg Config) (*Node, error) {
 	if g.MaxSocketsPerUser == 0 {
 		g.MaxSocketsPerUser = 32
 	}
+	if g.SocketCapsFrom == 0 {
+		g.SocketCapsFrom = socketCapsFrom()
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -198,7 +206,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.revs, _ = cfg.Store.(storage.RevAppender)
 	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)
-	n.hub.maxPerDevice, n.hub.maxPerUser = cfg.Gateway.MaxSocketsPerDevice, cfg.Gateway.MaxSocketsPerUser
+	n.hub.maxPerDevice, n.hub.maxPerUser, n.hub.capsFrom = g.MaxSocketsPerDevice, g.MaxSocketsPerUser, g.SocketCapsFrom
+	cfg.Log.Info("sockets per device and per user are capped once the node holds socket_caps_from",
+		"per_device", g.MaxSocketsPerDevice, "per_user", g.MaxSocketsPerUser, "socket_caps_from", g.SocketCapsFrom)
 	if p, err := newPoller(); err == nil {
 		n.poller = p
 	} else {
@@ -285,3 +295,15 @@ func (n *Node) Drain(ctx context.Context) { n.hub.drain(ctx) }
 
 // Connections is the number of open sockets on this node.
 func (n *Node) Connections() int { return n.hub.count() }
+
+// socketCapsFrom returns three quarters of the process's open-files limit
+// (Go raises the soft limit to the hard one at start): past that, one
+// account's sockets are capped, so that it cannot take the last quarter
+// of the node's descriptors.
+func socketCapsFrom() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 30 / 4 * 3
+	}
+	return int(rl.Cur / 4 * 3)
+}

@@ -307,6 +307,7 @@ func TestSocketCaps(t *testing.T) {
 	c := newChat(t, func(cfg *serverConfig) {
 		cfg.Messenger.MaxSocketsPerDevice = 3
 		cfg.Messenger.MaxSocketsPerUser = 4
+		cfg.Messenger.SocketCapsFrom = 1
 	})
 	alive := func(ws ...*testenv.WS) {
 		t.Helper()
@@ -340,4 +341,28 @@ func TestSocketCaps(t *testing.T) {
 		}
 	}
 	alive(bob)
+}
+
+// TestSocketCapsOnlyFromThreshold: while the node holds fewer sockets
+// than SocketCapsFrom, a device may hold more than its cap; from there on,
+// its next socket replaces its oldest.
+func TestSocketCapsOnlyFromThreshold(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) {
+		cfg.Messenger.MaxSocketsPerDevice = 2
+		cfg.Messenger.SocketCapsFrom = 5
+	})
+	var phone []*testenv.WS
+	for range 5 { // the fifth comes while the node holds four
+		phone = append(phone, c.env.Dial(c.alice1))
+	}
+	for _, w := range phone {
+		w.Send(`{"type":"ping"}`)
+		if f := w.Read(); f.Type != proto.TypePong {
+			t.Fatalf("below the threshold: got %q, want pong", f.Type)
+		}
+	}
+	c.env.Dial(c.alice1) // the node holds five: the caps apply
+	if code := phone[0].CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
+		t.Fatalf("the phone's oldest socket closed with %d, want 4409", code)
+	}
 }

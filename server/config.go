@@ -88,10 +88,13 @@ type MessengerConfig struct {
 	// AuthTimeout waits for the first frame's auth. Default 10s.
 	AuthTimeout time.Duration `yaml:"auth_timeout"`
 	// MaxSocketsPerDevice and MaxSocketsPerUser bound the open WebSockets
-	// of one device and one user on each node; a new one beyond closes the
-	// oldest with 4409. Defaults 8 and 32.
+	// of one device and one user on each node once the node holds
+	// SocketCapsFrom sockets; a new one beyond closes the oldest with
+	// 4409. Defaults 8 and 32; SocketCapsFrom 0 means three quarters of
+	// the process's open-files limit.
 	MaxSocketsPerDevice int `yaml:"max_sockets_per_device"`
 	MaxSocketsPerUser   int `yaml:"max_sockets_per_user"`
+	SocketCapsFrom      int `yaml:"socket_caps_from"`
 }
 
 // PushConfig configures the push providers. A provider is on exactly when
@@ -151,8 +154,8 @@ func (c *Config) Validate() error {
 	if c.DrainDelay < 0 || c.DrainDelay > time.Minute {
 		return fmt.Errorf("config: drain_delay must be between 0 and 1m")
 	}
-	if c.Messenger.MaxSocketsPerDevice < 0 || c.Messenger.MaxSocketsPerUser < 0 {
-		return fmt.Errorf("config: messenger.max_sockets_per_device and max_sockets_per_user must not be negative")
+	if c.Messenger.MaxSocketsPerDevice < 0 || c.Messenger.MaxSocketsPerUser < 0 || c.Messenger.SocketCapsFrom < 0 {
+		return fmt.Errorf("config: messenger.max_sockets_per_device, max_sockets_per_user and socket_caps_from must not be negative")
 	}
 	if c.Messenger.MaxAttachmentBytes < 0 {
 		return fmt.Errorf("config: messenger.max_attachment_bytes must not be negative")
