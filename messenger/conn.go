@@ -84,6 +84,7 @@ type conn struct {
 	mu         sync.Mutex
 	queue      []outItem       // guarded by mu
 	closeCode  proto.CloseCode // guarded by mu; set once, when closing starts
+	closeWhy   string          // guarded by mu; the closes metric's reason: closeCode's, or rate_limited
 	flush      bool            // guarded by mu; the close waits for the queued frames (closeAfterQueue)
 	writing    bool            // guarded by mu; a writer goroutine runs
 	finished   bool            // guarded by mu; the writer is done for good
@@ -149,7 +150,7 @@ func (c *conn) enqueue(it outItem) {
 		return
 	}
 	if len(c.queue) >= c.n.cfg.Gateway.SendQueue {
-		c.closeCode = proto.CloseTooSlow
+		c.closeCode, c.closeWhy = proto.CloseTooSlow, proto.CloseTooSlow.String()
 		c.queue = nil
 		c.n.metrics.slowConsumers.Inc()
 	} else {
@@ -188,20 +189,24 @@ func (c *conn) send(it outItem) {
 // closeWith starts closing the connection with code at once: what is
 // queued is dropped (a revoked device gets nothing more; a slow reader
 // recovers through sync). The first code wins.
-func (c *conn) closeWith(code proto.CloseCode) { c.startClose(code, false) }
+func (c *conn) closeWith(code proto.CloseCode) { c.startClose(code, false, code.String()) }
 
 // closeAfterQueue starts closing the connection with code after the frames
 // already queued (the error frames and sent acks of the client's earlier
 // frames) are written; queued deliveries and syncs are dropped, the
 // client recovers them through sync. For the closes that the client's own
 // frames cause: 4400, 4413 and 4429 for sending too fast.
-func (c *conn) closeAfterQueue(code proto.CloseCode) { c.startClose(code, true) }
+func (c *conn) closeAfterQueue(code proto.CloseCode) { c.startClose(code, true, code.String()) }
 
-func (c *conn) startClose(code proto.CloseCode, flush bool) {
+// closeRateLimited closes after the queue with 4429 for sending too fast,
+// counted apart from slow readers (closes_total{reason="rate_limited"}).
+func (c *conn) closeRateLimited() { c.startClose(proto.CloseTooSlow, true, "rate_limited") }
+
+func (c *conn) startClose(code proto.CloseCode, flush bool, why string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closeCode == 0 {
-		c.closeCode, c.flush = code, flush
+		c.closeCode, c.flush, c.closeWhy = code, flush, why
 		if !flush {
 			c.queue = nil
 		}
@@ -257,13 +262,13 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		if c.readerDone || (c.closeCode != 0 && len(c.queue) == 0) {
-			code, readerDone := c.closeCode, c.readerDone
+			code, why, readerDone := c.closeCode, c.closeWhy, c.readerDone
 			c.finished, c.writing, c.queue = true, false, nil
 			c.mu.Unlock()
 			if readerDone {
 				c.ws.Close()
 			} else {
-				c.sendClose(code)
+				c.sendClose(code, why)
 			}
 			return
 		}
@@ -321,12 +326,12 @@ func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 func (c *conn) writeFailed() {
 	c.mu.Lock()
 	c.finished, c.writing = true, false
-	code := c.closeCode
+	code, why := c.closeCode, c.closeWhy
 	c.mu.Unlock()
 	if code != 0 {
 		// The close was decided (a full queue: 4429) but its frame cannot
 		// follow the write that failed; the connection ends all the same.
-		c.n.metrics.closes.WithLabelValues(code.String()).Inc()
+		c.n.metrics.closes.WithLabelValues(why).Inc()
 	}
 	c.ws.NetConn().Close()
 	c.wakeBlocking()
@@ -692,8 +697,8 @@ func (c *conn) syncFailed(job *syncJob, what string, err error) error {
 
 // sendClose writes the close frame and gives the client a moment to answer
 // it; the reader sees the answer (or the deadline) and ends the connection.
-func (c *conn) sendClose(code proto.CloseCode) {
-	c.n.metrics.closes.WithLabelValues(code.String()).Inc()
+func (c *conn) sendClose(code proto.CloseCode, why string) {
+	c.n.metrics.closes.WithLabelValues(why).Inc()
 	deadline := time.Now().Add(c.n.cfg.Gateway.WriteTimeout)
 	msg := websocket.FormatCloseMessage(int(code), code.String())
 	if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil {
@@ -958,7 +963,7 @@ func (c *conn) handle(data []byte) {
 		if _, ok := c.n.sends.allow(c.deviceKey, time.Now(), &c.bucket); !ok {
 			c.limitedInRow++
 			if c.limitedInRow >= maxLimitedInRow {
-				c.closeAfterQueue(proto.CloseTooSlow)
+				c.closeRateLimited()
 				return
 			}
 			c.reject(f.Ref, proto.Errorf(proto.CodeRateLimited, "sending too fast; slow down"))

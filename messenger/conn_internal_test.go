@@ -42,8 +42,8 @@ func TestStuckReaderCountsAsTooSlow(t *testing.T) {
 
 	_, srv = catchUpPair(t)
 	c = &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1"}
-	c.closeCode = proto.CloseTooSlow // what enqueue decides on a full queue
-	c.writeFailed()                  // then the writer's blocked write fails
+	c.closeCode, c.closeWhy = proto.CloseTooSlow, proto.CloseTooSlow.String() // what enqueue decides on a full queue
+	c.writeFailed()                                                           // then the writer's blocked write fails
 	if got := counted(); got != 1 {
 		t.Fatalf("closes{too_slow} = %v after the stuck reader's connection ended, want 1", got)
 	}

@@ -218,6 +218,11 @@ func TestSendRateLimit(t *testing.T) {
 	if code != int(proto.CloseTooSlow) {
 		t.Fatalf("close %d, want 4429", code)
 	}
+	// Counted before the close frame is written, apart from slow readers.
+	const closes = "klassenfunk_ws_closes_total"
+	if got, slow := c.env.MetricWith(closes, "reason", "rate_limited"), c.env.MetricWith(closes, "reason", "too_slow"); got != 1 || slow != 0 {
+		t.Fatalf("closes{rate_limited} = %v, closes{too_slow} = %v; want 1 and 0", got, slow)
+	}
 	for i, f := range frames {
 		if f.Type != proto.TypeError || f.Code != proto.CodeRateLimited || f.Ref != fmt.Sprint("h", i) {
 			t.Fatalf("frame %d before the close: %+v, want rate_limited for h%d", i, f, i)

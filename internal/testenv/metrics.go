@@ -2,11 +2,20 @@ package testenv
 
 import (
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Metric returns the sum of all series of a metric of the node (0 when it
 // has none).
 func (e *Env) Metric(name string) float64 {
+	e.T.Helper()
+	return e.MetricWith(name, "", "")
+}
+
+// MetricWith returns the sum of the series of a metric whose label has
+// value (all series when label is empty).
+func (e *Env) MetricWith(name, label, value string) float64 {
 	e.T.Helper()
 	mfs, err := e.Srv.Registry().Gather()
 	if err != nil {
@@ -18,6 +27,9 @@ func (e *Env) Metric(name string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label != "" && !hasLabel(m, label, value) {
+				continue
+			}
 			switch {
 			case m.Counter != nil:
 				sum += m.Counter.GetValue()
@@ -29,6 +41,15 @@ func (e *Env) Metric(name string) float64 {
 		}
 	}
 	return sum
+}
+
+func hasLabel(m *dto.Metric, label, value string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == label {
+			return l.GetValue() == value
+		}
+	}
+	return false
 }
 
 // Eventually polls cond until it holds or the timeout passes.
