@@ -158,7 +158,7 @@ type wireEvent struct {
 // user's channel in one pipeline, for the other nodes.
 func (b *RedisBroker) Publish(ctx context.Context, userIDs []string, ev *Event) error {
 	for _, u := range userIDs {
-		if b.subscribed(u) {
+		if b.deliver != nil && b.subscribed(u) {
 			b.deliver(u, ev)
 		}
 	}

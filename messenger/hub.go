@@ -183,18 +183,7 @@ func (h *Hub) online(userID, deviceID string) bool {
 }
 
 // count returns the number of connections on this node.
-func (h *Hub) count() int {
-	n := 0
-	for i := range h.shards {
-		s := &h.shards[i]
-		s.mu.RLock()
-		for _, conns := range s.users {
-			n += len(conns)
-		}
-		s.mu.RUnlock()
-	}
-	return n
-}
+func (h *Hub) count() int { return int(h.open.Load()) }
 
 // drain closes every connection with 1001 and waits until they are gone or
 // ctx ends. New connections are refused from the start of the drain.
