@@ -2,7 +2,6 @@ package messenger
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"hash/fnv"
 	"log/slog"
@@ -27,10 +26,11 @@ import (
 // subscription to the master of its first channel's slot, so channels of
 // one connection must share a slot in a cluster).
 //
-// A node hands its own events to its own sockets directly, in Publish,
-// and skips them when Redis brings them back: every event is published
-// with the node's origin id as its first JSON member ("o"), so the
-// subscriber tells them apart before decoding. (The sender's node is
+// Events travel in a compact binary form (eventcodec.go). A node hands
+// its own events to its own sockets directly, in Publish, and skips them
+// when Redis brings them back: every event starts with the id of the
+// node that published it, so the subscriber tells them apart before
+// decoding. (The sender's node is
 // subscribed to the sender's channel, for the sender's other devices;
 // decoding each of its own messages again only to find the sending
 // device cost a tenth of that node's time.)
@@ -43,8 +43,7 @@ import (
 type RedisBroker struct {
 	client  redis.UniversalClient
 	prefix  string
-	id      string // this node's, random: the origin of its events
-	origin  string // `{"o":"<id>"`: how a payload from this node starts
+	origin  string // how a payload from this node starts (eventOrigin of a random id)
 	log     *slog.Logger
 	deliver DeliverFunc // set once before Start
 	// OnRecover is called after a group's subscription was restored
@@ -83,8 +82,8 @@ func NewRedisBroker(client redis.UniversalClient, prefix string, log *slog.Logge
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &RedisBroker{client: client, prefix: prefix, log: log, stop: make(chan struct{}), id: ids.Random(12)}
-	b.origin = `{"o":"` + b.id + `"`
+	b := &RedisBroker{client: client, prefix: prefix, log: log, stop: make(chan struct{}),
+		origin: string(eventOrigin(ids.Random(12)))}
 	for i := range b.groups {
 		b.groups[i] = &redisGroup{
 			b: b, index: i,
@@ -147,12 +146,6 @@ func (b *RedisBroker) Healthy() bool {
 	return true
 }
 
-// wireEvent is an event as published: the origin node's id first.
-type wireEvent struct {
-	Origin string `json:"o"`
-	*Event
-}
-
 // Publish implements Broker: the event goes at once to the users this
 // node is subscribed to, and is encoded once and published to every
 // user's channel in one pipeline, for the other nodes.
@@ -162,7 +155,11 @@ func (b *RedisBroker) Publish(ctx context.Context, userIDs []string, ev *Event) 
 			b.deliver(u, ev)
 		}
 	}
-	payload, err := json.Marshal(wireEvent{Origin: b.id, Event: ev})
+	size := len(b.origin) + 64
+	if ev.Message != nil {
+		size += len(ev.Message.Ciphertext) + 128*(1+len(ev.Message.Keys))
+	}
+	payload, err := appendEvent(make([]byte, 0, size), []byte(b.origin), ev)
 	if err != nil {
 		return err
 	}
@@ -317,7 +314,7 @@ func (g *redisGroup) session(recovering bool) (subscribed bool, err error) {
 			continue // not a user's channel, or this node's own event (Publish delivered it)
 		}
 		var ev Event
-		if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
+		if err := decodeEvent([]byte(m.Payload), &ev); err != nil {
 			b.log.Error("redis broker: undecodable event", "err", err)
 			continue
 		}

@@ -209,3 +209,12 @@ func (d *msgDecoder) optBytes() []byte {
 	}
 	return append([]byte{}, d.take(n-1)...)
 }
+
+// AppendMessageValue appends the compact form of m that the store keeps
+// (binary, or JSON for times that are not UTC), without its Seq: for
+// carrying a message between nodes. DecodeMessageValue reads it back.
+func AppendMessageValue(buf []byte, m *Message) ([]byte, error) { return appendMessageValue(buf, m) }
+
+// DecodeMessageValue decodes what AppendMessageValue wrote into m (Seq
+// stays as it is).
+func DecodeMessageValue(v []byte, m *Message) error { return decodeMessageValue(v, m) }
