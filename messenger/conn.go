@@ -200,7 +200,11 @@ func (c *conn) closeAfterQueue(code proto.CloseCode) { c.startClose(code, true, 
 
 // closeRateLimited closes after the queue with 4429 for sending too fast,
 // counted apart from slow readers (closes_total{reason="rate_limited"}).
-func (c *conn) closeRateLimited() { c.startClose(proto.CloseTooSlow, true, "rate_limited") }
+func (c *conn) closeRateLimited() { c.startClose(proto.CloseTooSlow, true, reasonRateLimited) }
+
+// reasonRateLimited is the closes metric's reason for a 4429 after too
+// many rate-limited sends.
+const reasonRateLimited = "rate_limited"
 
 func (c *conn) startClose(code proto.CloseCode, flush bool, why string) {
 	c.mu.Lock()

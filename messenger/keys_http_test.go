@@ -86,6 +86,16 @@ func TestHTTPPutKey(t *testing.T) {
 		t.Fatalf("devices %v, want %v", got, want)
 	}
 
+	// A session on the device id of a trusted device that has no key yet
+	// may not put one either: the trusted device puts its own.
+	fresh, freshTrust := w.env.Login("tina", "new-phone", true)
+	freshSession, _ := w.env.Login("tina", "new-phone", false)
+	httpWantError(t, w.env.Do("PUT", "/api/v1/keys", freshSession, map[string]string{"public_key": httpB64(httpKey(8))}), 409, proto.CodeConflict)
+	w.env.JSON("PUT", "/api/v1/keys", fresh, map[string]string{"public_key": httpB64(httpKey(12))}, http.StatusNoContent, nil)
+	w.env.JSON("PUT", "/api/v1/keys", freshSession, map[string]string{"public_key": httpB64(httpKey(12))}, http.StatusNoContent, nil)
+	w.env.JSON("DELETE", "/api/v1/trust/"+freshTrust, fresh, nil, http.StatusNoContent, nil)
+	w.env.JSON("POST", "/api/v1/logout", freshSession, nil, http.StatusNoContent, nil) // its last credential: its key goes
+
 	// A session on the device id of tina's trusted phone may send the
 	// phone's own key, not another: that key would outlive the session.
 	session, _ := w.env.Login("tina", tina.device, false)

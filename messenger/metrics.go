@@ -1,6 +1,10 @@
 package messenger
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"klassenfunk/proto"
+)
 
 type metrics struct {
 	connections   prometheus.Gauge
@@ -36,6 +40,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "klassenfunk_retention_deleted_total", Help: "Records deleted by the retention sweeper, by type."}, []string{"type"}),
 	}
+	// Every close reason from the start, at 0: a dashboard's rate() and
+	// alerts see a series before its first close.
+	for _, code := range []proto.CloseCode{proto.CloseGoingAway, proto.CloseMalformed, proto.CloseUnauthorized,
+		proto.CloseCountryBlocked, proto.CloseAuthTimeout, proto.CloseReplaced, proto.CloseTooLarge, proto.CloseTooSlow} {
+		m.closes.WithLabelValues(code.String())
+	}
+	m.closes.WithLabelValues(reasonRateLimited)
 	for _, c := range []prometheus.Collector{m.connections, m.delivered, m.stored, m.gapFills, m.slowConsumers, m.closes, m.sendLatency, m.expired, m.catchUps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

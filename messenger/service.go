@@ -385,12 +385,13 @@ func (n *Node) PutKey(ctx context.Context, p auth.Principal, pub []byte) error {
 }
 
 // sessionMayPutKey refuses (409) a session's key for a device that has a
-// trust relationship with another key. A device's key serves every
-// credential of the user on that device id; a session there would
-// otherwise outlive itself in the key, and senders would wrap keys that the
+// trust relationship, unless the device has that very key. A device's key
+// serves every credential of the user on that device id; a session there
+// would otherwise outlive itself in the key (also one it puts before the
+// trusted device has put any), and senders would wrap keys that the
 // trusted device cannot open. The same installation sends the same key,
-// which passes; a trusted device changes its own key with its trust
-// credential.
+// which passes; a trusted device sets and changes its own key with its
+// trust credential.
 func (n *Node) sessionMayPutKey(ctx context.Context, p auth.Principal, pub []byte) error {
 	creds, err := n.store.CredentialsOf(ctx, p.User.ID)
 	if err != nil {
@@ -407,11 +408,11 @@ func (n *Node) sessionMayPutKey(ctx context.Context, p auth.Principal, pub []byt
 		return err
 	}
 	for _, k := range keys {
-		if k.DeviceID == p.Cred.DeviceID && !bytes.Equal(k.PublicKey, pub) {
-			return proto.Errorf(proto.CodeConflict, "this device id has a trust relationship with another key: a session may not replace it (log in with another device id)")
+		if k.DeviceID == p.Cred.DeviceID && bytes.Equal(k.PublicKey, pub) {
+			return nil
 		}
 	}
-	return nil
+	return proto.Errorf(proto.CodeConflict, "this device id has a trust relationship: only its own key may be put with a session (log in with another device id)")
 }
 
 // Devices lists the keys of every member device of a conversation.
