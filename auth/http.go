@@ -286,8 +286,30 @@ func (h *HTTP) logout(w http.ResponseWriter, r *http.Request, p Principal) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// meView is GET /me: API.md's user object, and (an addition) the
+// credential the request came with, so that an app on a shared device can
+// show when its session ends.
+type meView struct {
+	UserView
+	Credential meCredential `json:"credential"`
+}
+
+type meCredential struct {
+	Kind      storage.CredKind `json:"kind"`
+	DeviceID  string           `json:"device_id"`
+	TrustID   string           `json:"trust_id,omitempty"`   // a trust credential's relationship (DELETE /trust/{id})
+	ExpiresAt *time.Time       `json:"expires_at,omitempty"` // a session's idle deadline, moved on by use
+}
+
 func (h *HTTP) me(w http.ResponseWriter, r *http.Request, p Principal) {
-	httpapi.WriteJSON(w, http.StatusOK, ViewUser(p.User))
+	c := meCredential{Kind: p.Cred.Kind, DeviceID: p.Cred.DeviceID}
+	if p.Cred.Kind == storage.CredTrust {
+		c.TrustID = p.Cred.ID
+	} else if !p.Cred.ExpiresAt.IsZero() {
+		at := p.Cred.ExpiresAt.UTC()
+		c.ExpiresAt = &at
+	}
+	httpapi.WriteJSON(w, http.StatusOK, meView{UserView: ViewUser(p.User), Credential: c})
 }
 
 // directoryEntry is one user in the school directory: what an app needs to

@@ -400,10 +400,11 @@ func TestLogoutAndMe(t *testing.T) {
 
 			r := authCall(t, env, "GET", "/api/v1/me", tok, nil, nil)
 			authWantStatus(t, r, http.StatusOK)
-			if keys := authKeys(t, r.Body); len(keys) != 5 {
-				t.Fatalf("GET /me %s: want exactly id, login, display_name, role, school", r.Body)
+			keys := authKeys(t, r.Body)
+			if _, ok := keys["credential"]; !ok || len(keys) != 6 {
+				t.Fatalf("GET /me %s: want exactly id, login, display_name, role, school and credential (docs/api.md)", r.Body)
 			}
-			var me map[string]string
+			var me map[string]any
 			authDecode(t, r, &me)
 			wantDisplay := strings.ToUpper(tc.login[:1]) + tc.login[1:]
 			if me["login"] != tc.login || me["role"] != tc.role || me["school"] != w.schoolA || me["display_name"] != wantDisplay || me["id"] == "" {
@@ -1111,5 +1112,47 @@ func TestReloginKeepsDeviceKey(t *testing.T) {
 	env.JSON("GET", "/api/v1/conversations/"+conv.ID+"/devices", tok2, nil, http.StatusOK, &devs)
 	if len(devs) != 1 || devs[0].DeviceID != "phone" {
 		t.Fatalf("devices after re-login: %+v, want the phone's key kept", devs)
+	}
+}
+
+// TestMeShowsCredential: GET /me also names the credential of the
+// request: a session with its idle deadline as moved on by use, a trust
+// credential with its trust relationship.
+func TestMeShowsCredential(t *testing.T) {
+	env := testenv.New(t)
+	school := env.CreateSchool("S")
+	env.CreateUser(school, "pupil", "student")
+	type me struct {
+		ID         string `json:"id"`
+		Login      string `json:"login"`
+		Credential struct {
+			Kind      string  `json:"kind"`
+			DeviceID  string  `json:"device_id"`
+			TrustID   string  `json:"trust_id"`
+			ExpiresAt *string `json:"expires_at"`
+		} `json:"credential"`
+	}
+	get := func(tok string) me {
+		t.Helper()
+		r := authCall(t, env, "GET", "/api/v1/me", tok, nil, nil)
+		authWantStatus(t, r, http.StatusOK)
+		var m me
+		if err := json.Unmarshal(r.Body, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	session, _ := authLogin(t, env, "pupil", "pc", false)
+	env.Clock.Advance(20 * time.Minute) // the use moves the deadline
+	m := get(session)
+	want := env.Clock.Now().Add(30 * time.Minute).UTC().Format(time.RFC3339)
+	if m.Login != "pupil" || m.Credential.Kind != "session" || m.Credential.DeviceID != "pc" || m.Credential.TrustID != "" ||
+		m.Credential.ExpiresAt == nil || *m.Credential.ExpiresAt != want {
+		t.Fatalf("GET /me with a session: %+v, want expires_at %s", m, want)
+	}
+	trust, trustID := authLogin(t, env, "pupil", "phone", true)
+	m = get(trust)
+	if m.Credential.Kind != "trust" || m.Credential.DeviceID != "phone" || m.Credential.TrustID != trustID || m.Credential.ExpiresAt != nil {
+		t.Fatalf("GET /me with a trust credential: %+v, want trust_id %s", m, trustID)
 	}
 }
