@@ -368,7 +368,11 @@ func parseUint(raw []byte) (uint64, bool) {
 func quoteShort(s string) string {
 	const max = 64
 	if len(s) > max {
-		return fmt.Sprintf("%q…", s[:max])
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut-- // not inside a character: the message stays valid UTF-8
+		}
+		return fmt.Sprintf("%q…", s[:cut])
 	}
 	return fmt.Sprintf("%q", s)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // awkward holds strings that need escaping or replacement in JSON.
@@ -451,5 +452,21 @@ func BenchmarkAppendMessageEncodingJSON(b *testing.B) {
 		}{TypeMessage, &mm}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestQuoteShortCutsWholeCharacters: a long name in an error message is
+// shortened at a character boundary, so the message stays valid UTF-8
+// (a device id of 128 × "ä" was cut inside a character).
+func TestQuoteShortCutsWholeCharacters(t *testing.T) {
+	for _, s := range []string{"0123456789abcdefghijkl/" + strings.Repeat("ä", 128), "a" + strings.Repeat("ä", 100),
+		"ab" + strings.Repeat("€", 60), strings.Repeat("x", 100)} {
+		q := quoteShort(s)
+		if !utf8.ValidString(q) || strings.Contains(q, `\x`) || !strings.HasSuffix(q, `"…`) || len(q) > 64+len(`""…`) {
+			t.Errorf("quoteShort(%.8q…) = %s", s, q)
+		}
+	}
+	if q := quoteShort("kurz"); q != `"kurz"` {
+		t.Errorf("quoteShort(kurz) = %s", q)
 	}
 }
