@@ -266,16 +266,22 @@ func (h *HTTP) login(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, h.svc.log, err)
 		return
 	}
-	resp := loginResponse{
+	trustID, expiresAt := credentialExtras(res.Credential)
+	httpapi.WriteJSON(w, http.StatusOK, loginResponse{
 		User:       ViewUser(res.User),
-		Credential: credentialView{Kind: res.Credential.Kind, Token: res.Token},
+		Credential: credentialView{Kind: res.Credential.Kind, Token: res.Token, ExpiresAt: expiresAt},
+		TrustID:    trustID,
+	})
+}
+
+// credentialExtras returns what a response shows of c beyond its kind: a
+// trust credential's relationship id, or a session's idle deadline.
+func credentialExtras(c storage.Credential) (trustID string, expiresAt *time.Time) {
+	if c.Kind == storage.CredTrust {
+		return c.ID, nil
 	}
-	if res.Credential.Kind == storage.CredTrust {
-		resp.TrustID = res.Credential.ID
-	} else {
-		resp.Credential.ExpiresAt = &res.Credential.ExpiresAt
-	}
-	httpapi.WriteJSON(w, http.StatusOK, resp)
+	at := c.ExpiresAt.UTC()
+	return "", &at
 }
 
 func (h *HTTP) logout(w http.ResponseWriter, r *http.Request, p Principal) {
@@ -303,12 +309,7 @@ type meCredential struct {
 
 func (h *HTTP) me(w http.ResponseWriter, r *http.Request, p Principal) {
 	c := meCredential{Kind: p.Cred.Kind, DeviceID: p.Cred.DeviceID}
-	if p.Cred.Kind == storage.CredTrust {
-		c.TrustID = p.Cred.ID
-	} else if !p.Cred.ExpiresAt.IsZero() {
-		at := p.Cred.ExpiresAt.UTC()
-		c.ExpiresAt = &at
-	}
+	c.TrustID, c.ExpiresAt = credentialExtras(p.Cred)
 	httpapi.WriteJSON(w, http.StatusOK, meView{UserView: ViewUser(p.User), Credential: c})
 }
 
