@@ -58,7 +58,7 @@ type lane struct {
 // acknowledgements to the acker.
 func (r *Relay) schedule(initial []storage.PushEntry) {
 	defer close(r.scheduled)
-	s := &scheduler{r: r, devs: map[string]*device{}, lanes: r.lanes}
+	s := &scheduler{r: r, devs: map[string]*device{}}
 	for i := range initial {
 		s.upsert(initial[i], time.Now())
 	}
@@ -160,8 +160,7 @@ func (r *Relay) rescan(interval time.Duration) {
 type scheduler struct {
 	r        *Relay
 	devs     map[string]*device
-	lanes    map[string]*lane // by provider
-	pending  int              // devices with entry != nil
+	pending  int // devices with entry != nil
 	inFlight int
 }
 
@@ -197,7 +196,7 @@ func (s *scheduler) upsert(e storage.PushEntry, now time.Time) {
 // when the loop should look again: the earliest due time in a lane with
 // room, or zero when there is none (a full lane waits for a result).
 func (s *scheduler) dispatch(now time.Time) (wake time.Time) {
-	for _, l := range s.lanes {
+	for _, l := range s.r.lanes {
 		if next, ok := s.dispatchLane(l, now); ok && (wake.IsZero() || next.Before(wake)) {
 			wake = next
 		}
