@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"klassenfunk/proto"
 )
 
 func TestHistBuckets(t *testing.T) {
@@ -93,4 +97,76 @@ func TestVerifyLost(t *testing.T) {
 	if m.LostChecked != 4 || m.LostStored != 1 || m.LostMissing != 2 || m.LostCheckErrs["HTTP 500"] != 1 {
 		t.Fatalf("got %+v", m)
 	}
+}
+
+func TestSendBodyDecodes(t *testing.T) {
+	want := &proto.Send{
+		ClientID:   `id "quoted" ü`,
+		Ciphertext: []byte{0, 1, 2, 250, 251, 252, 253, 254, 255},
+		Keys:       map[string][]byte{"u1/gerät": {1, 2, 3}, "u2/d\"2": {4, 5}},
+	}
+	got, perr := proto.DecodeSend(appendSendBody(nil, want))
+	if perr != nil {
+		t.Fatalf("DecodeSend: %v", perr)
+	}
+	if got.ClientID != want.ClientID || !bytes.Equal(got.Ciphertext, want.Ciphertext) || len(got.Keys) != len(want.Keys) {
+		t.Fatalf("decoded %+v, want %+v", got, want)
+	}
+	for k, v := range want.Keys {
+		if !bytes.Equal(got.Keys[k], v) {
+			t.Fatalf("key %q: %v, want %v", k, got.Keys[k], v)
+		}
+	}
+}
+
+// TestHTTPSenderAnswers checks how --send-via http counts the server's
+// answers: a stored message is an ack with its seq and id, an error body
+// counts under its code, and a transport error is unanswered.
+func TestHTTPSenderAnswers(t *testing.T) {
+	var status int
+	var body string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" || r.Method != "POST" {
+			t.Errorf("request %s with %q", r.Method, r.Header.Get("Authorization"))
+		}
+		if _, perr := proto.DecodeSend(mustRead(t, r)); perr != nil {
+			t.Errorf("body does not decode: %v", perr)
+		}
+		w.WriteHeader(status)
+		io.WriteString(w, body)
+	}))
+	rs := newRunState()
+	p := &pairState{snd: &user{token: "tok"}, errs: map[proto.Code]uint64{}}
+	h := &httpSender{hc: srv.Client(), url: srv.URL + "/api/v1/conversations/c/messages"}
+	send := &proto.Send{ClientID: "k-1", Ciphertext: make([]byte, 8), Keys: map[string][]byte{"a/b": {1}}}
+
+	status, body = 201, `{"id":"m1","seq":7,"keys":{"a/b":"AQ=="}}`
+	h.post(rs, p, send, true, time.Now())
+	if p.acked != 1 || p.ackedM != 1 || len(p.acks) != 1 || p.acks[0].seq != 7 || string(p.ackIDs) != "m1" || p.ackHist == nil {
+		t.Fatalf("after 201: acked %d/%d acks %+v ids %q", p.acked, p.ackedM, p.acks, p.ackIDs)
+	}
+	status, body = 403, `{"error":{"code":"forbidden","message":"no"}}`
+	h.post(rs, p, send, true, time.Now())
+	status, body = 502, `<html>`
+	h.post(rs, p, send, false, time.Now())
+	status, body = 201, `{"id":""}`
+	h.post(rs, p, send, false, time.Now())
+	if p.errs["forbidden"] != 1 || p.errs["http_502"] != 1 || p.errs["undecodable_answer"] != 1 || p.errsM != 1 || rs.decodeErrors.Load() != 1 {
+		t.Fatalf("errors %v (measured %d), decode errors %d", p.errs, p.errsM, rs.decodeErrors.Load())
+	}
+	srv.Close()
+	if !h.post(rs, p, send, false, time.Now()) || len(rs.writeErrors) != 1 {
+		t.Fatalf("transport error: write errors %v", rs.writeErrors)
+	}
+	if got := rs.respTotal.Load(); got != 5 || rs.ackedTotal.Load() != 1 {
+		t.Fatalf("answers %d acked %d, want 5 and 1", got, rs.ackedTotal.Load())
+	}
+}
+
+func mustRead(t *testing.T, r *http.Request) []byte {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Error(err)
+	}
+	return b
 }

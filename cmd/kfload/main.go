@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -57,6 +58,8 @@ type config struct {
 	role         string
 	jsonOut      bool
 	cpuProfile   string
+	sendVia      string // "ws" or "http"
+	httpConns    int    // --send-via http: connections for the sends
 }
 
 func main() {
@@ -110,6 +113,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.role, "role", "student", "role of the created users (student or teacher)")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the result as JSON on stdout")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of kfload itself to this file")
+	fs.StringVar(&c.sendVia, "send-via", "ws", "how senders send: ws (a send frame on their socket) or http (POST /conversations/{id}/messages; receivers still get message frames)")
+	fs.IntVar(&c.httpConns, "http-conns", 256, "--send-via http: keep-alive connections the senders share (requests beyond wait for one)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -146,6 +151,10 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("--duration must be positive; --warmup, --settle, --grace not negative")
 	case c.setupConc < 1 || c.dialConc < 1:
 		return nil, errors.New("concurrency must be at least 1")
+	case c.sendVia != "ws" && c.sendVia != "http":
+		return nil, fmt.Errorf("--send-via %q: want ws or http", c.sendVia)
+	case c.sendVia == "http" && c.httpConns < 1:
+		return nil, errors.New("--http-conns must be at least 1")
 	}
 	if c.sourceIPs, err = parseSourceIPs(c.sourceSpec); err != nil {
 		return nil, err
@@ -203,6 +212,9 @@ func run(ctx context.Context, cfg *config) error {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil {
 		need := uint64(nConns + 2*cfg.setupConc + 64)
+		if cfg.sendVia == "http" {
+			need += uint64(cfg.httpConns)
+		}
 		if need > rl.Cur {
 			return fmt.Errorf("%d connections need about %d open files, but the limit is %d (hard %d): use fewer --pairs/--idle",
 				nConns, need, rl.Cur, rl.Max)
@@ -237,8 +249,16 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	hc.CloseIdleConnections()
 	pairs := make([]*pairState, cfg.pairs)
+	var sendHC *http.Client
+	if cfg.sendVia == "http" {
+		sendHC = newSendClient(cfg.httpConns, pool.DialContext)
+		defer sendHC.CloseIdleConnections()
+	}
 	for i := range pairs {
-		pairs[i] = &pairState{idx: i, conv: convs[i], snd: users[2*i], rcv: users[2*i+1]}
+		pairs[i] = &pairState{idx: i, conv: convs[i], snd: users[2*i], rcv: users[2*i+1], errs: map[proto.Code]uint64{}}
+		if sendHC != nil {
+			pairs[i].http = &httpSender{hc: sendHC, url: cfg.url + "/api/v1/conversations/" + url.PathEscape(convs[i]) + "/messages"}
+		}
 	}
 
 	// Let the server close the setup connections before the baseline.

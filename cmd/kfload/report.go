@@ -59,6 +59,7 @@ type configReport struct {
 	DurationS    float64  `json:"duration_s"`
 	WarmupS      float64  `json:"warmup_s"`
 	PayloadBytes int      `json:"payload_bytes"`
+	SendVia      string   `json:"send_via"`
 	SourceIPs    []string `json:"source_ips,omitempty"`
 	ServerPID    int      `json:"server_pid,omitempty"`
 }
@@ -173,7 +174,7 @@ func (r *result) fillConfig(cfg *config) {
 	r.Config = configReport{
 		URL: cfg.url, Pairs: cfg.pairs, Idle: cfg.idle, Rate: cfg.rate,
 		DurationS: cfg.duration.Seconds(), WarmupS: cfg.warmup.Seconds(),
-		PayloadBytes: cfg.payload, ServerPID: cfg.serverPID,
+		PayloadBytes: cfg.payload, ServerPID: cfg.serverPID, SendVia: cfg.sendVia,
 	}
 	for _, ip := range cfg.sourceIPs {
 		r.Config.SourceIPs = append(r.Config.SourceIPs, ip.String())
@@ -372,8 +373,8 @@ func (r *result) printText(w io.Writer) {
 		fmt.Fprintln(w, "INTERRUPTED: the figures cover only part of the window")
 	}
 	if c.Pairs > 0 {
-		fmt.Fprintf(w, "  %d pairs + %d idle = %d sockets; rate %.0f/s; payload %d B; warmup %gs; duration %gs\n",
-			c.Pairs, c.Idle, r.Connections.Total, c.Rate, c.PayloadBytes, c.WarmupS, c.DurationS)
+		fmt.Fprintf(w, "  %d pairs + %d idle = %d sockets; rate %.0f/s; payload %d B; warmup %gs; duration %gs; sends via %s\n",
+			c.Pairs, c.Idle, r.Connections.Total, c.Rate, c.PayloadBytes, c.WarmupS, c.DurationS, c.SendVia)
 	} else {
 		fmt.Fprintf(w, "  idle mode: %d sockets held %gs\n", r.Connections.Total, c.DurationS)
 	}

@@ -66,14 +66,20 @@ type pairState struct {
 	lateSends   uint64 // sends made more than one period after they were due
 	skipped     uint64 // sends left out because the sender was more than maxLag behind
 
-	// Owned by the sender's reader goroutine.
+	// http is set with --send-via http: the sender POSTs its messages.
+	http *httpSender
+
+	// Owned by the sender's reader goroutine (with --send-via http: by
+	// the sender's writer goroutine, which gets the answers).
 	acked, ackedM uint64
 	acks          []ackRec // acked measured messages
 	ackIDs        []byte   // their ids, back to back (no pointers for the GC to trace)
 	errs          map[proto.Code]uint64
 	errsM         uint64 // error frames answering measured sends
 	ackHist       *hist
-	sndForeign    uint64 // unexpected message frames on the sender's socket
+
+	// Owned by the sender's reader goroutine.
+	sndForeign uint64 // unexpected message (or, with --send-via http, sent) frames on the sender's socket
 
 	// Owned by the receiver's reader goroutine.
 	seen         map[uint64]struct{} // seqs delivered (all windows); a pair has one conversation
@@ -245,33 +251,59 @@ func readLoop(c *websocket.Conn, rs *runState, kind string, readTimeout time.Dur
 
 // senderRead handles frames on a sender's socket.
 func (p *pairState) senderRead(rs *runState) func(f *proto.ServerFrame, now time.Time) {
-	p.errs = map[proto.Code]uint64{}
+	if p.http != nil {
+		// The answers come over HTTP; nothing is expected here.
+		return func(f *proto.ServerFrame, now time.Time) {
+			if f.Type == proto.TypeMessage || f.Type == proto.TypeSent {
+				p.sndForeign++
+			}
+		}
+	}
 	return func(f *proto.ServerFrame, now time.Time) {
 		switch f.Type {
 		case proto.TypeSent:
-			p.acked++
-			rs.ackedTotal.Add(1)
-			rs.respTotal.Add(1)
-			if len(f.Ref) > 1 && f.Ref[0] == 'm' {
-				p.ackedM++
-				p.acks = append(p.acks, ackRec{seq: f.Seq, at: now.UnixNano(), idOff: uint32(len(p.ackIDs)), idLen: uint32(len(f.ID))})
-				p.ackIDs = append(p.ackIDs, f.ID...)
+			measured := len(f.Ref) > 1 && f.Ref[0] == 'm'
+			var took time.Duration = -1
+			if measured {
 				if ts, err := strconv.ParseInt(f.Ref[1:], 36, 64); err == nil {
-					if p.ackHist == nil {
-						p.ackHist = &hist{}
-					}
-					p.ackHist.record(time.Duration(now.UnixNano() - ts))
+					took = time.Duration(now.UnixNano() - ts)
 				}
 			}
+			p.ack(rs, f.Seq, f.ID, measured, now, took)
 		case proto.TypeError:
-			p.errs[f.Code]++
-			rs.respTotal.Add(1)
-			if len(f.Ref) > 1 && f.Ref[0] == 'm' {
-				p.errsM++
-			}
+			p.answerErr(rs, f.Code, len(f.Ref) > 1 && f.Ref[0] == 'm')
 		case proto.TypeMessage:
 			p.sndForeign++
 		}
+	}
+}
+
+// ack counts a send's answer: the message was stored as seq with id.
+// took is the time from the send to the answer, negative when unknown.
+func (p *pairState) ack(rs *runState, seq uint64, id string, measured bool, now time.Time, took time.Duration) {
+	p.acked++
+	rs.ackedTotal.Add(1)
+	rs.respTotal.Add(1)
+	if !measured {
+		return
+	}
+	p.ackedM++
+	p.acks = append(p.acks, ackRec{seq: seq, at: now.UnixNano(), idOff: uint32(len(p.ackIDs)), idLen: uint32(len(id))})
+	p.ackIDs = append(p.ackIDs, id...)
+	if took >= 0 {
+		if p.ackHist == nil {
+			p.ackHist = &hist{}
+		}
+		p.ackHist.record(took)
+	}
+}
+
+// answerErr counts a send answered with an error code.
+func (p *pairState) answerErr(rs *runState, code proto.Code, measured bool) {
+	p.errs[code]++
+	rs.respTotal.Add(1)
+	if measured {
+		p.errsM++
 	}
 }
 
@@ -370,6 +402,14 @@ func (p *pairState) sendLoop(ctx context.Context, rs *runState, runID string, pa
 			ref = append(ref, 'w')
 		}
 		ref = strconv.AppendInt(ref, ns, 36)
+		if p.http != nil {
+			rs.sentTotal.Add(1)
+			p.sent++
+			if measured {
+				p.sentM++
+			}
+			return p.http.post(rs, p, &send, measured, now)
+		}
 		frame = proto.AppendSendFrame(frame[:0], string(ref), &send)
 		p.sconn.SetWriteDeadline(now.Add(10 * time.Second))
 		if err := p.sconn.WriteMessage(websocket.TextMessage, frame); err != nil {
