@@ -395,13 +395,6 @@ func (p *pairState) sendLoop(ctx context.Context, rs *runState, runID string, pa
 		send.Ciphertext = ct
 		seq++
 		send.ClientID = prefix + strconv.FormatUint(seq, 10)
-		ref = ref[:0]
-		if measured {
-			ref = append(ref, 'm')
-		} else {
-			ref = append(ref, 'w')
-		}
-		ref = strconv.AppendInt(ref, ns, 36)
 		if p.http != nil {
 			rs.sentTotal.Add(1)
 			p.sent++
@@ -410,6 +403,13 @@ func (p *pairState) sendLoop(ctx context.Context, rs *runState, runID string, pa
 			}
 			return p.http.post(rs, p, &send, measured, now)
 		}
+		ref = ref[:0]
+		if measured {
+			ref = append(ref, 'm')
+		} else {
+			ref = append(ref, 'w')
+		}
+		ref = strconv.AppendInt(ref, ns, 36)
 		frame = proto.AppendSendFrame(frame[:0], string(ref), &send)
 		p.sconn.SetWriteDeadline(now.Add(10 * time.Second))
 		if err := p.sconn.WriteMessage(websocket.TextMessage, frame); err != nil {
