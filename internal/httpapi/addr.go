@@ -54,8 +54,12 @@ func inAny(a netip.Addr, ps []netip.Prefix) bool {
 }
 
 // Anonymize zeroes the last octet of an IPv4 address and the last 80 bits of
-// an IPv6 address, the form in which addresses are logged and shown.
+// an IPv6 address, the form in which addresses are logged and shown. An
+// IPv4-mapped address counts as IPv4. A 6to4 address (2002::/16) carries
+// its client's IPv4 address in bits 16–47, inside the 48 bits kept, so the
+// last octet of that is zeroed as well.
 func Anonymize(a netip.Addr) string {
+	a = a.Unmap()
 	switch {
 	case !a.IsValid():
 		return ""
@@ -68,6 +72,36 @@ func Anonymize(a netip.Addr) string {
 		for i := 6; i < 16; i++ {
 			b[i] = 0
 		}
+		if b[0] == 0x20 && b[1] == 0x02 {
+			b[5] = 0
+		}
 		return netip.AddrFrom16(b).String()
 	}
 }
+
+// LogPath is the form in which a request's path is logged: cut at a
+// decoded '?', ';' or '#' (what a client escaped into the path is not
+// ours to keep), a segment holding one of our token prefixes replaced,
+// and at most maxLogPath bytes. A token pasted into a URL must not reach
+// the logs.
+func LogPath(p string) string {
+	if i := strings.IndexAny(p, "?;#"); i >= 0 {
+		p = p[:i]
+	}
+	if len(p) > maxLogPath {
+		p = p[:maxLogPath]
+	}
+	if !strings.Contains(p, "kf1_") && !strings.Contains(p, "kfop_") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if strings.Contains(s, "kf1_") || strings.Contains(s, "kfop_") {
+			segs[i] = "[redacted]"
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+// maxLogPath caps a logged path.
+const maxLogPath = 256
