@@ -297,6 +297,13 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	authWantStatus(t, authCall(t, env, "POST", "/api/v1/logout", aSession, nil, nil), http.StatusNoContent)
 	authWantStatus(t, authCall(t, env, "DELETE", "/api/v1/trust/"+aTrustID, aOther, nil, nil), http.StatusNoContent)
 	authWantStatus(t, authCall(t, env, "GET", "/api/v1/me", aTrust, nil, nil), http.StatusUnauthorized)
+	// Tokens a careless client put into the path (escaped, so that they
+	// are no query string) reach no log line either.
+	for _, p := range []string{"/api/v1/me%3Faccess_token=" + aTrust, "/api/v1/me;token=" + aSession, "/api/v1/me/" + aOther, "/api/v1/trust/" + bTrust} {
+		if r := authCall(t, env, "GET", p, "", nil, nil); r.Status < 400 {
+			t.Fatalf("GET %s: %d", p, r.Status)
+		}
+	}
 
 	// Closing the HTTP server waits for the handlers, so the log is
 	// complete (and no longer written to) afterwards.

@@ -3,10 +3,12 @@ package server
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -68,7 +70,8 @@ func (s *Server) withLogging(next http.Handler, proxies []netip.Prefix) http.Han
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
+		ip := httpapi.Anonymize(httpapi.ClientAddr(r, proxies))
+		aborted := s.serveRecovering(next, sw, r, ip)
 		route := r.Pattern
 		if route == "" {
 			route = "unmatched"
@@ -87,10 +90,37 @@ func (s *Server) withLogging(next http.Handler, proxies []netip.Prefix) http.Han
 			level = slog.LevelError
 		}
 		s.log.Log(r.Context(), level, "http",
-			"method", r.Method, "path", r.URL.Path, "status", status,
-			"dur_ms", float64(d.Microseconds())/1000,
-			"ip", httpapi.Anonymize(httpapi.ClientAddr(r, proxies)))
+			"method", r.Method, "path", httpapi.LogPath(r.URL.Path), "status", status,
+			"dur_ms", float64(d.Microseconds())/1000, "ip", ip)
+		if aborted {
+			panic(http.ErrAbortHandler) // net/http drops the connection and logs nothing
+		}
 	})
+}
+
+// serveRecovering runs next and turns a panic in it into a 500 (or, when
+// the answer has begun, into a dropped connection: aborted), logged with
+// the anonymised address ip. Without it net/http would log the panic
+// with the client's full address.
+func (s *Server) serveRecovering(next http.Handler, sw *statusWriter, r *http.Request, ip string) (aborted bool) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v == http.ErrAbortHandler {
+			panic(v)
+		}
+		s.log.Error("handler panic", "method", r.Method, "path", httpapi.LogPath(r.URL.Path), "ip", ip,
+			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		if sw.status == 0 {
+			httpapi.WriteError(sw, nil, errors.New("panic"))
+			return
+		}
+		sw.status, aborted = http.StatusInternalServerError, true
+	}()
+	next.ServeHTTP(sw, r)
+	return false
 }
 
 // Hijack lets the WebSocket upgrader take the connection over.
