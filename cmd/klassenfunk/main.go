@@ -10,16 +10,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 
 	"klassenfunk/server"
 )
@@ -124,7 +128,9 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	defer srv.Close()
 	if tok := srv.OperatorTokenGenerated; tok != "" {
-		fmt.Fprintf(stderr, "\nOperator token (shown once, stored only hashed; keep it safe):\n\n    %s\n\n", tok)
+		if err := showOperatorToken(stderr, cfg.DataDir, tok, log); err != nil {
+			return err
+		}
 	}
 	if empty, err := srv.Empty(ctx); err == nil && empty {
 		fmt.Fprint(stderr, firstSteps)
@@ -216,3 +222,37 @@ func debugMux() *http.ServeMux {
 
 // defaultGOGC is serve's GC percentage when GOGC is not set.
 const defaultGOGC = 500
+
+// showOperatorToken hands a generated operator token to whoever started
+// the server, once. On a terminal it is printed. Otherwise stderr goes to
+// a log collector (systemd, Docker), which would keep the token in clear
+// text: it is written to <data dir>/operator-token instead, readable only
+// by the server's user, and the log says where.
+func showOperatorToken(stderr io.Writer, dataDir, tok string, log *slog.Logger) error {
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(stderr, "\nOperator token (shown once, stored only hashed; keep it safe):\n\n    %s\n\n", tok)
+		return nil
+	}
+	path := filepath.Join(dataDir, operatorTokenFile)
+	// A file from an earlier token: this one replaces it, created anew so
+	// that nobody else can hold it open.
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("operator token: %w (set a new one with: klassenfunk admin --offline operator-token --reset)", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		_, err = f.WriteString(tok + "\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("operator token: %w (set a new one with: klassenfunk admin --offline operator-token --reset)", err)
+	}
+	log.Warn("operator token generated: stderr is no terminal, so it was written to a file only this user can read; read it, keep it safe, delete the file", "file", path)
+	return nil
+}
+
+// operatorTokenFile is where showOperatorToken writes a generated token
+// when stderr is no terminal.
+const operatorTokenFile = "operator-token"
