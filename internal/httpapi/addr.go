@@ -79,29 +79,56 @@ func Anonymize(a netip.Addr) string {
 	}
 }
 
-// LogPath is the form in which a request's path is logged: cut at a
-// decoded '?', ';' or '#' (what a client escaped into the path is not
-// ours to keep), a segment holding one of our token prefixes replaced,
-// and at most maxLogPath bytes. A token pasted into a URL must not reach
-// the logs.
+// LogPath is the form in which a request's path is logged, so that a
+// token a client pasted into its URL does not reach the logs:
+//   - cut at a decoded '?', ';' or '#', or an escaped one (%3F, %3B, %23:
+//     what a client escaped into the path is not ours to keep);
+//   - at most maxLogPath bytes;
+//   - from the first segment that may hold a secret on, replaced by
+//     "[redacted]": one holding "kf1" or "kfop" in any case (our token
+//     prefixes, also split or escaped), or a run of secretRun or more
+//     base64url characters (a token's body is 43; our ids are 22).
 func LogPath(p string) string {
 	if i := strings.IndexAny(p, "?;#"); i >= 0 {
 		p = p[:i]
 	}
-	if len(p) > maxLogPath {
-		p = p[:maxLogPath]
-	}
-	if !strings.Contains(p, "kf1_") && !strings.Contains(p, "kfop_") {
-		return p
-	}
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		if strings.Contains(s, "kf1_") || strings.Contains(s, "kfop_") {
-			segs[i] = "[redacted]"
+	low := strings.ToLower(p)
+	for _, esc := range []string{"%3f", "%3b", "%23"} {
+		if i := strings.Index(low, esc); i >= 0 {
+			p, low = p[:i], low[:i]
 		}
 	}
-	return strings.Join(segs, "/")
+	if len(p) > maxLogPath {
+		p, low = p[:maxLogPath], low[:maxLogPath]
+	}
+	start := 0
+	for seg := range strings.SplitSeq(low, "/") {
+		if strings.Contains(seg, "kf1") || strings.Contains(seg, "kfop") || hasSecretRun(seg) {
+			return p[:start] + "[redacted]"
+		}
+		start += len(seg) + 1
+	}
+	return p
 }
 
-// maxLogPath caps a logged path.
-const maxLogPath = 256
+// hasSecretRun reports whether s holds secretRun base64url characters in
+// a row.
+func hasSecretRun(s string) bool {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			if n++; n >= secretRun {
+				return true
+			}
+		} else {
+			n = 0
+		}
+	}
+	return false
+}
+
+const (
+	maxLogPath = 256 // bytes of a logged path
+	secretRun  = 32  // base64url characters in a row that LogPath takes for a secret
+)

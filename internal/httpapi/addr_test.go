@@ -26,27 +26,38 @@ func TestAnonymize(t *testing.T) {
 }
 
 func TestLogPath(t *testing.T) {
-	tok := "kf1_" + strings.Repeat("x", 43)
+	body := strings.Repeat("x", 43)
+	tok := "kf1_" + body
 	op := "kfop_" + strings.Repeat("y", 43)
+	id := "AAECAwQFBgcICQoLDA0ODw" // an id's 22 characters stay
+	long := strings.Repeat("/ab", 100)
 	for in, want := range map[string]string{
-		"/api/v1/me":                         "/api/v1/me",
-		"/api/v1/conversations/abc/messages": "/api/v1/conversations/abc/messages",
-		"/api/v1/me?access_token=" + tok:     "/api/v1/me",
-		"/api/v1/me;token=" + tok:            "/api/v1/me",
-		"/api/v1/me#" + tok:                  "/api/v1/me",
-		"/api/v1/trust/" + tok:               "/api/v1/trust/[redacted]",
-		"/api/v1/admin/" + op + "/x":         "/api/v1/admin/[redacted]/x",
-		"/a/Bearer%20" + tok + "/b":          "/a/[redacted]/b",
-		"/" + strings.Repeat("a", 300):       "/" + strings.Repeat("a", maxLogPath-1),
-		"/" + strings.Repeat("a", 250) + tok: "/[redacted]",
-		"/" + strings.Repeat("a", 253) + tok: "/" + strings.Repeat("a", 253) + "kf", // cut inside the prefix: no token left
+		"/api/v1/me": "/api/v1/me",
+		"/api/v1/conversations/" + id + "/messages": "/api/v1/conversations/" + id + "/messages",
+		"/api/v1/me?access_token=" + tok:            "/api/v1/me",
+		"/api/v1/me;token=" + tok:                   "/api/v1/me",
+		"/api/v1/me#" + tok:                         "/api/v1/me",
+		"/api/v1/me%3Faccess_token%3D" + tok:        "/api/v1/me", // escaped twice by the client
+		"/api/v1/me%3btoken=" + tok:                 "/api/v1/me",
+		"/api/v1/trust/" + tok:                      "/api/v1/trust/[redacted]",
+		"/api/v1/admin/" + op + "/x":                "/api/v1/admin/[redacted]",
+		"/a/Bearer " + tok + "/b":                   "/a/[redacted]",
+		"/api/v1/me/KF1_" + body:                    "/api/v1/me/[redacted]",
+		"/api/v1/me/Kfop_" + body:                   "/api/v1/me/[redacted]",
+		"/api/v1/me/kf1/_" + body:                   "/api/v1/me/[redacted]",
+		"/api/v1/me/kf1%5F" + body:                  "/api/v1/me/[redacted]",
+		"/api/v1/me/" + tok[:20] + "/" + tok[20:]:   "/api/v1/me/[redacted]",
+		"/api/v1/me/kf1-" + body:                    "/api/v1/me/[redacted]",
+		"/api/v1/me/" + body:                        "/api/v1/me/[redacted]", // a bare token body
+		long:                                        long[:maxLogPath],
+		long[:250] + "/" + tok:                      long[:250] + "/[redacted]",
 	} {
 		got := LogPath(in)
 		if got != want {
-			t.Errorf("LogPath(%.60q…) = %q, want %q", in, got, want)
+			t.Errorf("LogPath(%.70q…) = %q, want %q", in, got, want)
 		}
 		if strings.Contains(got, "xxxxxxxx") || strings.Contains(got, "yyyyyyyy") {
-			t.Errorf("LogPath(%.60q…) keeps a token: %q", in, got)
+			t.Errorf("LogPath(%.70q…) keeps a token: %q", in, got)
 		}
 	}
 }
