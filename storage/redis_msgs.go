@@ -487,21 +487,44 @@ func (r *Redis) AttachmentsOf(ctx context.Context, uploader string, now time.Tim
 		return nil, err
 	}
 	out := []Attachment{}
-	for _, id := range ids {
-		a, err := r.Attachment(ctx, id, now)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
+	// The records in pipelines of attPipeline ids (split by node in a
+	// Redis Cluster), not one round trip each.
+	for chunk := range slices.Chunk(ids, attPipeline) {
+		reads := make([]attReads, len(chunk))
+		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, id := range chunk {
+				if validID(id) {
+					reads[i] = r.queueAttachment(ctx, p, id)
+				}
+			}
+			return nil
+		})
+		if err != nil && !isNil(err) {
 			return nil, err
 		}
-		if a.Uploader == uploader {
-			out = append(out, a)
+		for i, id := range chunk {
+			if reads[i].get == nil {
+				continue
+			}
+			a, err := reads[i].attachment(id, now)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if a.Uploader == uploader {
+				out = append(out, a)
+			}
 		}
 	}
 	sortAttachments(out)
 	return out, nil
 }
+
+// attPipeline is how many attachment records AttachmentsOf reads per
+// pipeline.
+const attPipeline = 256
 
 // Attachment implements Attachments.
 func (r *Redis) Attachment(ctx context.Context, id string, now time.Time) (Attachment, error) {
@@ -511,18 +534,33 @@ func (r *Redis) Attachment(ctx context.Context, id string, now time.Time) (Attac
 	if !validID(id) {
 		return Attachment{}, ErrNotFound
 	}
-	ak := r.attKey(id)
-	var get *redis.StringCmd
-	var convs *redis.StringSliceCmd
+	var q attReads
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		get = p.Get(ctx, ak)
-		convs = p.SMembers(ctx, ak+"c")
+		q = r.queueAttachment(ctx, p, id)
 		return nil
 	})
 	if err != nil && !isNil(err) {
 		return Attachment{}, err
 	}
-	v, err := get.Result()
+	return q.attachment(id, now)
+}
+
+// attReads are the queued reads of one attachment: its record and the
+// conversations it is shared in.
+type attReads struct {
+	get   *redis.StringCmd
+	convs *redis.StringSliceCmd
+}
+
+func (r *Redis) queueAttachment(ctx context.Context, p redis.Pipeliner, id string) attReads {
+	ak := r.attKey(id)
+	return attReads{get: p.Get(ctx, ak), convs: p.SMembers(ctx, ak+"c")}
+}
+
+// attachment is the attachment q read, or ErrNotFound when it is gone or
+// has expired at now.
+func (q attReads) attachment(id string, now time.Time) (Attachment, error) {
+	v, err := q.get.Result()
 	if isNil(err) {
 		return Attachment{}, ErrNotFound
 	}
@@ -539,7 +577,10 @@ func (r *Redis) Attachment(ctx context.Context, id string, now time.Time) (Attac
 	if !a.ExpiresAt.After(now) {
 		return Attachment{}, ErrNotFound
 	}
-	if cs := convs.Val(); len(cs) > 0 {
+	if err := q.convs.Err(); err != nil {
+		return Attachment{}, err
+	}
+	if cs := q.convs.Val(); len(cs) > 0 {
 		slices.Sort(cs)
 		a.Conversations = cs
 	}

@@ -1787,6 +1787,15 @@ func testAttachmentsOf(t *testing.T, s storage.Store) {
 	noErr(t, err, "DeleteExpiredAttachments")
 	eq(t, "swept", swept, []string{"a0"})
 	eq(t, "u1's uploads after the sweep", idsOf("u1", base), []string{"a2", "a1"})
+
+	// Many uploads (a store may read them in batches): all listed, in order.
+	var want []string
+	for i := range 600 {
+		id := fmt.Sprintf("m%03d", i)
+		put(id, "u4", time.Duration(i)*time.Second, 30*day)
+		want = append(want, id)
+	}
+	eq(t, "600 uploads", idsOf("u4", base), want)
 }
 
 func testDeleteExpiredAttachments(t *testing.T, s storage.Store) {
