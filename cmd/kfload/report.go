@@ -155,6 +155,9 @@ type serverReport struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	CPUUtil    float64 `json:"cpu_util"` // CPU seconds per wall second (1.0 = one core)
 	CPUSource  string  `json:"cpu_source,omitempty"`
+	// CPUPerMsgUS: CPU microseconds per message received in the window,
+	// a figure less bent by the machine's noise than the latency tail.
+	CPUPerMsgUS float64 `json:"cpu_us_per_msg,omitempty"`
 	// RunqueueWaitS: time its threads waited for a CPU in the window.
 	RunqueueWaitS float64 `json:"runqueue_wait_s,omitempty"`
 	// Anonymous RSS (heap, stacks; no mapped files) per connection.
@@ -310,6 +313,9 @@ func (r *result) finish(cfg *config, rs *runState, pairs []*pairState, end time.
 		m.DeliveredPerS = float64(deliveredWin) / d
 	}
 	r.Messages = m
+	if n := float64(deliveredWin); n > 0 && r.Server.CPUSeconds > 0 {
+		r.Server.CPUPerMsgUS = r.Server.CPUSeconds / n * 1e6
+	}
 	ls, as := lat.summary(), ack.summary()
 	r.Latency, r.AckLatency = &ls, &as
 }
@@ -451,8 +457,12 @@ func (r *result) printText(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if sv.CPUSource != "" {
-		fmt.Fprintf(w, "  CPU: %.2fs in %.1fs = %.0f%% of one core (source %s); waited for a CPU %.2fs\n",
+		fmt.Fprintf(w, "  CPU: %.2fs in %.1fs = %.0f%% of one core (source %s); waited for a CPU %.2fs",
 			sv.CPUSeconds, sv.WindowS, 100*sv.CPUUtil, sv.CPUSource, sv.RunqueueWaitS)
+		if sv.CPUPerMsgUS > 0 {
+			fmt.Fprintf(w, "; %.1f µs per message received", sv.CPUPerMsgUS)
+		}
+		fmt.Fprintln(w)
 	}
 	if e := sv.End; e != nil && e.Metrics != nil {
 		mt := e.Metrics
