@@ -115,6 +115,16 @@ func serve(args []string, stderr io.Writer) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGOGC)
 	}
+	// That growth must not run into the OOM killer on a small machine or
+	// in a container with a memory limit: a soft limit makes the collector
+	// run earlier there (availableMemory).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if mem, source := availableMemory("/"); mem > 0 {
+			lim := int64(float64(mem) * gcMemoryShare)
+			debug.SetMemoryLimit(lim)
+			log.Info("garbage collector's soft memory limit set", "bytes", lim, "share_of", source)
+		}
+	}
 	if cfg.NoSync {
 		log.Warn("KLASSENFUNK_UNSAFE_NO_FSYNC=1: commits are not fsync'd; a crash loses acknowledged messages. For benchmarks only.")
 	}
