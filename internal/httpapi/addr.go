@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 )
 
 // ClientAddr returns the address of the client that sent r. X-Forwarded-For
@@ -83,32 +84,58 @@ func Anonymize(a netip.Addr) string {
 // token a client pasted into its URL does not reach the logs:
 //   - cut at a decoded '?', ';' or '#', or an escaped one (%3F, %3B, %23:
 //     what a client escaped into the path is not ours to keep);
-//   - at most maxLogPath bytes;
 //   - from the first segment that may hold a secret on, replaced by
 //     "[redacted]": one holding "kf1" or "kfop" in any case (our token
 //     prefixes, also split or escaped), or a run of secretRun or more
-//     base64url characters (a token's body is 43; our ids are 22).
+//     base64url characters (a token's body is 43; our ids are 22);
+//   - at most maxLogPath bytes, cut at a character boundary.
+//
+// The path is any bytes a client sent: it is compared in an ASCII-only
+// lower-case copy of the same length, never cut before it is scanned.
 func LogPath(p string) string {
 	if i := strings.IndexAny(p, "?;#"); i >= 0 {
 		p = p[:i]
 	}
-	low := strings.ToLower(p)
+	low := asciiLower(p)
 	for _, esc := range []string{"%3f", "%3b", "%23"} {
 		if i := strings.Index(low, esc); i >= 0 {
 			p, low = p[:i], low[:i]
 		}
 	}
-	if len(p) > maxLogPath {
-		p, low = p[:maxLogPath], low[:maxLogPath]
-	}
 	start := 0
 	for seg := range strings.SplitSeq(low, "/") {
 		if strings.Contains(seg, "kf1") || strings.Contains(seg, "kfop") || hasSecretRun(seg) {
-			return p[:start] + "[redacted]"
+			return cutPath(p[:start], maxLogPath-len(redacted)) + redacted
 		}
 		start += len(seg) + 1
 	}
-	return p
+	return cutPath(p, maxLogPath)
+}
+
+const redacted = "[redacted]"
+
+// asciiLower is s with A–Z lowered and every other byte kept, so that
+// byte positions in it are positions in s (strings.ToLower may change
+// the length: invalid UTF-8, 'İ', the Kelvin sign).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// cutPath cuts p to at most n bytes, at the start of a character.
+func cutPath(p string, n int) string {
+	if len(p) <= n {
+		return p
+	}
+	for n > 0 && !utf8.RuneStart(p[n]) {
+		n--
+	}
+	return p[:n]
 }
 
 // hasSecretRun reports whether s holds secretRun base64url characters in

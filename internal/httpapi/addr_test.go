@@ -50,7 +50,14 @@ func TestLogPath(t *testing.T) {
 		"/api/v1/me/kf1-" + body:                    "/api/v1/me/[redacted]",
 		"/api/v1/me/" + body:                        "/api/v1/me/[redacted]", // a bare token body
 		long:                                        long[:maxLogPath],
-		long[:250] + "/" + tok:                      long[:250] + "/[redacted]",
+		long[:250] + "/" + tok:                      long[:maxLogPath-len(redacted)] + "[redacted]",
+		long[:231] + "/" + body:                     long[:231] + "/[redacted]", // the body crosses byte 256
+		// Any bytes: invalid UTF-8, and letters whose lower case has
+		// another length, never move the cut.
+		"/\xff\xff\xff\xff%3F" + tok:                 "/\xff\xff\xff\xff",
+		"/" + strings.Repeat("\xff", 20) + "/" + tok: "/" + strings.Repeat("\xff", 20) + "/[redacted]",
+		"/\u212a\u0130/" + tok:                       "/\u212a\u0130/[redacted]",
+		"/" + strings.Repeat("\u00e4", 200):          "/" + strings.Repeat("\u00e4", 127), // cut at a character
 	} {
 		got := LogPath(in)
 		if got != want {
@@ -60,4 +67,24 @@ func TestLogPath(t *testing.T) {
 			t.Errorf("LogPath(%.70q…) keeps a token: %q", in, got)
 		}
 	}
+}
+
+// FuzzLogPath: no input makes LogPath panic, exceed maxLogPath or keep a
+// token that was whole in the path.
+func FuzzLogPath(f *testing.F) {
+	tok := "kf1_" + strings.Repeat("Q", 43)
+	for _, seed := range []string{"/api/v1/me", "/\xff\xff%3F", "/\u212a/" + tok, strings.Repeat("/ab", 90) + tok} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		for _, in := range []string{p, p + "/" + tok, tok + p} {
+			got := LogPath(in)
+			if len(got) > maxLogPath {
+				t.Fatalf("LogPath(%q) = %d bytes", in, len(got))
+			}
+			if strings.Contains(got, tok[4:12]) && !strings.Contains(p, tok[4:12]) {
+				t.Fatalf("LogPath(%q) = %q keeps the token", in, got)
+			}
+		}
+	})
 }
