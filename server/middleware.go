@@ -98,26 +98,34 @@ func (s *Server) withLogging(next http.Handler, proxies []netip.Prefix) http.Han
 	})
 }
 
-// serveRecovering runs next and turns a panic in it into a 500 (or, when
-// the answer has begun, into a dropped connection: aborted), logged with
-// the anonymised address ip. Without it net/http would log the panic
-// with the client's full address.
+// serveRecovering runs next and turns a panic in it into a 500, logged
+// with the anonymised address ip (net/http would log the client's full
+// address); when the answer has begun, or the handler aborted it on
+// purpose (http.ErrAbortHandler), the caller drops the connection once
+// the request is logged and counted: aborted.
 func (s *Server) serveRecovering(next http.Handler, sw *statusWriter, r *http.Request, ip string) (aborted bool) {
 	defer func() {
 		v := recover()
 		if v == nil {
 			return
 		}
-		if v == http.ErrAbortHandler {
-			panic(v)
+		if v != http.ErrAbortHandler {
+			s.log.Error("handler panic", "method", r.Method, "path", httpapi.LogPath(r.URL.Path), "ip", ip,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			if sw.status == 0 {
+				// Nothing of the handler's answer went out: none of its
+				// headers (a length, a file name) belongs to the error.
+				h := sw.Header()
+				clear(h)
+				h.Set("X-Content-Type-Options", "nosniff")
+				httpapi.WriteError(sw, nil, errors.New("panic"))
+				return
+			}
 		}
-		s.log.Error("handler panic", "method", r.Method, "path", httpapi.LogPath(r.URL.Path), "ip", ip,
-			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-		if sw.status == 0 {
-			httpapi.WriteError(sw, nil, errors.New("panic"))
-			return
+		if sw.status == 0 || v != http.ErrAbortHandler {
+			sw.status = http.StatusInternalServerError
 		}
-		sw.status, aborted = http.StatusInternalServerError, true
+		aborted = true
 	}()
 	next.ServeHTTP(sw, r)
 	return false
@@ -137,6 +145,9 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // Flush passes flushes through (streamed downloads).
 func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK // a flush sends the header
+	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
