@@ -69,10 +69,10 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 // post sends s as p's sender and counts the answer. It returns false only
-// when the run is being stopped.
-func (h *httpSender) post(rs *runState, p *pairState, s *proto.Send, measured bool, start time.Time) bool {
+// when ctx has ended (the run is interrupted).
+func (h *httpSender) post(ctx context.Context, rs *runState, p *pairState, s *proto.Send, measured bool, start time.Time) bool {
 	h.body = appendSendBody(h.body[:0], s)
-	req, err := http.NewRequest("POST", h.url, bytes.NewReader(h.body))
+	req, err := http.NewRequestWithContext(ctx, "POST", h.url, bytes.NewReader(h.body))
 	if err != nil {
 		panic(err) // the URL was built from a valid base
 	}
@@ -86,7 +86,7 @@ func (h *httpSender) post(rs *runState, p *pairState, s *proto.Send, measured bo
 	now := time.Now()
 	if err != nil {
 		rs.respTotal.Add(1) // answered by no one: counted as unanswered
-		if rs.stopping.Load() {
+		if ctx.Err() != nil {
 			return false
 		}
 		rs.mu.Lock()

@@ -141,25 +141,31 @@ func TestHTTPSenderAnswers(t *testing.T) {
 	send := &proto.Send{ClientID: "k-1", Ciphertext: make([]byte, 8), Keys: map[string][]byte{"a/b": {1}}}
 
 	status, body = 201, `{"id":"m1","seq":7,"keys":{"a/b":"AQ=="}}`
-	h.post(rs, p, send, true, time.Now())
+	h.post(context.Background(), rs, p, send, true, time.Now())
 	if p.acked != 1 || p.ackedM != 1 || len(p.acks) != 1 || p.acks[0].seq != 7 || string(p.ackIDs) != "m1" || p.ackHist == nil {
 		t.Fatalf("after 201: acked %d/%d acks %+v ids %q", p.acked, p.ackedM, p.acks, p.ackIDs)
 	}
 	status, body = 403, `{"error":{"code":"forbidden","message":"no"}}`
-	h.post(rs, p, send, true, time.Now())
+	h.post(context.Background(), rs, p, send, true, time.Now())
 	status, body = 502, `<html>`
-	h.post(rs, p, send, false, time.Now())
+	h.post(context.Background(), rs, p, send, false, time.Now())
 	status, body = 201, `{"id":""}`
-	h.post(rs, p, send, false, time.Now())
+	h.post(context.Background(), rs, p, send, false, time.Now())
 	if p.errs["forbidden"] != 1 || p.errs["http_502"] != 1 || p.errs["undecodable_answer"] != 1 || p.errsM != 1 || rs.decodeErrors.Load() != 1 {
 		t.Fatalf("errors %v (measured %d), decode errors %d", p.errs, p.errsM, rs.decodeErrors.Load())
 	}
 	srv.Close()
-	if !h.post(rs, p, send, false, time.Now()) || len(rs.writeErrors) != 1 {
+	if !h.post(context.Background(), rs, p, send, false, time.Now()) || len(rs.writeErrors) != 1 {
 		t.Fatalf("transport error: write errors %v", rs.writeErrors)
 	}
 	if got := rs.respTotal.Load(); got != 5 || rs.ackedTotal.Load() != 1 {
 		t.Fatalf("answers %d acked %d, want 5 and 1", got, rs.ackedTotal.Load())
+	}
+	// An interrupted run stops its senders.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if h.post(ctx, rs, p, send, false, time.Now()) || len(rs.writeErrors) != 1 {
+		t.Fatalf("interrupted: the sender goes on, or it counts a write error: %v", rs.writeErrors)
 	}
 }
 

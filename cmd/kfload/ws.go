@@ -31,7 +31,7 @@ type runState struct {
 	stopping atomic.Bool // closes after this are ours and not counted
 
 	sentTotal      atomic.Int64 // send frames written
-	respTotal      atomic.Int64 // sent + error frames received by senders
+	respTotal      atomic.Int64 // answers to sends: sent and error frames (with --send-via http: HTTP answers and transport errors)
 	ackedTotal     atomic.Int64 // sent frames received
 	deliveredTotal atomic.Int64 // unique message frames received by receivers
 	decodeErrors   atomic.Int64
@@ -401,7 +401,7 @@ func (p *pairState) sendLoop(ctx context.Context, rs *runState, runID string, pa
 			if measured {
 				p.sentM++
 			}
-			return p.http.post(rs, p, &send, measured, now)
+			return p.http.post(ctx, rs, p, &send, measured, now)
 		}
 		ref = ref[:0]
 		if measured {
