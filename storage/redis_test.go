@@ -556,6 +556,19 @@ func TestRedisUploadIndex(t *testing.T) {
 	if members, err := client.ZCard(ctx, "{up:x:a}").Result(); err != nil || members != 1 {
 		t.Fatalf("expiry index after the sweep: %d entries (%v), want 1", members, err)
 	}
+	// A record that vanished while its index entry stayed (gone between
+	// the index read and the record reads) is left out, not an error.
+	if err := r.PutAttachment(ctx, storage.Attachment{ID: "a3", Uploader: "u1", Size: 1, CreatedAt: base, ExpiresAt: base.Add(48 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Del(ctx, "{up:a:a3}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	index("u1", "a2", "a3")
+	as, err := r.AttachmentsOf(ctx, "u1", base)
+	if err != nil || len(as) != 1 || as[0].ID != "a2" {
+		t.Fatalf("AttachmentsOf u1 with a3's record gone: %v, %v; want a2 only", as, err)
+	}
 	if _, err := r.EraseUser(ctx, "u1", base); err != nil {
 		t.Fatal(err)
 	}
