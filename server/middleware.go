@@ -70,8 +70,7 @@ func (s *Server) withLogging(next http.Handler, proxies []netip.Prefix) http.Han
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
 		sw := &statusWriter{ResponseWriter: w}
-		ip := httpapi.Anonymize(httpapi.ClientAddr(r, proxies))
-		aborted := s.serveRecovering(next, sw, r, ip)
+		aborted := s.serveRecovering(next, sw, r, proxies)
 		route := r.Pattern
 		if route == "" {
 			route = "unmatched"
@@ -89,9 +88,13 @@ func (s *Server) withLogging(next http.Handler, proxies []netip.Prefix) http.Han
 		if status >= 500 && route != "GET /readyz" {
 			level = slog.LevelError
 		}
-		s.log.Log(r.Context(), level, "http",
-			"method", r.Method, "path", httpapi.LogPath(r.URL.Path), "status", status,
-			"dur_ms", float64(d.Microseconds())/1000, "ip", ip)
+		// The line's values only when it is written: most requests are
+		// logged at debug level, which production leaves off.
+		if s.log.Enabled(r.Context(), level) {
+			s.log.Log(r.Context(), level, "http",
+				"method", r.Method, "path", httpapi.LogPath(r.URL.Path), "status", status,
+				"dur_ms", float64(d.Microseconds())/1000, "ip", httpapi.Anonymize(httpapi.ClientAddr(r, proxies)))
+		}
 		if aborted {
 			panic(http.ErrAbortHandler) // net/http drops the connection and logs nothing
 		}
@@ -99,18 +102,18 @@ func (s *Server) withLogging(next http.Handler, proxies []netip.Prefix) http.Han
 }
 
 // serveRecovering runs next and turns a panic in it into a 500, logged
-// with the anonymised address ip (net/http would log the client's full
-// address); when the answer has begun, or the handler aborted it on
+// with the anonymised client address (net/http would log the full one); when the answer has begun, or the handler aborted it on
 // purpose (http.ErrAbortHandler), the caller drops the connection once
 // the request is logged and counted: aborted.
-func (s *Server) serveRecovering(next http.Handler, sw *statusWriter, r *http.Request, ip string) (aborted bool) {
+func (s *Server) serveRecovering(next http.Handler, sw *statusWriter, r *http.Request, proxies []netip.Prefix) (aborted bool) {
 	defer func() {
 		v := recover()
 		if v == nil {
 			return
 		}
 		if v != http.ErrAbortHandler {
-			s.log.Error("handler panic", "method", r.Method, "path", httpapi.LogPath(r.URL.Path), "ip", ip,
+			s.log.Error("handler panic", "method", r.Method, "path", httpapi.LogPath(r.URL.Path),
+				"ip", httpapi.Anonymize(httpapi.ClientAddr(r, proxies)),
 				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			if sw.status == 0 {
 				// Nothing of the handler's answer went out: none of its
