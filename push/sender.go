@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/url"
 	"strings"
 	"time"
 
@@ -65,11 +66,23 @@ func fingerprint(token string) string {
 	return hex.EncodeToString(h[:4])
 }
 
-// redact removes the token from a library's error text (apns2's transport
-// errors quote the URL, and with it the token).
+// redact removes the token from a library's or a provider's error text
+// (apns2's transport errors quote the URL, and with it the token): as it
+// is, escaped for a URL, and any redactPiece characters of it in a row
+// (a text that cuts it short or quotes it in parts).
 func redact(s, token string) string {
 	if token == "" {
 		return s
 	}
-	return strings.ReplaceAll(s, token, "tok:"+fingerprint(token))
+	fp := "tok:" + fingerprint(token)
+	for _, form := range []string{token, url.PathEscape(token), url.QueryEscape(token)} {
+		s = strings.ReplaceAll(s, form, fp)
+	}
+	for i := 0; i+redactPiece <= len(token); i++ {
+		s = strings.ReplaceAll(s, token[i:i+redactPiece], fp)
+	}
+	return s
 }
+
+// redactPiece is the shortest part of a device token that redact removes.
+const redactPiece = 16
