@@ -226,12 +226,8 @@ func (f *frameConn) readNow(size int) (full bool, err error) {
 	var n int
 	var rerr error
 	err = f.raw.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = syscall.Read(int(fd), room)
-			if rerr != syscall.EINTR {
-				return true
-			}
-		}
+		n, rerr = readFD(fd, room)
+		return true
 	})
 	switch {
 	case err != nil:

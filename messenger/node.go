@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -295,15 +294,3 @@ func (n *Node) Drain(ctx context.Context) { n.hub.drain(ctx) }
 
 // Connections is the number of open sockets on this node.
 func (n *Node) Connections() int { return n.hub.count() }
-
-// socketCapsFrom returns three quarters of the process's open-files limit
-// (Go raises the soft limit to the hard one at start): past that, one
-// account's sockets are capped, so that it cannot take the last quarter
-// of the node's descriptors.
-func socketCapsFrom() int {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
-		return 1 << 30 / 4 * 3
-	}
-	return int(rl.Cur / 4 * 3)
-}

@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -857,15 +856,10 @@ func (l *msgLog) writeSync(f *os.File, batch []*memEntry) error {
 	if l.noSync {
 		return nil
 	}
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, syscall.EINTR) {
-			return fmt.Errorf("storage: message log: fdatasync: %w", err)
-		}
+	if err := datasync(f); err != nil {
+		return fmt.Errorf("storage: message log: fdatasync: %w", err)
 	}
+	return nil
 }
 
 // forget removes e from the memtable. l.mu is held.

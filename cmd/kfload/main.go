@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command kfload is a load generator for a running Klassenfunk server. It
 // speaks only the public API (API.md), exactly as the apps do: it creates a
 // school, users, personal-device logins, keys and one direct conversation

@@ -1,0 +1,15 @@
+//go:build !unix
+
+package messenger
+
+import "errors"
+
+// socketCapsFrom: a system without an open-files limit (Windows, where
+// the server runs only for development) gets the cap of a very large
+// one.
+func socketCapsFrom() int { return 1 << 30 / 4 * 3 }
+
+// readFD is never called without the poller, which is Linux only.
+func readFD(uintptr, []byte) (int, error) {
+	return 0, errors.ErrUnsupported
+}

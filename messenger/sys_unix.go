@@ -1,0 +1,28 @@
+//go:build unix
+
+package messenger
+
+import "syscall"
+
+// socketCapsFrom returns three quarters of the process's open-files limit
+// (Go raises the soft limit to the hard one at start): past that, one
+// account's sockets are capped, so that it cannot take the last quarter
+// of the node's descriptors.
+func socketCapsFrom() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 30 / 4 * 3
+	}
+	return int(rl.Cur / 4 * 3)
+}
+
+// readFD reads once from the socket fd, which never blocks (Go's sockets
+// are non-blocking): syscall.EAGAIN when it holds nothing.
+func readFD(fd uintptr, p []byte) (int, error) {
+	for {
+		n, err := syscall.Read(int(fd), p)
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
+}
