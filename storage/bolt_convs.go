@@ -57,6 +57,32 @@ func memberSet(members []Member) map[string]bool {
 	return s
 }
 
+// checkDirect checks c for CreateDirect: of kind ConvDirect, with two
+// distinct members. It returns their user ids in order, the key of the
+// pair.
+func checkDirect(c Conversation) (lo, hi string, err error) {
+	if err := checkID("conversation", c.ID); err != nil {
+		return "", "", err
+	}
+	if c.Kind != ConvDirect {
+		return "", "", fmt.Errorf("storage: CreateDirect: kind %q, want %q", c.Kind, ConvDirect)
+	}
+	if len(c.Members) != 2 || c.Members[0].UserID == c.Members[1].UserID {
+		return "", "", errors.New("storage: CreateDirect: need two distinct members")
+	}
+	if err := checkMembers(c.Members); err != nil {
+		return "", "", err
+	}
+	if err := checkID("school", c.School); err != nil {
+		return "", "", err
+	}
+	lo, hi = c.Members[0].UserID, c.Members[1].UserID
+	if hi < lo {
+		lo, hi = hi, lo
+	}
+	return lo, hi, nil
+}
+
 func checkMembers(members []Member) error {
 	for _, m := range members {
 		if err := checkID("member", m.UserID); err != nil {
@@ -114,24 +140,9 @@ func (b *Bolt) CreateConversation(ctx context.Context, c Conversation) error {
 // two distinct members. ErrConflict when the pair has no conversation yet
 // but c.ID is taken.
 func (b *Bolt) CreateDirect(ctx context.Context, c Conversation) (Conversation, bool, error) {
-	if err := checkID("conversation", c.ID); err != nil {
+	lo, hi, err := checkDirect(c)
+	if err != nil {
 		return Conversation{}, false, err
-	}
-	if c.Kind != ConvDirect {
-		return Conversation{}, false, fmt.Errorf("storage: CreateDirect: kind %q, want %q", c.Kind, ConvDirect)
-	}
-	if len(c.Members) != 2 || c.Members[0].UserID == c.Members[1].UserID {
-		return Conversation{}, false, errors.New("storage: CreateDirect: need two distinct members")
-	}
-	if err := checkMembers(c.Members); err != nil {
-		return Conversation{}, false, err
-	}
-	if err := checkID("school", c.School); err != nil {
-		return Conversation{}, false, err
-	}
-	lo, hi := c.Members[0].UserID, c.Members[1].UserID
-	if hi < lo {
-		lo, hi = hi, lo
 	}
 	dk := pair(c.School, lo+"\x00"+hi)
 
@@ -139,7 +150,7 @@ func (b *Bolt) CreateDirect(ctx context.Context, c Conversation) (Conversation, 
 		out     Conversation
 		created bool
 	)
-	err := b.update(ctx, func(tx *bolt.Tx) error {
+	err = b.update(ctx, func(tx *bolt.Tx) error {
 		directs := tx.Bucket(bktDirects)
 		if id := directs.Get(dk); id != nil {
 			var ok bool

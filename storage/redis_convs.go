@@ -5,7 +5,6 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -164,24 +163,9 @@ func (r *Redis) CreateDirect(ctx context.Context, c Conversation) (Conversation,
 	if err := r.check(ctx); err != nil {
 		return Conversation{}, false, err
 	}
-	if err := checkID("conversation", c.ID); err != nil {
+	lo, hi, err := checkDirect(c)
+	if err != nil {
 		return Conversation{}, false, err
-	}
-	if c.Kind != ConvDirect {
-		return Conversation{}, false, fmt.Errorf("storage: CreateDirect: kind %q, want %q", c.Kind, ConvDirect)
-	}
-	if len(c.Members) != 2 || c.Members[0].UserID == c.Members[1].UserID {
-		return Conversation{}, false, errors.New("storage: CreateDirect: need two distinct members")
-	}
-	if err := checkMembers(c.Members); err != nil {
-		return Conversation{}, false, err
-	}
-	if err := checkID("school", c.School); err != nil {
-		return Conversation{}, false, err
-	}
-	lo, hi := c.Members[0].UserID, c.Members[1].UserID
-	if hi < lo {
-		lo, hi = hi, lo
 	}
 	dk := r.directKey(c.School, lo, hi)
 	c.LastSeq = 0
