@@ -206,23 +206,29 @@ func (b *Bolt) UpdateUser(ctx context.Context, id string, fn func(*User) error) 
 		if v == nil {
 			return ErrNotFound
 		}
-		u, err := decodeUser(v)
-		if err != nil {
-			return err
-		}
-		login := u.Login
-		if err := fn(&u); err != nil {
-			return err
-		}
-		if u.ID != id || u.Login != login {
-			return fmt.Errorf("storage: UpdateUser %q: fn changed ID or Login", id)
-		}
-		nv, err := encodeUser(u)
+		nv, err := updatedUser(id, v, fn)
 		if err != nil {
 			return err
 		}
 		return bk.Put([]byte(id), nv)
 	})
+}
+
+// updatedUser returns the encoded record old (of user id) as fn changes
+// it. fn may change neither the id nor the login (the login index).
+func updatedUser(id string, old []byte, fn func(*User) error) ([]byte, error) {
+	u, err := decodeUser(old)
+	if err != nil {
+		return nil, err
+	}
+	login := u.Login
+	if err := fn(&u); err != nil {
+		return nil, err
+	}
+	if u.ID != id || u.Login != login {
+		return nil, fmt.Errorf("storage: UpdateUser %q: fn changed ID or Login", id)
+	}
+	return encodeUser(u)
 }
 
 // UsersOfSchool implements Accounts. It scans every user: a directory is

@@ -323,18 +323,7 @@ func (r *Redis) UpdateUser(ctx context.Context, id string, fn func(*User) error)
 		if err != nil {
 			return err
 		}
-		u, err := decodeUser([]byte(old))
-		if err != nil {
-			return err
-		}
-		login := u.Login
-		if err := fn(&u); err != nil {
-			return err
-		}
-		if u.ID != id || u.Login != login {
-			return fmt.Errorf("storage: UpdateUser %q: fn changed ID or Login", id)
-		}
-		nv, err := encodeUser(u)
+		nv, err := updatedUser(id, []byte(old), fn)
 		if err != nil {
 			return err
 		}
