@@ -2,7 +2,6 @@ package auth
 
 import (
 	"cmp"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -218,7 +217,7 @@ func (h *HTTP) createUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func decodeClientHash(s string) ([]byte, error) {
-	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	b, err := proto.DecodeBase64(s)
 	if err != nil || len(b) != ClientHashLen {
 		return nil, proto.Errorf(proto.CodeInvalidRequest, "client_hash must be 32 bytes in padded standard base64")
 	}

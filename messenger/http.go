@@ -1,7 +1,6 @@
 package messenger
 
 import (
-	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
@@ -26,7 +25,7 @@ func (n *Node) putKey(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 		n.fail(w, err)
 		return
 	}
-	pub, err := base64.StdEncoding.Strict().DecodeString(req.PublicKey)
+	pub, err := proto.DecodeBase64(req.PublicKey)
 	if err != nil {
 		pub = nil
 	}

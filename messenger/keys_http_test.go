@@ -64,6 +64,7 @@ func TestHTTPPutKey(t *testing.T) {
 		"URL-safe":       {tina.tok, map[string]string{"public_key": urlSafe}, 400, proto.CodeInvalidRequest},
 		"unpadded":       {tina.tok, map[string]string{"public_key": base64.RawStdEncoding.EncodeToString(good)}, 400, proto.CodeInvalidRequest},
 		"not base64":     {tina.tok, map[string]string{"public_key": "this is not a key at all!!!!"}, 400, proto.CodeInvalidRequest},
+		"line break":     {tina.tok, map[string]string{"public_key": httpB64(good)[:8] + "\n" + httpB64(good)[8:]}, 400, proto.CodeInvalidRequest},
 		"empty":          {tina.tok, map[string]string{"public_key": ""}, 400, proto.CodeInvalidRequest},
 		"missing":        {tina.tok, map[string]string{}, 400, proto.CodeInvalidRequest},
 		"not a string":   {tina.tok, map[string]any{"public_key": 32}, 400, proto.CodeInvalidRequest},

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -15,6 +17,24 @@ import (
 // bits. Like every base64.Encoding it still skips CR and LF, which
 // decodeBase64 therefore rejects itself.
 var strictBase64 = base64.StdEncoding.Strict()
+
+// errNotBase64 is DecodeBase64's error; its text names no input.
+var errNotBase64 = errors.New("proto: not standard padded base64")
+
+// DecodeBase64 decodes s as API.md's binary values are written: standard
+// padded base64, without the line breaks that encoding/base64 skips and
+// without non-zero trailing bits. Every base64 field of a request is read
+// with it, so that one value has one spelling.
+func DecodeBase64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errNotBase64
+	}
+	b, err := strictBase64.DecodeString(s)
+	if err != nil {
+		return nil, errNotBase64
+	}
+	return b, nil
+}
 
 // DecodeClientFrame parses and validates one client→server text frame.
 //

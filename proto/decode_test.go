@@ -540,7 +540,7 @@ func TestJSONBase64Leniency(t *testing.T) {
 	tests := map[string]struct {
 		json      string
 		jsonOK    bool // encoding/json accepts it
-		strictOK  bool // DecodeClientFrame accepts it
+		strictOK  bool // DecodeClientFrame and DecodeBase64 accept it
 		wantBytes string
 	}{
 		"padded std":         {json: `"aGk="`, jsonOK: true, strictOK: true, wantBytes: "hi"},
@@ -568,6 +568,17 @@ func TestJSONBase64Leniency(t *testing.T) {
 			}
 			if perr == nil && string(f.Send.Ciphertext) != tc.wantBytes {
 				t.Errorf("DecodeClientFrame decoded %q, want %q", f.Send.Ciphertext, tc.wantBytes)
+			}
+			var str string // what a JSON decoder hands a field of type string
+			if err := json.Unmarshal([]byte(tc.json), &str); err != nil {
+				t.Fatal(err)
+			}
+			b, derr := DecodeBase64(str)
+			if (derr == nil) != tc.strictOK {
+				t.Errorf("DecodeBase64(%q): err = %v, want ok=%v", str, derr, tc.strictOK)
+			}
+			if derr == nil && string(b) != tc.wantBytes {
+				t.Errorf("DecodeBase64 decoded %q, want %q", b, tc.wantBytes)
 			}
 		})
 	}

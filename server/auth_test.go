@@ -159,6 +159,7 @@ func TestCreateUser(t *testing.T) {
 		"client_hash unpadded":        {token: testenv.OperatorToken, body: body("x-hraw", set("client_hash", base64.RawStdEncoding.EncodeToString(raw))), want: 400, wantCode: "invalid_request"},
 		"client_hash url alphabet":    {token: testenv.OperatorToken, body: body("x-hurl", set("client_hash", base64.URLEncoding.EncodeToString(raw))), want: 400, wantCode: "invalid_request"},
 		"client_hash hex":             {token: testenv.OperatorToken, body: body("x-hhex", set("client_hash", strings.Repeat("ab", 32))), want: 400, wantCode: "invalid_request"},
+		"client_hash with CRLF":       {token: testenv.OperatorToken, body: body("x-hcrlf", set("client_hash", hash[:8]+"\r\n"+hash[8:])), want: 400, wantCode: "invalid_request"},
 		"client_hash empty":           {token: testenv.OperatorToken, body: body("x-hempty", set("client_hash", "")), want: 400, wantCode: "invalid_request"},
 		"missing login":               {token: testenv.OperatorToken, body: body("", del("login")), want: 400, wantCode: "invalid_request"},
 		"missing display_name":        {token: testenv.OperatorToken, body: body("x-nodn", del("display_name")), want: 400, wantCode: "invalid_request"},
@@ -282,6 +283,7 @@ func TestLogin(t *testing.T) {
 		"client_hash 16 bytes":   {req("teacher-a", base64.StdEncoding.EncodeToString(make([]byte, 16)), dev(nil)), want{status: 400, code: "invalid_request"}},
 		"client_hash unpadded":   {req("teacher-a", strings.TrimRight(good, "="), dev(nil)), want{status: 400, code: "invalid_request"}},
 		"client_hash garbage":    {req("teacher-a", "%%%%", dev(nil)), want{status: 400, code: "invalid_request"}},
+		"client_hash with LF":    {req("teacher-a", good[:8]+"\n"+good[8:], dev(nil)), want{status: 400, code: "invalid_request"}},
 		"client_hash bad login":  {req("nobody", "%%%%", dev(nil)), want{status: 400, code: "invalid_request"}},
 	}
 	for name, tc := range tests {

@@ -137,6 +137,8 @@ func TestEraseEndToEnd(t *testing.T) {
 	// Wrong password: 401, nothing erased. A malformed one: 400.
 	authWantError(t, authCall(t, env, "POST", "/api/v1/me/erase", w.annaTok, map[string]string{"client_hash": testenv.ClientHash("not anna's")}, nil), 401, "unauthorized")
 	authWantError(t, authCall(t, env, "POST", "/api/v1/me/erase", w.annaTok, map[string]string{"client_hash": "short"}, nil), 400, "invalid_request")
+	annaHash := testenv.ClientHash(testenv.Password("anna")) // her own, broken by a line break
+	authWantError(t, authCall(t, env, "POST", "/api/v1/me/erase", w.annaTok, map[string]string{"client_hash": annaHash[:8] + "\r\n" + annaHash[8:]}, nil), 400, "invalid_request")
 	authWantError(t, authCall(t, env, "POST", "/api/v1/me/erase", w.annaTok, `{}`, nil), 400, "invalid_request")
 	authWantStatus(t, authCall(t, env, "GET", "/api/v1/me", w.annaTok, nil, nil), 200)
 	if _, err := env.Srv.Store().User(ctx, w.anna); err != nil {
