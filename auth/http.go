@@ -219,7 +219,7 @@ func (h *HTTP) createUser(w http.ResponseWriter, r *http.Request) {
 func decodeClientHash(s string) ([]byte, error) {
 	b, err := proto.DecodeBase64(s)
 	if err != nil || len(b) != ClientHashLen {
-		return nil, proto.Errorf(proto.CodeInvalidRequest, "client_hash must be 32 bytes in padded standard base64")
+		return nil, proto.Errorf(proto.CodeInvalidRequest, "client_hash must be 32 bytes in padded standard base64, without line breaks")
 	}
 	return b, nil
 }

@@ -374,7 +374,7 @@ func (n *Node) RemoveMember(ctx context.Context, p auth.Principal, convID, userI
 // PutKey sets the public key of the caller's device.
 func (n *Node) PutKey(ctx context.Context, p auth.Principal, pub []byte) error {
 	if len(pub) != 32 {
-		return proto.Errorf(proto.CodeInvalidRequest, "public_key must be a 32-byte X25519 key in padded standard base64")
+		return proto.Errorf(proto.CodeInvalidRequest, "public_key must be a 32-byte X25519 key in padded standard base64, without line breaks")
 	}
 	if p.Cred.Kind == storage.CredSession {
 		if err := n.sessionMayPutKey(ctx, p, pub); err != nil {
