@@ -49,10 +49,12 @@ func TestHeaderAuthRejectedBeforeUpgrade(t *testing.T) {
 func TestFirstFrameAuth(t *testing.T) {
 	c := newChat(t, func(cfg *serverConfig) { cfg.Messenger.AuthTimeout = 300 * time.Millisecond })
 	tests := map[string]struct {
-		frame string // "" sends nothing
-		want  int    // close code; 0 means ready
+		frame  string // "" sends nothing
+		binary bool   // as a binary frame
+		want   int    // close code; 0 means ready
 	}{
 		"valid token":     {frame: string(proto.AppendAuth(nil, c.b1)), want: 0},
+		"binary frame":    {frame: string(proto.AppendAuth(nil, c.b1)), binary: true, want: int(proto.CloseUnauthorized)},
 		"unknown token":   {frame: string(proto.AppendAuth(nil, "kf1_"+strings.Repeat("B", 43))), want: int(proto.CloseUnauthorized)},
 		"malformed":       {frame: `{"type":"auth","token":`, want: int(proto.CloseUnauthorized)},
 		"other frame":     {frame: `{"type":"sync"}`, want: int(proto.CloseUnauthorized)},
@@ -65,7 +67,10 @@ func TestFirstFrameAuth(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tc.frame != "" {
+			switch {
+			case tc.binary:
+				ws.Conn.WriteMessage(websocket.BinaryMessage, []byte(tc.frame))
+			case tc.frame != "":
 				ws.Send(tc.frame)
 			}
 			if tc.want == 0 {

@@ -138,7 +138,7 @@ func (n *Node) firstFrameAuth(ws *websocket.Conn, fc *frameConn, addr netip.Addr
 	})
 	defer stop()
 	var buf bytes.Buffer
-	_, r, err := ws.NextReader()
+	mt, r, err := ws.NextReader()
 	if err != nil {
 		if drained.Load() {
 			return auth.Principal{}, proto.CloseGoingAway
@@ -147,6 +147,9 @@ func (n *Node) firstFrameAuth(ws *websocket.Conn, fc *frameConn, addr netip.Addr
 	}
 	if fc.passthrough { // announced beyond the limit (readMessage)
 		return auth.Principal{}, proto.CloseTooLarge
+	}
+	if mt != websocket.TextMessage { // API.md's frames are text; later a binary one is an error frame
+		return auth.Principal{}, proto.CloseUnauthorized
 	}
 	if size, err := io.Copy(&buf, io.LimitReader(r, proto.MaxFrameSize+1)); err != nil {
 		return auth.Principal{}, proto.CloseAuthTimeout
