@@ -704,7 +704,7 @@ func (c *conn) syncFailed(job *syncJob, what string, err error) error {
 func (c *conn) sendClose(code proto.CloseCode, why string) {
 	c.n.metrics.closes.WithLabelValues(why).Inc()
 	deadline := time.Now().Add(c.n.cfg.Gateway.WriteTimeout)
-	msg := websocket.FormatCloseMessage(int(code), code.String())
+	msg := websocket.FormatCloseMessage(int(code), why) // why: the code's name, or rate_limited
 	if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil {
 		c.ws.NetConn().Close()
 		c.wakeBlocking()

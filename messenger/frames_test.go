@@ -220,8 +220,8 @@ func TestSendRateLimit(t *testing.T) {
 		ws.Send(c.sendFrame(fmt.Sprint("h", i), "y", "z"))
 	}
 	frames, code := ws.FramesUntilClose(5 * time.Second)
-	if code != int(proto.CloseTooSlow) {
-		t.Fatalf("close %d, want 4429", code)
+	if code != int(proto.CloseTooSlow) || ws.CloseText != "rate_limited" {
+		t.Fatalf("close %d %q, want 4429 rate_limited", code, ws.CloseText)
 	}
 	// Counted before the close frame is written, apart from slow readers.
 	const closes = "klassenfunk_ws_closes_total"

@@ -229,8 +229,8 @@ func TestSlowReaderClosedAndRecovers(t *testing.T) {
 		}
 		ids = append(ids, c.post(c.alice1, fmt.Sprint("big", i), big).ID)
 	}
-	if code := slow.CloseCode(5 * time.Second); code != int(proto.CloseTooSlow) {
-		t.Fatalf("slow reader closed with %d, want %d", code, proto.CloseTooSlow)
+	if code := slow.CloseCode(5 * time.Second); code != int(proto.CloseTooSlow) || slow.CloseText != "too_slow" {
+		t.Fatalf("slow reader closed with %d %q, want %d too_slow", code, slow.CloseText, proto.CloseTooSlow)
 	}
 	t.Logf("disconnected after %d messages", len(ids))
 	b := c.env.Dial(c.b1)

@@ -19,6 +19,10 @@ type WS struct {
 		Fatalf(string, ...any)
 	}
 	Conn *websocket.Conn
+
+	// CloseText is the text of the server's close frame, once
+	// FramesUntilClose or CloseCode has seen it.
+	CloseText string
 }
 
 // Dial opens /api/v1/ws with the token in the Authorization header and
@@ -152,6 +156,7 @@ func (w *WS) FramesUntilClose(within time.Duration) ([]*proto.ServerFrame, int) 
 		}
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
+			w.CloseText = ce.Text
 			return frames, ce.Code
 		}
 		if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
