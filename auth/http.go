@@ -2,6 +2,7 @@ package auth
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -155,22 +156,37 @@ type schoolView struct {
 }
 
 // patchSchool changes a school's settings: {"student_direct": bool}
-// switches direct conversations between students on or off.
+// switches direct conversations between students on or off. It is a merge
+// patch (RFC 7396): a field left out stays as it is, and null restores its
+// default (on).
 func (h *HTTP) patchSchool(w http.ResponseWriter, r *http.Request) {
 	if !h.schoolManager(w, r) {
 		return
 	}
 	var req struct {
-		StudentDirect *bool `json:"student_direct"`
+		StudentDirect json.RawMessage `json:"student_direct"`
 	}
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		httpapi.WriteError(w, nil, err)
 		return
 	}
+	var studentDirect *bool
+	switch string(req.StudentDirect) {
+	case "": // left out
+	case "null":
+		studentDirect = new(true)
+	default:
+		var on bool
+		if err := json.Unmarshal(req.StudentDirect, &on); err != nil {
+			httpapi.WriteError(w, nil, proto.Errorf(proto.CodeInvalidRequest, "student_direct must be true, false or null"))
+			return
+		}
+		studentDirect = &on
+	}
 	var out storage.School
 	err := h.svc.store.UpdateSchool(r.Context(), r.PathValue("school"), func(s *storage.School) error {
-		if req.StudentDirect != nil {
-			s.NoStudentDirect = !*req.StudentDirect
+		if studentDirect != nil {
+			s.NoStudentDirect = !*studentDirect
 		}
 		out = *s
 		return nil

@@ -100,6 +100,8 @@ func TestHTTPStudentDirectSwitch(t *testing.T) {
 		"admin of another school":   {w.u["bella"].tok, off, 404, proto.CodeNotFound},
 		"no credential":             {"", off, 401, proto.CodeUnauthorized},
 		"student_direct not a bool": {w.u["anna"].tok, map[string]any{"student_direct": "no"}, 400, proto.CodeInvalidRequest},
+		"student_direct a number":   {w.u["anna"].tok, map[string]any{"student_direct": 0}, 400, proto.CodeInvalidRequest},
+		"student_direct an object":  {w.u["anna"].tok, map[string]any{"student_direct": map[string]bool{"on": true}}, 400, proto.CodeInvalidRequest},
 	} {
 		t.Run(name, func(t *testing.T) { httpWantError(t, patch(tc.tok, tc.body), tc.status, tc.code) })
 	}
@@ -211,6 +213,13 @@ func TestHTTPStudentDirectSwitch(t *testing.T) {
 	w.env.JSON("PATCH", "/api/v1/schools/"+w.a, testenv.OperatorToken, map[string]any{}, http.StatusOK, &s)
 	if s.StudentDirect == nil || !*s.StudentDirect {
 		t.Fatalf("empty PATCH answer %+v", s)
+	}
+	// null restores the default (on): a merge patch removes the setting.
+	w.env.JSON("PATCH", "/api/v1/schools/"+w.a, testenv.OperatorToken, off, http.StatusOK, nil)
+	s = school{}
+	w.env.JSON("PATCH", "/api/v1/schools/"+w.a, testenv.OperatorToken, map[string]any{"student_direct": nil}, http.StatusOK, &s)
+	if s.StudentDirect == nil || !*s.StudentDirect {
+		t.Fatalf("PATCH with null answered %+v, want student_direct true", s)
 	}
 	w.env.JSON("POST", "/api/v1/conversations", sam.tok, httpDirect(sol.id), http.StatusCreated, nil)
 	if got := w.members(sue.tok, samSue); !got[sam.id] || !got[sue.id] {
