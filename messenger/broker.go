@@ -60,6 +60,9 @@ type Broker interface {
 // events went through the part of the broker that failed).
 type Recoverer interface {
 	SetOnRecover(func(lost func(userID string) bool))
+	// SubscriptionFailures counts the times a part of the broker lost its
+	// subscription or failed to subscribe again (a metric).
+	SubscriptionFailures() uint64
 }
 
 // DeliverFunc receives the events of subscribed users on this node. It

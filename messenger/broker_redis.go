@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,10 +52,11 @@ type RedisBroker struct {
 	// group's users).
 	onRecover func(lost func(userID string) bool)
 
-	groups [redisGroups]*redisGroup
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	once   sync.Once
+	groups   [redisGroups]*redisGroup
+	failures atomic.Uint64 // lost or failed subscriptions of any group
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	once     sync.Once
 }
 
 const redisGroups = 16
@@ -106,6 +108,9 @@ func (b *RedisBroker) SetDeliver(d DeliverFunc) { b.deliver = d }
 
 // SetOnRecover implements Recoverer.
 func (b *RedisBroker) SetOnRecover(f func(lost func(userID string) bool)) { b.onRecover = f }
+
+// SubscriptionFailures implements Recoverer.
+func (b *RedisBroker) SubscriptionFailures() uint64 { return b.failures.Load() }
 
 // Start runs the subscribers until Close.
 func (b *RedisBroker) Start() {
@@ -232,6 +237,7 @@ func (g *redisGroup) run() {
 		default:
 		}
 		failed = true
+		b.failures.Add(1)
 		if subscribed {
 			// It was whole again: the next loss starts the waits afresh
 			// (a revocation must not wait out a backoff grown by losses
@@ -250,9 +256,18 @@ func (g *redisGroup) run() {
 			return
 		case <-time.After(jitter(backoff)):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, maxResubscribeWait)
 	}
 }
+
+// maxResubscribeWait caps the wait between attempts to subscribe again. It
+// is short because a revocation published while a node is not subscribed
+// reaches that node's sockets only through the catch-up after it
+// resubscribes, and API.md gives a revocation one second on every node:
+// once Redis is back, a node must not sleep out a backoff grown during the
+// outage. While Redis is away, each of the 16 groups tries about three
+// times a second.
+const maxResubscribeWait = 400 * time.Millisecond
 
 // session subscribes the group afresh and reads messages until the
 // connection fails. subscribed reports whether it got as far as being

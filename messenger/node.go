@@ -208,13 +208,20 @@ func New(cfg Config) (*Node, error) {
 	n.hub.maxPerDevice, n.hub.maxPerUser, n.hub.capsFrom = g.MaxSocketsPerDevice, g.MaxSocketsPerUser, g.SocketCapsFrom
 	cfg.Log.Info("sockets per device and per user are capped once the node holds socket_caps_from",
 		"per_device", g.MaxSocketsPerDevice, "per_user", g.MaxSocketsPerUser, "socket_caps_from", g.SocketCapsFrom)
+	if r, ok := cfg.Broker.(Recoverer); ok {
+		r.SetOnRecover(n.hub.catchUp)
+		err := cfg.Registerer.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "klassenfunk_broker_subscription_failures_total",
+			Help: "Times a part of the broker lost its Redis subscription or failed to subscribe again.",
+		}, func() float64 { return float64(r.SubscriptionFailures()) }))
+		if err != nil {
+			return nil, err
+		}
+	}
 	if p, err := newPoller(); err == nil {
 		n.poller = p
 	} else {
 		cfg.Log.Warn("sockets are read by a goroutine each", "err", err)
-	}
-	if r, ok := cfg.Broker.(Recoverer); ok {
-		r.SetOnRecover(n.hub.catchUp)
 	}
 	n.stop = make(chan struct{})
 	n.wg.Add(1)

@@ -240,6 +240,38 @@ func TestClusterRevocationDuringLostSubscription(t *testing.T) {
 	}
 }
 
+// TestClusterRevocationRightAfterOutage: once Redis is back from an outage
+// long enough to stretch the nodes' waits between attempts to subscribe
+// again, a revocation still closes the device's socket on the other node
+// within API.md's second: the node must not sleep out a long wait while
+// the revocation's event passes it by (the catch-up after it resubscribes
+// is what closes the socket then).
+func TestClusterRevocationRightAfterOutage(t *testing.T) {
+	tn := startTwoNodes(t)
+	b := tn.n2.Dial(tn.bTok)
+	failures := func() float64 { return tn.n2.Metric("klassenfunk_broker_subscription_failures_total") }
+	tn.redis.Kill()
+	testenv.Eventually(t, 30*time.Second, "node 2's 16 subscriptions failing over and over", func() bool {
+		return failures() >= 16*8 // eight times each: the waits have grown as far as they go
+	})
+	// Redis comes back just after a failure: the next attempt is a whole
+	// wait away.
+	f := failures()
+	testenv.Eventually(t, 10*time.Second, "another failure", func() bool { return failures() > f })
+	tn.redis.Restart()
+	var revoked time.Time
+	testenv.Eventually(t, 10*time.Second, "the revocation accepted on node 1", func() bool {
+		return tn.n1.Do("DELETE", "/api/v1/trust/"+tn.bTrust, tn.bTok, nil).Status == http.StatusNoContent
+	})
+	revoked = time.Now()
+	if code := b.CloseCode(5 * time.Second); code != int(proto.CloseUnauthorized) {
+		t.Fatalf("bob's socket on node 2: close %d, want 4401", code)
+	}
+	if d := time.Since(revoked); d > time.Second {
+		t.Fatalf("the socket on node 2 closed %v after the revocation, want within 1s", d)
+	}
+}
+
 // TestClusterAttachmentDirCheck: a node whose attachments directory is
 // not the other nodes' says so when it starts.
 func TestClusterAttachmentDirCheck(t *testing.T) {
