@@ -974,7 +974,7 @@ func (c *conn) handle(data []byte) {
 			return
 		}
 		c.limitedInRow = 0
-		m, _, err := c.n.Send(context.Background(), c.p, f.Send)
+		m, _, err := c.n.sendFrame(f.Send, c.p)
 		if err != nil {
 			c.reject(f.Ref, asProtoError(c.n, err))
 			return
@@ -1014,5 +1014,7 @@ func (c *conn) recheck() bool {
 		return true
 	}
 	c.lastRecheck = now
-	return !c.refused(c.n.auth.Recheck(context.Background(), &c.p, c.addr), "recheck credential")
+	ctx, cancel := c.n.frameContext()
+	defer cancel()
+	return !c.refused(c.n.auth.Recheck(ctx, &c.p, c.addr), "recheck credential")
 }

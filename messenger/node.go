@@ -57,6 +57,12 @@ type GatewayConfig struct {
 	// which the caps apply. Zero means three quarters of the process's
 	// open-files limit (socketCapsFrom).
 	SocketCapsFrom int
+	// SendTimeout bounds the store calls of a client's frame (a send's
+	// store and publish, the periodic credential check): past it a send
+	// gets an error frame (internal) and may be sent again with the same
+	// client_id. Zero means none: a local store has no network to hang on,
+	// and a deadline per send costs a timer.
+	SendTimeout time.Duration
 }
 
 // Config configures a Node. Zero fields take the documented defaults.

@@ -505,7 +505,11 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 			m  storage.Message
 		}{m: stored}
 		box.ev = Event{Kind: EventMessage, Message: &box.m, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID)}
-		if err := n.broker.Publish(ctx, users, &box.ev); err != nil {
+		pctx := ctx
+		if _, ok := ctx.Deadline(); ok {
+			pctx = context.WithoutCancel(ctx) // stored: published even if the send's deadline has passed
+		}
+		if err := n.broker.Publish(pctx, users, &box.ev); err != nil {
 			// Stored is what counts: receivers recover through sync.
 			n.log.Warn("publish", "conv", c.ID, "err", err)
 		}
@@ -513,6 +517,22 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 		n.metrics.sendLatency.Observe(time.Since(start).Seconds())
 		return stored, true, nil
 	}
+}
+
+// sendFrame is Send for a send frame, within Gateway.SendTimeout when set.
+func (n *Node) sendFrame(s *proto.Send, p auth.Principal) (storage.Message, bool, error) {
+	ctx, cancel := n.frameContext()
+	defer cancel()
+	return n.Send(ctx, p, s)
+}
+
+// frameContext is the context of the store calls a client's frame makes:
+// bounded by Gateway.SendTimeout when set.
+func (n *Node) frameContext() (context.Context, context.CancelFunc) {
+	if d := n.cfg.Gateway.SendTimeout; d > 0 {
+		return context.WithTimeout(context.Background(), d)
+	}
+	return context.Background(), func() {}
 }
 
 // maxSendAttempts bounds the appends of one send that find its

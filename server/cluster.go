@@ -38,6 +38,20 @@ func (s *Server) schoolSwitchTTL() time.Duration {
 	return time.Second
 }
 
+// sendTimeout is the messenger's Gateway.SendTimeout: in cluster mode a
+// send frame waits for Redis at most this long, so that a Redis that hangs
+// gets the client an error frame as HTTP gets a 500, not a wait as long as
+// the hang.
+func (s *Server) sendTimeout() time.Duration {
+	switch {
+	case s.cfg.RedisURL == "":
+		return 0
+	case s.cfg.Messenger.SendTimeout > 0:
+		return s.cfg.Messenger.SendTimeout
+	}
+	return 5 * time.Second
+}
+
 // openCluster connects to Redis. A node refuses to start when Redis cannot
 // be reached: serving with half its state would be worse.
 func (s *Server) openCluster(ctx context.Context) error {

@@ -25,10 +25,15 @@ type twoNodes struct {
 	bTrust, conv string
 }
 
-func startTwoNodes(t *testing.T) *twoNodes {
+func startTwoNodes(t *testing.T, opts ...func(*server.Config)) *twoNodes {
 	t.Helper()
 	r := redistest.Start(t)
-	cluster := func(c *server.Config) { c.RedisURL = r.URL() }
+	cluster := func(c *server.Config) {
+		c.RedisURL = r.URL()
+		for _, o := range opts {
+			o(c)
+		}
+	}
 	tn := &twoNodes{redis: r, n1: testenv.New(t, cluster), n2: testenv.New(t, cluster)}
 	tn.school = tn.n1.CreateSchool("Gesamtschule Nord")
 	tn.alice = tn.n1.CreateUser(tn.school, "alice", "teacher")
@@ -269,6 +274,47 @@ func TestClusterRevocationRightAfterOutage(t *testing.T) {
 	}
 	if d := time.Since(revoked); d > time.Second {
 		t.Fatalf("the socket on node 2 closed %v after the revocation, want within 1s", d)
+	}
+}
+
+// TestClusterHungRedis: while Redis hangs (SIGSTOP), a send frame gets an
+// internal error frame once messenger.send_timeout has passed instead of
+// waiting as long as the hang, and /readyz answers 503 within its own 2 s.
+// Once Redis answers again, the send repeated with its client_id is
+// stored once.
+func TestClusterHungRedis(t *testing.T) {
+	tn := startTwoNodes(t, func(c *server.Config) { c.Messenger.SendTimeout = 300 * time.Millisecond })
+	a := tn.n1.Dial(tn.aTok)
+	tn.redis.Freeze()
+	a.Send(tn.sendFrame("r1", "during-hang"))
+	if f := a.Read(); f.Type != proto.TypeError || f.Code != proto.CodeInternal || f.Ref != "r1" {
+		t.Fatalf("send while Redis hangs: %+v, want an internal error for r1", f)
+	}
+	hc := &http.Client{Timeout: 4 * time.Second}
+	resp, err := hc.Get(tn.n2.HTTP.URL + "/readyz")
+	if err != nil {
+		t.Fatalf("/readyz while Redis hangs: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while Redis hangs: %d, want 503", resp.StatusCode)
+	}
+
+	tn.redis.Thaw()
+	var sent *proto.ServerFrame
+	for i := 0; sent == nil; i++ {
+		a.Send(tn.sendFrame(fmt.Sprint("again", i), "during-hang"))
+		switch f := a.Read(); {
+		case f.Type == proto.TypeSent:
+			sent = f
+		case i == 20:
+			t.Fatalf("the repeated send: %+v", f)
+		}
+	}
+	var page struct{ Messages []proto.Message }
+	tn.n2.JSON("GET", "/api/v1/conversations/"+tn.conv+"/messages", tn.bTok, nil, http.StatusOK, &page)
+	if len(page.Messages) != 1 || page.Messages[0].ID != sent.ID || sent.Seq != 1 {
+		t.Fatalf("history %+v after the repeat (sent %s, seq %d), want that one message", page.Messages, sent.ID, sent.Seq)
 	}
 }
 

@@ -95,6 +95,10 @@ type MessengerConfig struct {
 	MaxSocketsPerDevice int `yaml:"max_sockets_per_device"`
 	MaxSocketsPerUser   int `yaml:"max_sockets_per_user"`
 	SocketCapsFrom      int `yaml:"socket_caps_from"`
+	// SendTimeout bounds a send frame's store and publish in cluster mode
+	// (Redis); past it the client gets an internal error frame. Default 5s.
+	// Embedded mode sends have none: the local disk has no network.
+	SendTimeout time.Duration `yaml:"send_timeout"`
 }
 
 // PushConfig configures the push providers. A provider is on exactly when

@@ -135,6 +135,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			MaxSocketsPerDevice: cfg.Messenger.MaxSocketsPerDevice,
 			MaxSocketsPerUser:   cfg.Messenger.MaxSocketsPerUser,
 			SocketCapsFrom:      cfg.Messenger.SocketCapsFrom,
+			SendTimeout:         s.sendTimeout(),
 		},
 		Now:             cfg.Now,
 		SchoolSwitchTTL: s.schoolSwitchTTL(),

@@ -247,6 +247,11 @@ func OpenRedisURL(ctx context.Context, rawURL string, opt *RedisOptions) (*Redis
 	return r, nil
 }
 
+// newRedisClient makes a client for rawURL (OpenRedisURL names the forms).
+// It honours its callers' deadlines (ContextTimeoutEnabled): a
+// readiness check or a send with a deadline gets its error when the
+// deadline passes, not after the library's own timeouts and retries (a
+// Redis that hangs took 5-12 s).
 func newRedisClient(rawURL string) (redis.UniversalClient, error) {
 	cluster := false
 	s := rawURL
@@ -268,6 +273,7 @@ func newRedisClient(rawURL string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("storage: redis URL: %w", redactURLErr(err))
 		}
+		o.ContextTimeoutEnabled = true
 		return redis.NewClient(o), nil
 	}
 	u.Host = hosts[0]
@@ -283,6 +289,7 @@ func newRedisClient(rawURL string) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: redis cluster URL: %w", redactURLErr(err))
 	}
+	o.ContextTimeoutEnabled = true
 	return redis.NewClusterClient(o), nil
 }
 

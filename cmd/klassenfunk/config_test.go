@@ -40,6 +40,7 @@ func documentedDefaults() server.Config {
 			AuthTimeout:         10 * time.Second,
 			MaxSocketsPerDevice: 8,
 			MaxSocketsPerUser:   32,
+			SendTimeout:         5 * time.Second,
 		},
 	}
 }

@@ -127,6 +127,26 @@ func (s *Server) Kill() {
 	<-exit
 }
 
+// Freeze stops the server with SIGSTOP, as a Redis that hangs: it keeps
+// its connections and answers nothing until Thaw. The end of the test
+// thaws it before stopping it.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.t.Fatalf("redistest: %v: the server is not running", sig)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("redistest: %v: %v", sig, err)
+	}
+}
+
 // Restart kills the server (if it runs) and starts it again on the same
 // port and directory, so that it loads its append-only file.
 func (s *Server) Restart() {
@@ -227,6 +247,7 @@ func (s *Server) stop() {
 	if cmd == nil {
 		return
 	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a frozen server (Freeze) answers again
 	// SHUTDOWN NOSAVE closes the connection without a reply.
 	_, _ = Do(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "SHUTDOWN", "NOSAVE")
 	select {
