@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,13 +61,13 @@ func (s *Server) openCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	store, err := storage.OpenRedis(pctx, client, &storage.RedisOptions{KeyPrefix: redisPrefix})
+	store, err := s.openRedisStore(ctx, client)
 	if err != nil {
 		client.Close()
 		return fmt.Errorf("cluster mode: Redis at the configured URL is unreachable: %w", err)
 	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	s.store = store
 	if err := store.CheckDurability(pctx); err != nil {
 		// Serve anyway (managed Redis may hide its settings), but say that
@@ -81,6 +82,48 @@ func (s *Server) openCluster(ctx context.Context) error {
 		presence: messenger.NewRedisPresence(client, redisPrefix, node, 0, log),
 	}
 	return nil
+}
+
+// redisStartWait is how long a starting node waits for a Redis that is
+// not up yet (refuses connections, or is still loading its data): when a
+// whole machine or cluster restarts, the nodes may come up first.
+const redisStartWait = 60 * time.Second
+
+// openRedisStore opens the store over client, waiting up to redisStartWait
+// while Redis refuses connections or loads its data set. Any other error
+// (a wrong password, an old Redis) ends the start at once.
+func (s *Server) openRedisStore(ctx context.Context, client redis.UniversalClient) (*storage.Redis, error) {
+	giveUp := time.Now().Add(s.redisStartWait())
+	for warned := false; ; {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		store, err := storage.OpenRedis(pctx, client, &storage.RedisOptions{KeyPrefix: redisPrefix})
+		cancel()
+		if err == nil || !redisStarting(err) || time.Now().After(giveUp) {
+			return store, err
+		}
+		if !warned {
+			s.log.Warn("waiting for Redis to come up", "err", err, "at_most", s.redisStartWait())
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) redisStartWait() time.Duration {
+	if s.cfg.RedisStartWait > 0 {
+		return s.cfg.RedisStartWait
+	}
+	return redisStartWait
+}
+
+// redisStarting reports whether err says that Redis is not up yet: it
+// refuses connections, or it is loading its data set (LOADING).
+func redisStarting(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "LOADING ")
 }
 
 // redisLog sends the Redis client's own messages (a failed dial, a

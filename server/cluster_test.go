@@ -3,8 +3,10 @@ package server_test
 import (
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -316,6 +318,46 @@ func TestClusterHungRedis(t *testing.T) {
 	if len(page.Messages) != 1 || page.Messages[0].ID != sent.ID || sent.Seq != 1 {
 		t.Fatalf("history %+v after the repeat (sent %s, seq %d), want that one message", page.Messages, sent.ID, sent.Seq)
 	}
+}
+
+// TestClusterNodeWaitsForRedis: a node that starts while Redis is down
+// (the machine is booting) waits for it, and starts once it is up.
+func TestClusterNodeWaitsForRedis(t *testing.T) {
+	r := redistest.Start(t)
+	r.Kill()
+	waiting := &signalWriter{want: "waiting for Redis", seen: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		srv, err := server.New(t.Context(), server.Config{RedisURL: r.URL(), DataDir: t.TempDir()},
+			slog.New(slog.NewJSONHandler(waiting, nil)))
+		if err == nil {
+			err = srv.Close()
+		}
+		started <- err
+	}()
+	select {
+	case <-waiting.seen:
+	case err := <-started:
+		t.Fatalf("the node did not wait for Redis: %v", err)
+	}
+	r.Restart()
+	if err := <-started; err != nil {
+		t.Fatalf("the node did not start once Redis was up: %v", err)
+	}
+}
+
+// signalWriter closes seen once a write holds want.
+type signalWriter struct {
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
 }
 
 // TestClusterAttachmentDirCheck: a node whose attachments directory is

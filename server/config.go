@@ -24,6 +24,9 @@ type Config struct {
 	OperatorToken string `yaml:"operator_token"`
 	// RedisURL switches to cluster mode when set.
 	RedisURL string `yaml:"redis_url"`
+	// RedisStartWait is how long a starting node waits for a Redis that
+	// refuses connections or is loading its data. Default 60s.
+	RedisStartWait time.Duration `yaml:"redis_start_wait"`
 	// TrustedProxies may set X-Forwarded-For (CIDR prefixes or addresses).
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// GeoIPDB is a MaxMind-format country database (GeoLite2-Country or

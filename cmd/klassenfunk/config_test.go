@@ -30,7 +30,8 @@ func documentedDefaults() server.Config {
 			MaxFailuresPerAddr:  20,
 			FailureWindow:       15 * time.Minute,
 		},
-		Retention: server.RetentionConfig{Messages: 720 * time.Hour, Attachments: 720 * time.Hour, SweepInterval: time.Minute},
+		RedisStartWait: time.Minute,
+		Retention:      server.RetentionConfig{Messages: 720 * time.Hour, Attachments: 720 * time.Hour, SweepInterval: time.Minute},
 		Messenger: server.MessengerConfig{
 			MaxAttachmentBytes:  25 << 20,
 			SendQueue:           256,
