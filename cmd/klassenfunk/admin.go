@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -81,6 +82,13 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return flag.ErrHelp
 	}
 	task, targs := rest[0], rest[1:]
+	if !adminTasks[task] {
+		fs.Usage()
+		return fmt.Errorf("unknown admin task %q", task)
+	}
+	if task == "operator-token" && (!env.offline || len(targs) != 1 || targs[0] != "--reset") {
+		return errors.New("usage: klassenfunk admin --offline operator-token --reset (the server must be stopped)")
+	}
 	if usage, ok := plainTasks[task]; ok {
 		var err error
 		if targs, err = taskArgs(usage, targs, stderr); err != nil {
@@ -89,7 +97,7 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	var ops adminOps
 	if env.offline {
-		o, err := openOffline(env)
+		o, err := openOffline(env, task == "create-school")
 		if err != nil {
 			return err
 		}
@@ -140,12 +148,8 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return exportTombstones(ctx, ops, env, targs)
 	case "reapply-erasures":
 		return reapplyErasures(ctx, ops, env, targs)
-	case "operator-token":
-		o, ok := ops.(*offlineOps)
-		if !ok || len(targs) != 1 || targs[0] != "--reset" {
-			return errors.New("usage: klassenfunk admin --offline operator-token --reset (the server must be stopped)")
-		}
-		tok, err := o.auth.ResetOperatorToken(ctx)
+	case "operator-token": // checked above: --offline, --reset
+		tok, err := ops.(*offlineOps).auth.ResetOperatorToken(ctx)
 		if err != nil {
 			return err
 		}
@@ -155,6 +159,12 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return fmt.Errorf("unknown admin task %q", task)
 	}
+}
+
+// adminTasks are the tasks admin knows.
+var adminTasks = map[string]bool{
+	"create-school": true, "list-schools": true, "stats": true, "create-user": true,
+	"export-tombstones": true, "reapply-erasures": true, "operator-token": true,
 }
 
 // plainTasks are the tasks without flags of their own, with their usage.
@@ -259,7 +269,13 @@ type offlineOps struct {
 	auth  *auth.Service
 }
 
-func openOffline(env adminEnv) (*offlineOps, error) {
+// openOffline opens the data directory's database. Only create (the
+// first step of setting a server up before its first start) may make a
+// new one: any other task on a directory without one has the wrong
+// directory (a typo in --data, another working directory), and would
+// otherwise report on, or re-apply erasures to, an empty database while
+// the real one stays as it was.
+func openOffline(env adminEnv, create bool) (*offlineOps, error) {
 	cfg, err := loadConfig(env.config, env.config != defaultConfigFile)
 	if err != nil {
 		return nil, err
@@ -268,10 +284,17 @@ func openOffline(env adminEnv) (*offlineOps, error) {
 		cfg.DataDir = env.data
 	}
 	cfg.Defaults()
+	dbPath := filepath.Join(cfg.DataDir, "klassenfunk.db")
+	if _, err := os.Stat(dbPath); errors.Is(err, fs.ErrNotExist) {
+		if !create {
+			return nil, fmt.Errorf("no database at %s: give the server's data directory with --data (or data_dir in --config)", dbPath)
+		}
+		fmt.Fprintf(env.stderr, "creating a new database at %s\n", dbPath)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	st, err := storage.OpenBolt(filepath.Join(cfg.DataDir, "klassenfunk.db"), nil)
+	st, err := storage.OpenBolt(dbPath, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w (is the server running? then leave out --offline)", err)
 	}

@@ -110,6 +110,39 @@ func TestRunCommands(t *testing.T) {
 	}
 }
 
+// TestAdminOfflineNeedsDatabase: an offline task on a directory without a
+// database (a typo in --data) fails and creates nothing, instead of
+// reporting on, or re-applying erasures to, a new empty database. Only
+// create-school, the first step of a setup, may create one.
+func TestAdminOfflineNeedsDatabase(t *testing.T) {
+	clearEnv(t)
+	tombstones := filepath.Join(t.TempDir(), "t.json")
+	if err := os.WriteFile(tombstones, []byte(`{"format":"klassenfunk-tombstones/1","tombstones":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range [][]string{
+		{"stats"}, {"list-schools"}, {"export-tombstones"}, {"operator-token", "--reset"},
+		{"reapply-erasures", "--tombstones", tombstones},
+	} {
+		typo := filepath.Join(t.TempDir(), "dtaa")
+		_, _, err := runCLI(t, "", append([]string{"admin", "--offline", "--data", typo}, task...)...)
+		if err == nil || !strings.Contains(err.Error(), "no database at") {
+			t.Errorf("%s on a directory without a database: %v, want a refusal", task[0], err)
+		}
+		if _, err := os.Stat(typo); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s created %s (%v)", task[0], typo, err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	_, errOut, err := runCLI(t, "", "admin", "--offline", "--data", dir, "create-school", "Neue Schule")
+	if err != nil || !strings.Contains(errOut, "creating a new database") {
+		t.Fatalf("create-school on a new directory: %v, stderr %q", err, errOut)
+	}
+	if out, _, err := runCLI(t, "", "admin", "--offline", "--data", dir, "list-schools"); err != nil || !strings.Contains(out, "Neue Schule") {
+		t.Fatalf("list-schools after it: %q %v", out, err)
+	}
+}
+
 // TestAdminOffline creates a school and users on a stopped node's data
 // directory, then starts a node on it and logs in.
 func TestAdminOffline(t *testing.T) {

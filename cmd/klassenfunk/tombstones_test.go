@@ -223,6 +223,9 @@ func TestTombstonesSurviveRestore(t *testing.T) {
 func TestTombstoneTaskErrors(t *testing.T) {
 	clearEnv(t)
 	dir := t.TempDir()
+	if _, _, err := runCLI(t, "", "admin", "--offline", "--data", dir, "create-school", "Schule"); err != nil {
+		t.Fatal(err) // a database to work on
+	}
 	files := map[string]string{
 		"wrong format": `{"format":"something-else/1","tombstones":[]}`,
 		"no user id":   `{"format":"klassenfunk-tombstones/1","tombstones":[{"erased_at":"2026-01-01T00:00:00Z"}]}`,
