@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -158,6 +159,16 @@ func (c *Config) Validate() error {
 	if c.Retention.Messages < 0 || c.Retention.Attachments < 0 || c.Retention.SweepInterval < 0 {
 		return fmt.Errorf("config: retention durations must not be negative")
 	}
+	if c.Retention.SweepInterval != 0 && c.Retention.SweepInterval < time.Second {
+		return fmt.Errorf("config: retention.sweep_interval must be at least 1s, not %v", c.Retention.SweepInterval)
+	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); c.LogLevel != "" && err != nil {
+		return fmt.Errorf("config: log_level must be debug, info, warn or error, not %q", c.LogLevel)
+	}
 	if c.DrainDelay < 0 || c.DrainDelay > time.Minute {
 		return fmt.Errorf("config: drain_delay must be between 0 and 1m")
 	}
@@ -171,6 +182,48 @@ func (c *Config) Validate() error {
 	case "", "json", "text":
 	default:
 		return fmt.Errorf("config: log_format must be json or text, not %q", c.LogFormat)
+	}
+	return nil
+}
+
+// maxSessionIdle is the longest idle time of a session: MISSION A7 wants a
+// shared device's session data gone after at most a week of inactivity.
+const maxSessionIdle = 7 * 24 * time.Hour
+
+// validateLimits checks the durations and counts of auth and messenger: 0
+// takes the default; a negative value, which would panic (a ticker) or
+// break every socket (a queue), is an error that names the setting.
+func (c *Config) validateLimits() error {
+	a, m := &c.Auth, &c.Messenger
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"auth.session_idle", a.SessionIdle}, {"auth.touch_interval", a.TouchInterval},
+		{"auth.failure_window", a.FailureWindow}, {"messenger.ping_interval", m.PingInterval},
+		{"messenger.auth_timeout", m.AuthTimeout}, {"messenger.send_timeout", m.SendTimeout},
+		{"redis_start_wait", c.RedisStartWait},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("config: %s must not be negative, not %v", d.name, d.v)
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{
+		{"auth.max_failures_per_login", int64(a.MaxFailuresPerLogin)}, {"auth.max_failures_per_addr", int64(a.MaxFailuresPerAddr)},
+		{"messenger.send_queue", int64(m.SendQueue)}, {"messenger.send_burst", int64(m.SendBurst)},
+	} {
+		if n.v < 0 {
+			return fmt.Errorf("config: %s must not be negative, not %d", n.name, n.v)
+		}
+	}
+	if m.SendRate < 0 {
+		return fmt.Errorf("config: messenger.send_rate must not be negative, not %v", m.SendRate)
+	}
+	if a.SessionIdle > maxSessionIdle {
+		return fmt.Errorf("config: auth.session_idle must be at most %v (a week), not %v", maxSessionIdle, a.SessionIdle)
 	}
 	return nil
 }

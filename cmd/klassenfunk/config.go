@@ -84,8 +84,12 @@ func applyEnv(cfg *server.Config, lookup func(string) (string, bool)) error {
 	}
 	// For benchmarks only (a same-run baseline): commits without fsync,
 	// so a crash loses acknowledged messages. serve warns loudly.
-	if v, ok := lookup("KLASSENFUNK_UNSAFE_NO_FSYNC"); ok && v == "1" {
+	switch v, _ := lookup("KLASSENFUNK_UNSAFE_NO_FSYNC"); v {
+	case "", "0":
+	case "1":
 		cfg.NoSync = true
+	default:
+		return fmt.Errorf("config: KLASSENFUNK_UNSAFE_NO_FSYNC=%q: set 1 (benchmarks only) or leave it out", v)
 	}
 	if v, ok := lookup("KLASSENFUNK_TRUSTED_PROXIES"); ok && v != "" {
 		cfg.TrustedProxies = strings.Split(v, ",")

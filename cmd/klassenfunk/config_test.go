@@ -198,6 +198,9 @@ func TestApplyEnv(t *testing.T) {
 				want.GeoIPDB = "/var/lib/GeoLite2-Country.mmdb"
 				return reflect.DeepEqual(c, want)
 			}},
+		"unsafe no fsync":      {env: map[string]string{"KLASSENFUNK_UNSAFE_NO_FSYNC": "1"}, check: func(c server.Config) bool { return c.NoSync }},
+		"unsafe no fsync off":  {env: map[string]string{"KLASSENFUNK_UNSAFE_NO_FSYNC": "0"}, check: func(c server.Config) bool { return !c.NoSync }},
+		"unsafe no fsync typo": {env: map[string]string{"KLASSENFUNK_UNSAFE_NO_FSYNC": "banana"}, wantErr: "KLASSENFUNK_UNSAFE_NO_FSYNC"},
 		"unrelated variables ignored": {env: map[string]string{"KLASSENFUNK_NOPE": "x", "LISTEN": "x"},
 			check: func(c server.Config) bool { return reflect.DeepEqual(c, documentedDefaults()) }},
 	}
@@ -222,5 +225,20 @@ func TestApplyEnv(t *testing.T) {
 				t.Fatalf("config %+v", cfg)
 			}
 		})
+	}
+}
+
+func TestListenLoopback(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"127.0.0.1:0": true, "localhost:0": true,
+		"0.0.0.0:0": false, ":0": false, "192.0.2.1:0": false, "banana": false,
+	} {
+		ln, err := listenLoopback(addr)
+		if ln != nil {
+			ln.Close()
+		}
+		if (err == nil) != ok {
+			t.Errorf("listenLoopback(%q): %v, want ok=%v", addr, err, ok)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -78,6 +79,9 @@ func serve(args []string, stderr io.Writer) error {
 	data := fs.String("data", "", "data directory (overrides config and KLASSENFUNK_DATA)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q (flags: --config, --listen, --data)", fs.Args())
 	}
 	explicit := false
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
@@ -157,10 +161,16 @@ func serve(args []string, stderr io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if dl := os.Getenv("KLASSENFUNK_DEBUG_LISTEN"); dl != "" {
-		// Profiling for operators, on its own (loopback) address only.
+		// Profiling for operators, on its own loopback address only: it
+		// shows the process's memory and stacks.
+		dln, err := listenLoopback(dl)
+		if err != nil {
+			return fmt.Errorf("KLASSENFUNK_DEBUG_LISTEN: %w", err)
+		}
+		defer dln.Close()
+		log.Warn("debug listener (pprof) on", "addr", dln.Addr().String())
 		go func() {
-			log.Warn("debug listener (pprof) on", "addr", dl)
-			if err := http.ListenAndServe(dl, debugMux()); err != nil {
+			if err := http.Serve(dln, debugMux()); err != nil && !errors.Is(err, net.ErrClosed) {
 				log.Error("debug listener", "err", err)
 			}
 		}()
@@ -218,6 +228,19 @@ func newLogger(cfg server.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// listenLoopback listens on addr, which must name a loopback address
+// (127.0.0.1:6060, [::1]:6060, localhost:6060).
+func listenLoopback(addr string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("%q is not a loopback address (pprof shows the process's memory)", addr)
+	}
+	return net.Listen("tcp", addr)
 }
 
 // debugMux serves net/http/pprof (KLASSENFUNK_DEBUG_LISTEN).
