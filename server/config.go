@@ -48,6 +48,7 @@ type Config struct {
 	Retention RetentionConfig `yaml:"retention"`
 	Messenger MessengerConfig `yaml:"messenger"`
 	Push      PushConfig      `yaml:"push"`
+	Backup    BackupConfig    `yaml:"backup"`
 
 	// NoSync turns off fsync of the bbolt file. For tests and benchmarks
 	// only: a crash loses acknowledged writes.
@@ -146,6 +147,12 @@ func (c *Config) Defaults() {
 	if c.Messenger.MaxAttachmentBytes == 0 {
 		c.Messenger.MaxAttachmentBytes = 25 << 20
 	}
+	if c.Backup.Daily == 0 {
+		c.Backup.Daily = 14
+	}
+	if c.Backup.Weekly == 0 {
+		c.Backup.Weekly = 13
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -219,6 +226,9 @@ func (c *Config) validateLimits() error {
 			return fmt.Errorf("config: %s must not be negative, not %d", n.name, n.v)
 		}
 	}
+	if c.Backup.Daily < 0 || c.Backup.Weekly < 0 {
+		return fmt.Errorf("config: backup.daily and backup.weekly must not be negative")
+	}
 	if m.SendRate < 0 {
 		return fmt.Errorf("config: messenger.send_rate must not be negative, not %v", m.SendRate)
 	}
@@ -247,6 +257,19 @@ func (c *Config) trustedProxies() ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// backupDir is where the node writes its backups (embedded mode).
+func (c *Config) backupDir() string {
+	if c.Backup.Dir != "" {
+		return c.Backup.Dir
+	}
+	return filepath.Join(c.DataDir, "backups")
+}
+
+// BackupDir and AttachmentDir are backupDir and attachmentDir for the
+// admin tasks.
+func (c *Config) BackupDir() string     { return c.backupDir() }
+func (c *Config) AttachmentDir() string { return c.attachmentDir() }
 
 // attachmentDir is where attachments are kept as files: shared by the
 // nodes of a cluster.

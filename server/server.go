@@ -37,6 +37,7 @@ type Server struct {
 	geo     *auth.GeoIP // nil without geoip_db (rights.go)
 	Push    *push.Relay // nil when the store keeps no push outbox
 	handler http.Handler
+	backups *backups // nil: cluster mode, or backups off
 	reg     *prometheus.Registry
 	metrics *httpMetrics
 
@@ -84,6 +85,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.reg = prometheus.NewRegistry()
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newHTTPMetrics(s.reg)
+	if s.backups, err = s.newBackups(); err != nil {
+		s.closeStores()
+		return nil, err
+	}
 
 	if err := s.openGeoIP(); err != nil {
 		s.closeStores()
@@ -164,6 +169,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if s.Push != nil {
 		s.Push.Register(mux, authHTTP)
 	}
+	mux.HandleFunc("POST /api/v1/admin/backup", authHTTP.Operator(s.backupHandler))
 	mux.HandleFunc("/api/v1/", httpapi.NotFound)
 	settings, err := web.New(web.Config{Auth: authHTTP, TrustedProxies: proxies})
 	if err != nil {
@@ -225,8 +231,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // long the retention sweep interval.
 const sessionSweepMax = 5 * time.Second
 
-// Start runs the background jobs (retention sweeper) until Close.
+// Start runs the background jobs (retention sweeper, backups) until Close.
 func (s *Server) Start() {
+	if s.backups != nil {
+		s.wg.Go(func() { s.backups.run(s.stop) })
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"klassenfunk/auth"
+	"klassenfunk/server"
 	"klassenfunk/storage"
 )
 
@@ -48,6 +49,12 @@ Tasks:
   reapply-erasures --tombstones FILE erase again, in a restored database, every account
                                      the file lists (run it before opening the server
                                      to users again; see docs/data-rights.md)
+  backup                             write a backup now into the backup directory
+                                     (embedded mode; the server also writes one a day)
+  restore [--tombstones FILE] BACKUP (--offline only) put the backup's database and
+                                     attachments in place, move the replaced data
+                                     aside, and erase again every account erased
+                                     since (docs/data-rights.md)
 
 Flags:
 `
@@ -94,6 +101,9 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if targs, err = taskArgs(usage, targs, stderr); err != nil {
 			return err
 		}
+	}
+	if task == "restore" {
+		return restore(env, targs) // opens the data directory itself
 	}
 	var ops adminOps
 	if env.offline {
@@ -144,6 +154,8 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return enc.Encode(st)
 	case "create-user":
 		return createUser(ctx, ops, env, targs)
+	case "backup":
+		return backup(ctx, ops, env, targs)
 	case "export-tombstones":
 		return exportTombstones(ctx, ops, env, targs)
 	case "reapply-erasures":
@@ -165,6 +177,7 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 var adminTasks = map[string]bool{
 	"create-school": true, "list-schools": true, "stats": true, "create-user": true,
 	"export-tombstones": true, "reapply-erasures": true, "operator-token": true,
+	"backup": true, "restore": true,
 }
 
 // plainTasks are the tasks without flags of their own, with their usage.
@@ -267,6 +280,7 @@ type adminOps interface {
 type offlineOps struct {
 	store *storage.Bolt
 	auth  *auth.Service
+	cfg   server.Config
 }
 
 // openOffline opens the data directory's database. Only create (the
@@ -276,14 +290,10 @@ type offlineOps struct {
 // otherwise report on, or re-apply erasures to, an empty database while
 // the real one stays as it was.
 func openOffline(env adminEnv, create bool) (*offlineOps, error) {
-	cfg, err := loadConfig(env.config, env.config != defaultConfigFile)
+	cfg, err := offlineConfig(env)
 	if err != nil {
 		return nil, err
 	}
-	if env.data != "" {
-		cfg.DataDir = env.data
-	}
-	cfg.Defaults()
 	dbPath := filepath.Join(cfg.DataDir, "klassenfunk.db")
 	if _, err := os.Stat(dbPath); errors.Is(err, fs.ErrNotExist) {
 		if !create {
@@ -303,7 +313,21 @@ func openOffline(env adminEnv, create bool) (*offlineOps, error) {
 		st.Close()
 		return nil, err
 	}
-	return &offlineOps{store: st, auth: a}, nil
+	return &offlineOps{store: st, auth: a, cfg: cfg}, nil
+}
+
+// offlineConfig is the configuration of an offline task: --config, with
+// --data over its data directory.
+func offlineConfig(env adminEnv) (server.Config, error) {
+	cfg, err := loadConfig(env.config, env.config != defaultConfigFile)
+	if err != nil {
+		return cfg, err
+	}
+	if env.data != "" {
+		cfg.DataDir = env.data
+	}
+	cfg.Defaults()
+	return cfg, nil
 }
 
 func (o *offlineOps) close() { o.store.Close() }

@@ -392,3 +392,33 @@ func TestReadPassword(t *testing.T) {
 		})
 	}
 }
+
+// TestAdminBackupRestore: the offline backup and restore tasks, as an
+// operator runs them around a stopped server.
+func TestAdminBackupRestore(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	offline := func(args ...string) []string { return append([]string{"admin", "--offline", "--data", dir}, args...) }
+	if _, _, err := runCLI(t, "", offline("create-school", "Vorher")...); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCLI(t, "", offline("backup")...)
+	file := strings.TrimSpace(out)
+	if err != nil || filepath.Dir(file) != filepath.Join(dir, "backups") {
+		t.Fatalf("backup: %q %v", out, err)
+	}
+	if _, _, err := runCLI(t, "", offline("create-school", "Nachher")...); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, "", "admin", "--server", "http://127.0.0.1:1", "restore", file); err == nil || !strings.Contains(err.Error(), "--offline") {
+		t.Fatalf("restore without --offline: %v", err)
+	}
+	out, _, err = runCLI(t, "", offline("restore", file)...)
+	if err != nil || !strings.Contains(out, "restored") || !strings.Contains(out, "replaced-") {
+		t.Fatalf("restore: %q %v", out, err)
+	}
+	out, _, err = runCLI(t, "", offline("list-schools")...)
+	if err != nil || !strings.Contains(out, "Vorher") || strings.Contains(out, "Nachher") {
+		t.Fatalf("schools after the restore: %q %v", out, err)
+	}
+}

@@ -32,6 +32,7 @@ func documentedDefaults() server.Config {
 		},
 		RedisStartWait: time.Minute,
 		Retention:      server.RetentionConfig{Messages: 720 * time.Hour, Attachments: 720 * time.Hour, SweepInterval: time.Minute},
+		Backup:         server.BackupConfig{Daily: 14, Weekly: 13},
 		Messenger: server.MessengerConfig{
 			MaxAttachmentBytes:  25 << 20,
 			SendQueue:           256,

@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
+	"klassenfunk/server"
 	"klassenfunk/storage"
 )
 
@@ -19,16 +19,6 @@ import (
 // time, nothing else) to a file kept apart from the backups;
 // reapply-erasures erases them again in a restored database. See
 // docs/data-rights.md.
-
-// tombstoneFormat names the file format.
-const tombstoneFormat = "klassenfunk-tombstones/1"
-
-// tombstoneFile is the file export-tombstones writes.
-type tombstoneFile struct {
-	Format     string              `json:"format"`
-	ExportedAt time.Time           `json:"exported_at"`
-	Tombstones []storage.Tombstone `json:"tombstones"`
-}
 
 // reapplyChunk is how many tombstones one online request carries (the API
 // caps bodies at 1 MiB).
@@ -102,16 +92,15 @@ func exportTombstones(ctx context.Context, ops adminOps, env adminEnv, args []st
 	if ts == nil {
 		ts = []storage.Tombstone{}
 	}
-	b, err := json.MarshalIndent(tombstoneFile{Format: tombstoneFormat, ExportedAt: time.Now().UTC(), Tombstones: ts}, "", "  ")
-	if err != nil {
-		return err
-	}
-	b = append(b, '\n')
 	if *out == "" {
-		_, err := env.stdout.Write(b)
+		b, err := json.MarshalIndent(server.TombstoneFile{Format: server.TombstoneFormat, ExportedAt: time.Now().UTC(), Tombstones: ts}, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = env.stdout.Write(append(b, '\n'))
 		return err
 	}
-	if err := writeFileAtomic(*out, b); err != nil {
+	if err := server.WriteTombstones(*out, ts, time.Now()); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stderr, "%d tombstones written to %s\n", len(ts), *out)
@@ -138,52 +127,18 @@ func reapplyErasures(ctx context.Context, ops adminOps, env adminEnv, args []str
 		defer f.Close()
 		r = f
 	}
-	var tf tombstoneFile
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(&tf); err != nil {
-		return fmt.Errorf("tombstone file %s: %w", *file, err)
-	}
-	if tf.Format != tombstoneFormat {
-		return fmt.Errorf("tombstone file %s: format %q, want %q", *file, tf.Format, tombstoneFormat)
-	}
-	for i, t := range tf.Tombstones {
-		if t.UserID == "" || t.ErasedAt.IsZero() {
-			return fmt.Errorf("tombstone file %s: entry %d needs user_id and erased_at", *file, i)
-		}
+	ts, err := server.DecodeTombstones(r, *file)
+	if err != nil {
+		return err
 	}
 	to, ok := ops.(tombstoneOps)
 	if !ok {
 		return errors.New("reapply-erasures: not supported here")
 	}
-	removed, err := to.reapplyErasures(ctx, tf.Tombstones)
+	removed, err := to.reapplyErasures(ctx, ts)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "%d erasures reapplied (exported %s); %d credentials removed\n",
-		len(tf.Tombstones), tf.ExportedAt.Format(time.RFC3339), removed)
+	fmt.Fprintf(env.stdout, "%d erasures reapplied; %d credentials removed\n", len(ts), removed)
 	return nil
-}
-
-// writeFileAtomic writes b to path through a temporary file in the same
-// directory, synced and renamed, so that a reader never sees half a file.
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

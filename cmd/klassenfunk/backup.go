@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"klassenfunk/server"
+	"klassenfunk/storage"
+)
+
+// backup is `admin backup`: through the running server (POST
+// /api/v1/admin/backup), or with --offline on the stopped server's data
+// directory. Either writes into the configured backup directory.
+func backup(ctx context.Context, ops adminOps, env adminEnv, args []string) error {
+	if len(args) != 0 {
+		return errors.New("usage: klassenfunk admin backup")
+	}
+	switch o := ops.(type) {
+	case *offlineOps:
+		b, linked, err := server.WriteBackup(ctx, o.store, o.cfg.AttachmentDir(), o.cfg.BackupDir(), time.Now())
+		if err != nil {
+			return err
+		}
+		if !linked {
+			fmt.Fprintln(env.stderr, "the backup holds no attachments: the backup directory is on another file system")
+		}
+		fmt.Fprintln(env.stdout, b.Path)
+		return nil
+	case *apiOps:
+		var out struct {
+			File string `json:"file"`
+		}
+		if err := o.call(ctx, "POST", "/admin/backup", nil, &out); err != nil {
+			return err
+		}
+		fmt.Fprintln(env.stdout, out.File)
+		return nil
+	}
+	return errors.New("backup: not supported here")
+}
+
+// restore is `admin --offline restore [--tombstones FILE] BACKUP`.
+func restore(env adminEnv, args []string) error {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	file := fs.String("tombstones", "", "a tombstone file kept apart from the backups (export-tombstones), on top of those the restore finds itself")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !env.offline || fs.NArg() != 1 {
+		return errors.New("usage: klassenfunk admin --offline restore [--tombstones FILE] BACKUP (the server must be stopped)")
+	}
+	cfg, err := offlineConfig(env)
+	if err != nil {
+		return err
+	}
+	var extra []storage.Tombstone
+	if *file != "" {
+		if extra, err = server.ReadTombstones(*file); err != nil {
+			return err
+		}
+	}
+	res, err := server.Restore(context.Background(), cfg.DataDir, fs.Arg(0), extra)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "restored %s into %s; %d erasures applied again\n", fs.Arg(0), cfg.DataDir, res.Erasures)
+	if res.Aside != "" {
+		fmt.Fprintf(env.stdout, "the replaced data is in %s: delete it once the server runs well\n", res.Aside)
+	}
+	return nil
+}

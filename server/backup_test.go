@@ -1,0 +1,150 @@
+package server_test
+
+import (
+	"bytes"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"klassenfunk/internal/testenv"
+	"klassenfunk/proto"
+	"klassenfunk/server"
+)
+
+// TestBackupAndRestore: a backup taken through the operator API holds
+// every message acknowledged before it and the attachment files; the
+// restore puts it in place, moves the replaced data (a crashed run's
+// message log included) aside instead of replaying it, and erases again
+// an account erased after the backup (MISSION D4).
+func TestBackupAndRestore(t *testing.T) {
+	dir := t.TempDir()
+	onDir := func(c *server.Config) { c.DataDir = dir }
+	w := newRightsWorld(t, onDir)
+	env := w.env
+	keys := rightsKeys(keyName(w.anna, "anna-phone"), keyName(w.ben, "ben-phone"))
+	before := rightsSend(t, env, w.annaTok, w.direct, "before", "vor dem Backup", keys)
+	att := rightsUpload(t, env, w.annaTok, 300)
+	env.JSON("POST", "/api/v1/conversations/"+w.direct+"/messages", w.annaTok, map[string]any{
+		"client_id": "with-att", "ciphertext": "QQ==", "keys": keys, "attachments": []string{att},
+	}, http.StatusCreated, nil)
+
+	var bk struct {
+		File  string
+		Taken time.Time
+	}
+	env.JSON("POST", "/api/v1/admin/backup", testenv.OperatorToken, nil, http.StatusCreated, &bk)
+	if filepath.Dir(bk.File) != filepath.Join(dir, "backups") {
+		t.Fatalf("backup written to %s, want the data directory's backups/", bk.File)
+	}
+	authWantError(t, authCall(t, env, "POST", "/api/v1/admin/backup", w.annaTok, nil, nil), http.StatusForbidden, "forbidden")
+
+	// After the backup: another message, and ben erases his account.
+	after := rightsSend(t, env, w.annaTok, w.direct, "after", "nach dem Backup", keys)
+	env.JSON("POST", "/api/v1/me/erase", w.benTok, map[string]string{"client_hash": testenv.ClientHash(testenv.Password("ben"))}, http.StatusNoContent, nil)
+	// The message log holds "after" until the next checkpoint: keep a
+	// copy, and put it back once the server has stopped, as a crash
+	// would have left it. Its records belong to the replaced database
+	// and must not be replayed into the restored one.
+	logs, err := filepath.Glob(filepath.Join(dir, "klassenfunk.db.msglog.*"))
+	if err != nil || len(logs) == 0 {
+		t.Fatalf("no message log (%v)", err)
+	}
+	saved := map[string][]byte{}
+	for _, p := range logs {
+		if saved[p], err = os.ReadFile(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := env.Srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for p, b := range saved {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	res, err := server.Restore(t.Context(), dir, bk.File, nil)
+	if err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if res.Erasures != 1 {
+		t.Errorf("%d erasures applied again, want ben's", res.Erasures)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "klassenfunk.db.msglog.*")); len(left) > 0 {
+		t.Errorf("message log files of the replaced database are still there: %v", left)
+	}
+	for _, moved := range []string{"klassenfunk.db", "attachments"} {
+		if _, err := os.Stat(filepath.Join(res.Aside, moved)); err != nil {
+			t.Errorf("%s was not moved aside: %v", moved, err)
+		}
+	}
+
+	env2 := testenv.New(t, onDir)
+	var page struct{ Messages []proto.Message }
+	env2.JSON("GET", "/api/v1/conversations/"+w.direct+"/messages", w.annaTok, nil, http.StatusOK, &page)
+	var got []string
+	for _, m := range page.Messages {
+		got = append(got, m.ID)
+	}
+	if len(got) != 2 || got[0] != before.ID || slices.Contains(got, after.ID) {
+		t.Fatalf("history after the restore %v, want the two messages from before the backup (first %s), not %s", got, before.ID, after.ID)
+	}
+	r := env2.Do("GET", "/api/v1/attachments/"+att, w.annaTok, nil)
+	if r.Status != http.StatusOK || !bytes.Equal(r.Body, bytes.Repeat([]byte{9}, 300)) {
+		t.Fatalf("the attachment after the restore: %d, %d bytes", r.Status, len(r.Body))
+	}
+	env2.JSON("POST", "/api/v1/login", "", testenv.LoginBody("ben", "ben-phone", true), http.StatusUnauthorized, nil)
+	env2.JSON("GET", "/api/v1/me", w.benTok, nil, http.StatusUnauthorized, nil)
+}
+
+// TestPruneBackups keeps the newest daily backups and the newest backup
+// of each of the newest weekly weeks, and deletes the rest with their
+// attachment directories.
+func TestPruneBackups(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 9, 1, 2, 30, 0, 0, time.UTC) // a Tuesday
+	var all []string
+	for day := range 40 {
+		p := filepath.Join(dir, "klassenfunk-"+start.AddDate(0, 0, day).Format("20060102T150405Z")+".db")
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(server.Backup{Path: p}.Attachments(), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, p)
+	}
+	os.WriteFile(filepath.Join(dir, "tombstones.json"), nil, 0o600)
+	if _, err := server.Prune(dir, 3, 2); err != nil {
+		t.Fatal(err)
+	}
+	left, err := server.ListBackups(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var days []string
+	for _, b := range left {
+		days = append(days, b.Taken.Format("Jan 2"))
+		if _, err := os.Stat(b.Attachments()); err != nil {
+			t.Errorf("%s lost its attachments: %v", b.Path, err)
+		}
+	}
+	// Days 0-39 are Sep 1 to Oct 10; Oct 10 is a Saturday. The newest
+	// three, and the newest of this week (Oct 10) and of the week before
+	// (Sunday Oct 4).
+	if want := []string{"Oct 4", "Oct 8", "Oct 9", "Oct 10"}; !slices.Equal(days, want) {
+		t.Fatalf("kept %v, want %v", days, want)
+	}
+	for _, p := range all[:5] {
+		if _, err := os.Stat(server.Backup{Path: p}.Attachments()); !os.IsNotExist(err) {
+			t.Errorf("%s's attachments are still there (%v)", p, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tombstones.json")); err != nil {
+		t.Errorf("the tombstone file went with the backups: %v", err)
+	}
+}
