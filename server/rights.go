@@ -41,8 +41,8 @@ func (s *Server) closeGeoIP() {
 
 // onErase is called by auth after an account was erased: every socket of
 // the user still open on any node closes with 4401.
+// (auth logs the erasure itself.)
 func (s *Server) onErase(userID string) {
-	s.log.Info("account erased", "user", userID)
 	if s.Msg != nil {
 		s.Msg.CloseUser(userID, proto.CloseUnauthorized)
 	}

@@ -243,3 +243,19 @@ func TestListenLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestAsksForHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"serve", "--help"}, true},
+		{[]string{"admin", "create-school", "-h"}, true},
+		{[]string{"admin"}, false},
+		{[]string{"admin", "create-school", "--", "--help"}, false},
+	} {
+		if got := asksForHelp(tc.args); got != tc.want {
+			t.Errorf("asksForHelp(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@
 //
 //	klassenfunk serve [--config FILE] [--listen ADDR] [--data DIR]
 //	klassenfunk admin <task> …   (klassenfunk admin --help)
+//	klassenfunk push test …      (klassenfunk push --help)
 package main
 
 import (
@@ -33,7 +34,8 @@ const usage = `Usage: klassenfunk <command> [flags]
 
 Commands:
   serve    run the server (klassenfunk serve --help)
-  admin    operator tasks: schools, users, operator token (klassenfunk admin --help)
+  admin    operator tasks: schools, users, backups, operator token (klassenfunk admin --help)
+  push     push checks: send a test push to a user's devices (klassenfunk push --help)
 `
 
 func main() {
@@ -43,11 +45,52 @@ func main() {
 		}
 	}
 	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) && asksForHelp(os.Args[1:]) {
+			os.Exit(0) // --help: the usage was asked for, and printed
+		}
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "klassenfunk:", err)
 		}
 		os.Exit(2)
 	}
+}
+
+// logConfig says at start which file configured the node and the values
+// an operator most needs to confirm (an environment override applied, the
+// right data directory).
+func logConfig(log *slog.Logger, path string, cfg server.Config) {
+	if _, err := os.Stat(path); err != nil {
+		log.Warn("no configuration file: built-in defaults and the environment only", "file", path)
+	} else {
+		log.Info("configuration", "file", path)
+	}
+	backups := "off"
+	if cfg.RedisURL != "" {
+		backups = "off (cluster mode: back up Redis)"
+	} else if !cfg.Backup.Off {
+		backups = cfg.BackupDir()
+	}
+	log.Info("settings", "data", cfg.DataDir, "retention_messages", cfg.Retention.Messages.String(),
+		"retention_attachments", cfg.Retention.Attachments.String(), "sweep_interval", cfg.Retention.SweepInterval.String(),
+		"session_idle", cfg.Auth.SessionIdle.String(), "backups", backups)
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, operatorTokenFile)); err == nil {
+		log.Warn("the generated operator token is still in a file: read it, then delete the file (it would land in backups)",
+			"file", filepath.Join(cfg.DataDir, operatorTokenFile))
+	}
+}
+
+// asksForHelp reports whether args hold -h, -help or --help (before a
+// "--"): the usage that follows is what was asked for, not an error.
+func asksForHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -97,6 +140,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	cfg.Defaults()
 	log := newLogger(cfg, stderr)
+	logConfig(log, *configPath, cfg)
 	// With a single P, every fdatasync of a commit parks the only P in a
 	// syscall until the runtime's sysmon hands it over (up to ~10 ms), and
 	// all sockets stall meanwhile. A second P costs no CPU (taskset or a
