@@ -25,6 +25,11 @@ type Config struct {
 	OperatorToken string `yaml:"operator_token"`
 	// RedisURL switches to cluster mode when set.
 	RedisURL string `yaml:"redis_url"`
+	// TLSCertFile and TLSKeyFile turn on built-in TLS 1.3 (PEM files; a
+	// renewed pair is picked up without a restart). Empty: plain HTTP,
+	// for a TLS-terminating proxy in front or loopback only.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 	// RedisStartWait is how long a starting node waits for a Redis that
 	// refuses connections or is loading its data. Default 60s.
 	RedisStartWait time.Duration `yaml:"redis_start_wait"`

@@ -52,6 +52,8 @@ func applyEnv(cfg *server.Config, lookup func(string) (string, bool)) error {
 		"KLASSENFUNK_LOG_LEVEL":       &cfg.LogLevel,
 		"KLASSENFUNK_FCM_CREDENTIALS": &cfg.Push.FCMCredentials,
 		"KLASSENFUNK_FCM_ENDPOINT":    &cfg.Push.FCMEndpoint,
+		"KLASSENFUNK_TLS_CERT_FILE":   &cfg.TLSCertFile,
+		"KLASSENFUNK_TLS_KEY_FILE":    &cfg.TLSKeyFile,
 		"KLASSENFUNK_APNS_KEY_FILE":   &cfg.Push.APNSKeyFile,
 		"KLASSENFUNK_APNS_KEY_ID":     &cfg.Push.APNSKeyID,
 		"KLASSENFUNK_APNS_TEAM_ID":    &cfg.Push.APNSTeamID,

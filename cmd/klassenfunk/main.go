@@ -194,6 +194,10 @@ func serve(args []string, stderr io.Writer) error {
 		fmt.Fprint(stderr, firstSteps)
 	}
 
+	tlsCfg, err := tlsConfig(cfg.TLSCertFile, cfg.TLSKeyFile, log)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -203,6 +207,7 @@ func serve(args []string, stderr io.Writer) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsCfg,
 	}
 	if dl := os.Getenv("KLASSENFUNK_DEBUG_LISTEN"); dl != "" {
 		// Profiling for operators, on its own loopback address only: it
@@ -220,9 +225,15 @@ func serve(args []string, stderr io.Writer) error {
 		}()
 	}
 	srv.Start()
-	log.Info("serving", "addr", ln.Addr().String(), "data", cfg.DataDir, "mode", srv.Mode())
+	log.Info("serving", "addr", ln.Addr().String(), "data", cfg.DataDir, "mode", srv.Mode(), "tls", tlsCfg != nil)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if tlsCfg != nil {
+			errc <- hs.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 
 	select {
 	case err := <-errc:
