@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -190,12 +191,53 @@ func (c *Config) Validate() error {
 	if c.Messenger.MaxAttachmentBytes < 0 {
 		return fmt.Errorf("config: messenger.max_attachment_bytes must not be negative")
 	}
+	if err := c.Push.validate(); err != nil {
+		return err
+	}
 	switch c.LogFormat {
 	case "", "json", "text":
 	default:
 		return fmt.Errorf("config: log_format must be json or text, not %q", c.LogFormat)
 	}
 	return nil
+}
+
+// validate checks the push endpoints: a typo there would otherwise show
+// only as failed pushes, logged one by one.
+func (p *PushConfig) validate() error {
+	for _, e := range []struct{ name, v string }{{"push.fcm_endpoint", p.FCMEndpoint}, {"push.apns_endpoint", p.APNSEndpoint}} {
+		if e.v == "" {
+			continue
+		}
+		u, err := url.Parse(e.v)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("config: %s must be an http(s) URL with a host, not %q", e.name, e.v)
+		}
+	}
+	return nil
+}
+
+// Warnings returns what is allowed but probably not meant: settings that
+// do nothing as they stand, a weak operator token.
+func (c *Config) Warnings() []string {
+	var w []string
+	p := c.Push
+	if p.APNSKeyFile == "" && (p.APNSKeyID != "" || p.APNSTeamID != "") {
+		w = append(w, "push.apns_key_id or apns_team_id is set without apns_key_file: APNs stays off")
+	}
+	if p.FCMCredentials == "" && p.FCMEndpoint != "" {
+		w = append(w, "push.fcm_endpoint is set without fcm_credentials: FCM stays off")
+	}
+	if p.APNSKeyFile == "" && p.APNSEndpoint != "" {
+		w = append(w, "push.apns_endpoint is set without apns_key_file: APNs stays off")
+	}
+	if p.CAFile != "" && p.FCMCredentials == "" && p.APNSKeyFile == "" {
+		w = append(w, "push.ca_file is set but no push provider is configured")
+	}
+	if t := c.OperatorToken; t != "" && len(t) < 32 {
+		w = append(w, fmt.Sprintf("the operator token is %d characters long: use 32 or more random ones (anyone who guesses it can create schools and users)", len(t)))
+	}
+	return w
 }
 
 // maxSessionIdle is the longest idle time of a session: MISSION A7 wants a

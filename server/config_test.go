@@ -38,6 +38,9 @@ func TestConfigValidate(t *testing.T) {
 		"sweep every 1ns":        {func(c *server.Config) { c.Retention.SweepInterval = time.Nanosecond }, "retention.sweep_interval"},
 		"unknown log_level":      {func(c *server.Config) { c.LogLevel = "banana" }, "log_level"},
 		"log_level warn":         {func(c *server.Config) { c.LogLevel = "warn" }, ""},
+		"fcm_endpoint a word":    {func(c *server.Config) { c.Push.FCMEndpoint = "banana" }, "push.fcm_endpoint"},
+		"apns_endpoint no host":  {func(c *server.Config) { c.Push.APNSEndpoint = "https://" }, "push.apns_endpoint"},
+		"fcm_endpoint a URL":     {func(c *server.Config) { c.Push.FCMEndpoint = "https://fcm.example/v1" }, ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -51,5 +54,21 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate: %v, want an error naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestConfigWarnings(t *testing.T) {
+	var c server.Config
+	c.OperatorToken = strings.Repeat("x", 40)
+	if w := c.Warnings(); len(w) != 0 {
+		t.Fatalf("warnings for a sound config: %q", w)
+	}
+	c.OperatorToken = "tok"
+	c.Push.APNSKeyID, c.Push.CAFile = "KEY", "/etc/ca.pem"
+	w := strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{"operator token is 3 characters", "APNs stays off", "no push provider"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings %q do not say %q", w, want)
+		}
 	}
 }

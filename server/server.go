@@ -65,6 +65,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if d := cfg.Messenger.AuthTimeout; d != 0 && (d < 10*time.Second || d > 12*time.Second) {
 		log.Warn("messenger.auth_timeout is outside API.md's 10s to 12s: apps may be cut off early or wait long", "auth_timeout", d)
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	proxies, _ := cfg.trustedProxies()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)

@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/term"
 
 	"klassenfunk/auth"
+	"klassenfunk/proto"
 	"klassenfunk/server"
 	"klassenfunk/storage"
 )
@@ -350,7 +352,14 @@ func (o *offlineOps) stats(ctx context.Context) (auth.Stats, error) { return o.a
 
 func (o *offlineOps) createUser(ctx context.Context, nu auth.NewUser) (auth.UserView, error) {
 	u, err := o.auth.CreateUser(ctx, nu)
+	if pe, ok := errors.AsType[*proto.Error](err); ok && pe.Code == proto.CodeNotFound {
+		return auth.UserView{}, errNoSchool(nu.School)
+	}
 	return auth.ViewUser(u), err
+}
+
+func errNoSchool(id string) error {
+	return fmt.Errorf("no school with the id %q (klassenfunk admin list-schools lists them)", id)
 }
 
 type apiOps struct {
@@ -408,7 +417,7 @@ func (a *apiOps) call(ctx context.Context, method, path string, body, out any) e
 			Error struct{ Code, Message string } `json:"error"`
 		}
 		json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
-		return fmt.Errorf("server: %s: %s (HTTP %d)", e.Error.Code, e.Error.Message, resp.StatusCode)
+		return &apiError{code: e.Error.Code, msg: e.Error.Message, status: resp.StatusCode}
 	}
 	if out == nil {
 		return nil
@@ -430,11 +439,24 @@ func (a *apiOps) listSchools(ctx context.Context) ([]schoolRow, error) {
 
 func (a *apiOps) createUser(ctx context.Context, nu auth.NewUser) (auth.UserView, error) {
 	var out auth.UserView
-	err := a.call(ctx, "POST", "/schools/"+nu.School+"/users", map[string]string{
+	err := a.call(ctx, "POST", "/schools/"+url.PathEscape(nu.School)+"/users", map[string]string{
 		"login": nu.Login, "display_name": nu.DisplayName, "role": string(nu.Role),
 		"client_hash": base64.StdEncoding.EncodeToString(nu.ClientHash),
 	}, &out)
+	if e, ok := err.(*apiError); ok && e.status == http.StatusNotFound {
+		return out, errNoSchool(nu.School)
+	}
 	return out, err
+}
+
+// apiError is an error answer of the operator API.
+type apiError struct {
+	code, msg string
+	status    int
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("server: %s: %s (HTTP %d)", e.code, e.msg, e.status)
 }
 
 func (a *apiOps) stats(ctx context.Context) (auth.Stats, error) {

@@ -238,6 +238,9 @@ func TestAdminOffline(t *testing.T) {
 	if _, _, err := runCLI(t, "secret-password\n", offline("create-user", "--school", school, "--login", "ALICE", "--name", "A", "--role", "student")...); err == nil || !strings.Contains(err.Error(), "conflict") {
 		t.Fatalf("create-user ALICE: %v, want conflict", err)
 	}
+	if _, _, err := runCLI(t, "secret-password\n", offline("create-user", "--school", "nosuchschool", "--login", "x", "--name", "X", "--role", "student")...); err == nil || !strings.Contains(err.Error(), `no school with the id "nosuchschool"`) {
+		t.Fatalf("create-user in an unknown school: %v", err)
+	}
 
 	out, _, err = runCLI(t, "", offline("list-schools")...)
 	if err != nil || out != school+"\tGymnasium Musterstadt\n" {
