@@ -134,6 +134,12 @@ func (n *Node) OpenAttachment(ctx context.Context, p auth.Principal, id string) 
 	return a, f, err
 }
 
+// CountDeleted adds n records of kind that another part of the node's
+// retention deleted (sessions) to klassenfunk_retention_deleted_total.
+func (n *Node) CountDeleted(kind string, count int) {
+	n.metrics.expired.WithLabelValues(kind).Add(float64(count))
+}
+
 // sweepBatch bounds the records one sweep transaction deletes.
 const sweepBatch = 1000
 

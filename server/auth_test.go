@@ -1009,6 +1009,9 @@ func TestSessionIdleTimeout(t *testing.T) {
 		if s, tr := count(); s != 0 || tr != 1 {
 			t.Fatalf("after the deadline: %d sessions, %d trusts; want 0, 1", s, tr)
 		}
+		if n := env.MetricWith("klassenfunk_retention_deleted_total", "type", "sessions"); n != 1 {
+			t.Fatalf("retention_deleted_total{type=sessions} = %v, want 1", n)
+		}
 	})
 
 	// A session's socket closes (4401) within seconds of the session's

@@ -273,6 +273,7 @@ func (s *Server) sweepSessions(ctx context.Context) {
 	if n, err := s.Auth.SweepSessions(ctx); err != nil {
 		s.log.Error("sweep sessions", "err", err)
 	} else if n > 0 {
+		s.Msg.CountDeleted("sessions", n)
 		s.log.Info("expired sessions deleted", "count", n)
 	}
 }
