@@ -187,7 +187,24 @@ func linkTree(src, dst string) (bool, error) {
 	if err := os.MkdirAll(dst, 0o700); err != nil {
 		return false, err
 	}
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	err := eachFile(src, dst, func(from, to string) error {
+		err := os.Link(from, to)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // expired and deleted meanwhile
+		}
+		return err
+	})
+	if errors.Is(err, syscall.EXDEV) {
+		return false, os.RemoveAll(dst)
+	}
+	return err == nil, err
+}
+
+// eachFile calls put for every regular file below src that is not hidden
+// (nor in a hidden directory), with its path below dst, whose directory
+// it makes first. A missing src has no files.
+func eachFile(src, dst string, put func(from, to string) error) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) && p == src {
 			return filepath.SkipAll
 		}
@@ -209,18 +226,10 @@ func linkTree(src, dst string) (bool, error) {
 		case d.IsDir():
 			return os.MkdirAll(target, 0o700)
 		case d.Type().IsRegular():
-			err := os.Link(p, target)
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // expired and deleted meanwhile
-			}
-			return err
+			return put(p, target)
 		}
 		return nil
 	})
-	if errors.Is(err, syscall.EXDEV) {
-		return false, os.RemoveAll(dst)
-	}
-	return err == nil, err
 }
 
 func syncDir(dir string) error {

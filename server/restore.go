@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"klassenfunk/auth"
@@ -166,22 +165,4 @@ func copyFile(src, dst string) error {
 
 // copyTree copies the regular files of src into dst (linkTree across file
 // systems).
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(target, 0o700)
-		case d.Type().IsRegular() && !strings.HasPrefix(d.Name(), "."):
-			return copyFile(p, target)
-		}
-		return nil
-	})
-}
+func copyTree(src, dst string) error { return eachFile(src, dst, copyFile) }
