@@ -74,7 +74,7 @@ func logConfig(log *slog.Logger, path string, cfg server.Config) {
 		"retention_attachments", cfg.Retention.Attachments.String(), "sweep_interval", cfg.Retention.SweepInterval.String(),
 		"session_idle", cfg.Auth.SessionIdle.String(), "backups", backups)
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, operatorTokenFile)); err == nil {
-		log.Warn("the generated operator token is still in a file: read it, then delete the file (it would land in backups)",
+		log.Warn("the generated operator token is still in a file: read it, then delete the file (backups of the data directory would keep it)",
 			"file", filepath.Join(cfg.DataDir, operatorTokenFile))
 	}
 }
