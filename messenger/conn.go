@@ -953,7 +953,11 @@ func (c *conn) handle(data []byte) {
 		c.reject(f.Ref, perr)
 		return
 	}
-	if !c.recheck() {
+	// One deadline for all the store calls of the frame (cluster mode):
+	// the credential recheck and the send share it.
+	ctx, cancel := c.n.frameContext()
+	defer cancel()
+	if !c.recheck(ctx) {
 		return
 	}
 	if !c.framed {
@@ -974,7 +978,7 @@ func (c *conn) handle(data []byte) {
 			return
 		}
 		c.limitedInRow = 0
-		m, _, err := c.n.sendFrame(f.Send, c.p)
+		m, _, err := c.n.Send(ctx, c.p, f.Send)
 		if err != nil {
 			c.reject(f.Ref, asProtoError(c.n, err))
 			return
@@ -1008,13 +1012,11 @@ const maxLimitedInRow = 50
 // recheck confirms, at most once per touch interval, that the credential
 // still exists and the account's country restriction allows the client's
 // address (and keeps a session alive while its socket is used).
-func (c *conn) recheck() bool {
+func (c *conn) recheck(ctx context.Context) bool {
 	now := c.n.now()
 	if now.Sub(c.lastRecheck) < c.n.cfg.RecheckInterval {
 		return true
 	}
 	c.lastRecheck = now
-	ctx, cancel := c.n.frameContext()
-	defer cancel()
 	return !c.refused(c.n.auth.Recheck(ctx, &c.p, c.addr), "recheck credential")
 }

@@ -519,13 +519,6 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	}
 }
 
-// sendFrame is Send for a send frame, within Gateway.SendTimeout when set.
-func (n *Node) sendFrame(s *proto.Send, p auth.Principal) (storage.Message, bool, error) {
-	ctx, cancel := n.frameContext()
-	defer cancel()
-	return n.Send(ctx, p, s)
-}
-
 // frameContext is the context of the store calls a client's frame makes:
 // bounded by Gateway.SendTimeout when set.
 func (n *Node) frameContext() (context.Context, context.CancelFunc) {

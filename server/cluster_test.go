@@ -285,12 +285,19 @@ func TestClusterRevocationRightAfterOutage(t *testing.T) {
 // Once Redis answers again, the send repeated with its client_id is
 // stored once.
 func TestClusterHungRedis(t *testing.T) {
-	tn := startTwoNodes(t, func(c *server.Config) { c.Messenger.SendTimeout = 300 * time.Millisecond })
+	const sendTimeout = time.Second
+	tn := startTwoNodes(t, func(c *server.Config) { c.Messenger.SendTimeout = sendTimeout })
 	a := tn.n1.Dial(tn.aTok)
 	tn.redis.Freeze()
-	a.Send(tn.sendFrame("r1", "during-hang"))
+	sent := time.Now()
+	a.Send(tn.sendFrame("r1", "during-hang")) // its first frame: the credential is checked again too
 	if f := a.Read(); f.Type != proto.TypeError || f.Code != proto.CodeInternal || f.Ref != "r1" {
 		t.Fatalf("send while Redis hangs: %+v, want an internal error for r1", f)
+	}
+	// One deadline for the frame: the recheck and the send do not each
+	// get their own.
+	if d := time.Since(sent); d > sendTimeout*9/5 {
+		t.Fatalf("the error came %v after the send, want about the send timeout (%v)", d, sendTimeout)
 	}
 	hc := &http.Client{Timeout: 4 * time.Second}
 	resp, err := hc.Get(tn.n2.HTTP.URL + "/readyz")
@@ -303,20 +310,20 @@ func TestClusterHungRedis(t *testing.T) {
 	}
 
 	tn.redis.Thaw()
-	var sent *proto.ServerFrame
-	for i := 0; sent == nil; i++ {
+	var ack *proto.ServerFrame
+	for i := 0; ack == nil; i++ {
 		a.Send(tn.sendFrame(fmt.Sprint("again", i), "during-hang"))
 		switch f := a.Read(); {
 		case f.Type == proto.TypeSent:
-			sent = f
+			ack = f
 		case i == 20:
 			t.Fatalf("the repeated send: %+v", f)
 		}
 	}
 	var page struct{ Messages []proto.Message }
 	tn.n2.JSON("GET", "/api/v1/conversations/"+tn.conv+"/messages", tn.bTok, nil, http.StatusOK, &page)
-	if len(page.Messages) != 1 || page.Messages[0].ID != sent.ID || sent.Seq != 1 {
-		t.Fatalf("history %+v after the repeat (sent %s, seq %d), want that one message", page.Messages, sent.ID, sent.Seq)
+	if len(page.Messages) != 1 || page.Messages[0].ID != ack.ID || ack.Seq != 1 {
+		t.Fatalf("history %+v after the repeat (sent %s, seq %d), want that one message", page.Messages, ack.ID, ack.Seq)
 	}
 }
 
