@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"klassenfunk/internal/testenv"
 	"klassenfunk/proto"
 	"klassenfunk/server"
+	"klassenfunk/storage"
 )
 
 // TestBackupAndRestore: a backup taken through the operator API holds
@@ -67,7 +69,7 @@ func TestBackupAndRestore(t *testing.T) {
 		}
 	}
 
-	res, err := server.Restore(t.Context(), dir, bk.File, nil)
+	res, err := server.Restore(t.Context(), dir, bk.File, server.RestoreOptions{})
 	if err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
@@ -147,4 +149,68 @@ func TestPruneBackups(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "tombstones.json")); err != nil {
 		t.Errorf("the tombstone file went with the backups: %v", err)
 	}
+}
+
+// TestRestoreRefuses: a restore that cannot be done whole changes
+// nothing: a backup that is no database (empty, random bytes, the live
+// file itself), or a database being replaced that cannot be read (its
+// erasures would be lost) unless the operator says so.
+func TestRestoreRefuses(t *testing.T) {
+	dir := t.TempDir()
+	onDir := func(c *server.Config) { c.DataDir = dir }
+	env := testenv.New(t, onDir)
+	school := env.CreateSchool("Schule")
+	ben := env.CreateUser(school, "ben", "student")
+	var bk struct{ File string }
+	env.JSON("POST", "/api/v1/admin/backup", testenv.OperatorToken, nil, http.StatusCreated, &bk)
+	if err := env.Srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, "klassenfunk.db")
+	live, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unchanged := func(what string) {
+		t.Helper()
+		now, err := os.ReadFile(db)
+		if err != nil || !bytes.Equal(now, live) {
+			t.Fatalf("%s: the live database changed (%v)", what, err)
+		}
+		if aside, _ := filepath.Glob(filepath.Join(dir, "replaced-*")); len(aside) > 0 {
+			t.Fatalf("%s: data was moved aside: %v", what, aside)
+		}
+	}
+	empty := filepath.Join(t.TempDir(), "empty.db")
+	random := filepath.Join(t.TempDir(), "random.db")
+	os.WriteFile(empty, nil, 0o600)
+	os.WriteFile(random, bytes.Repeat([]byte("not bbolt "), 5000), 0o600)
+	for name, file := range map[string]string{"empty file": empty, "random bytes": random, "the live database": db, "a directory": dir} {
+		if _, err := server.Restore(t.Context(), dir, file, server.RestoreOptions{}); err == nil {
+			t.Errorf("restore of %s succeeded", name)
+		}
+		unchanged(name)
+	}
+
+	// The database being replaced is damaged: its erasures cannot be read.
+	if err := os.WriteFile(db, live[:len(live)/3], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	live = live[:len(live)/3]
+	if _, err := server.Restore(t.Context(), dir, bk.File, server.RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "--ignore-current") {
+		t.Fatalf("restore over a damaged database: %v, want a refusal that names --ignore-current", err)
+	}
+	unchanged("a damaged database being replaced")
+	// With the newest tombstone export and --ignore-current it goes on,
+	// and the export's erasure (given twice) holds once.
+	tomb := []storage.Tombstone{{UserID: ben, ErasedAt: time.Date(2026, 9, 2, 0, 0, 0, 0, time.UTC)}}
+	res, err := server.Restore(t.Context(), dir, bk.File, server.RestoreOptions{Tombstones: append(tomb, tomb...), IgnoreCurrent: true})
+	if err != nil {
+		t.Fatalf("restore with --ignore-current: %v", err)
+	}
+	if res.Erasures != 1 {
+		t.Errorf("%d erasures applied, want ben's once", res.Erasures)
+	}
+	env2 := testenv.New(t, onDir)
+	env2.JSON("POST", "/api/v1/login", "", testenv.LoginBody("ben", "ben-phone", true), http.StatusUnauthorized, nil)
 }

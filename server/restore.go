@@ -18,49 +18,84 @@ import (
 
 // RestoreResult says what Restore did.
 type RestoreResult struct {
-	Erasures int    // tombstones applied again
+	Erasures int    // accounts erased again
 	Aside    string // where the replaced data went ("" when there was none)
+	// KeptAttachments: the backup has no attachment files (it was
+	// written to another file system), so the node's own stayed.
+	KeptAttachments bool
+}
+
+// RestoreOptions are Restore's choices.
+type RestoreOptions struct {
+	// Tombstones are erasures to apply again on top of those Restore finds
+	// itself (a tombstone file kept apart from the backups).
+	Tombstones []storage.Tombstone
+	// IgnoreCurrent restores although the database being replaced cannot
+	// be read, so that the erasures recorded only there are lost.
+	IgnoreCurrent bool
 }
 
 // Restore puts the backup file (a database written by WriteBackup) in
-// place in dataDir, for a stopped server. The data it replaces (the
-// database, its message-log files, the attachments) is moved into a
-// directory "replaced-<time>" beside it, not deleted; the message log
-// must go, or its records would be replayed into the older database. The
-// backup's attachment files come with it when it has them.
+// place in dataDir, for a stopped server. Nothing is touched before the
+// backup has been checked (a whole Klassenfunk database) and copied next
+// to its place. The data it replaces (the database, its message-log
+// files, the attachments) is then moved into a directory
+// "replaced-<time>" beside it, not deleted; the message log must go, or
+// its records would be replayed into the older database. The backup's
+// attachment files come with it when it has them.
 //
 // Every erasure known is applied again (MISSION D4: a deleted account
 // stays deleted after a restore): those in the database being replaced,
-// those in the tombstones.json beside the backup, and extra (a tombstone
-// file kept elsewhere).
-func Restore(ctx context.Context, dataDir, backupFile string, extra []storage.Tombstone) (RestoreResult, error) {
+// those in the tombstones.json beside the backup, and opt.Tombstones. A
+// database being replaced that cannot be read stops the restore unless
+// opt.IgnoreCurrent: its erasures would otherwise be lost unnoticed.
+func Restore(ctx context.Context, dataDir, backupFile string, opt RestoreOptions) (RestoreResult, error) {
 	var res RestoreResult
-	if _, err := os.Stat(backupFile); err != nil {
-		return res, err
+	if err := storage.CheckDatabaseFile(backupFile); err != nil {
+		return res, fmt.Errorf("restore: the backup: %w", err)
 	}
 	dbPath := filepath.Join(dataDir, "klassenfunk.db")
-	ts := slices.Clone(extra)
+	if same, _ := sameFile(backupFile, dbPath); same {
+		return res, errors.New("restore: that is the data directory's own database, not a backup")
+	}
+	ts := slices.Clone(opt.Tombstones)
 	if side, err := ReadTombstones(filepath.Join(filepath.Dir(backupFile), "tombstones.json")); err == nil {
 		ts = append(ts, side...)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return res, err
 	}
 	if _, err := os.Stat(dbPath); err == nil {
-		cur, err := storage.OpenBolt(dbPath, nil)
-		if err != nil {
-			return res, fmt.Errorf("%w (is the server running? stop it first)", err)
+		current, err := currentTombstones(ctx, dbPath)
+		switch {
+		case err == nil:
+			ts = append(ts, current...)
+		case errors.Is(err, storage.ErrNotDatabase) && opt.IgnoreCurrent:
+		case errors.Is(err, storage.ErrNotDatabase):
+			return res, fmt.Errorf("restore: the database being replaced cannot be read, so the erasures recorded in it cannot be applied again: %w. "+
+				"Give the newest tombstone export with --tombstones and add --ignore-current (or only --ignore-current if there is none: "+
+				"erasures since the backup are then lost). Nothing was changed", err)
+		default:
+			return res, fmt.Errorf("restore: %w. Nothing was changed", err)
 		}
-		now, err := cur.Tombstones(ctx)
-		cerr := cur.Close()
-		if err = errors.Join(err, cerr); err != nil {
-			return res, err
-		}
-		ts = append(ts, now...)
 	}
+	ts = uniqueTombstones(ts)
 
-	// Move what is replaced aside.
+	// The backup next to its place first, then the swap.
+	tmp, err := copyToTemp(backupFile, dataDir)
+	if err != nil {
+		return res, fmt.Errorf("restore: copy the backup: %w. Nothing was changed", err)
+	}
+	defer os.Remove(tmp) // after the rename: nothing
+	b := Backup{Path: backupFile}
+	_, err = os.Stat(b.Attachments())
+	withAttachments := err == nil
+	res.KeptAttachments = !withAttachments
+	patterns := []string{"klassenfunk.db", "klassenfunk.db.msglog.*"}
+	if withAttachments {
+		patterns = append(patterns, "attachments")
+	}
 	var replaced []string
-	for _, pattern := range []string{"klassenfunk.db", "klassenfunk.db.msglog.*", "attachments"} {
+	for _, pattern := range patterns {
 		m, err := filepath.Glob(filepath.Join(dataDir, pattern))
 		if err != nil {
 			return res, err
@@ -70,44 +105,118 @@ func Restore(ctx context.Context, dataDir, backupFile string, extra []storage.To
 	if len(replaced) > 0 {
 		res.Aside = filepath.Join(dataDir, "replaced-"+time.Now().UTC().Format(backupTimeFormat))
 		if err := os.Mkdir(res.Aside, 0o700); err != nil {
-			return res, err
+			return res, fmt.Errorf("restore: %w. Nothing was changed", err)
 		}
 		for _, p := range replaced {
 			if err := os.Rename(p, filepath.Join(res.Aside, filepath.Base(p))); err != nil {
-				return res, err
+				return res, fmt.Errorf("restore: move %s aside: %w (what was moved is in %s: move it back)", p, err, res.Aside)
 			}
 		}
 	}
-
-	if err := copyFile(backupFile, dbPath); err != nil {
-		return res, fmt.Errorf("restore: %w", err)
+	undo := func(err error) error {
+		if err == nil || res.Aside == "" {
+			return err
+		}
+		return fmt.Errorf("%w (the replaced data is in %s: to undo, move its files back into %s)", err, res.Aside, dataDir)
 	}
-	b := Backup{Path: backupFile}
-	if _, err := os.Stat(b.Attachments()); err == nil {
+	if err := os.Rename(tmp, dbPath); err != nil {
+		return res, undo(fmt.Errorf("restore: %w", err))
+	}
+	if withAttachments {
 		dst := filepath.Join(dataDir, "attachments")
 		ok, err := linkTree(b.Attachments(), dst)
 		if err == nil && !ok {
 			err = copyTree(b.Attachments(), dst)
 		}
 		if err != nil {
-			return res, fmt.Errorf("restore: attachments: %w", err)
+			return res, undo(fmt.Errorf("restore: attachments: %w", err))
 		}
 	}
 
 	st, err := storage.OpenBolt(dbPath, nil)
 	if err != nil {
-		return res, fmt.Errorf("restore: open the restored database: %w", err)
+		return res, undo(fmt.Errorf("restore: open the restored database: %w", err))
 	}
 	defer st.Close()
 	a, err := auth.New(auth.Config{Store: st})
 	if err != nil {
-		return res, err
+		return res, undo(err)
 	}
 	if _, err := a.ReapplyErasures(ctx, ts); err != nil {
-		return res, fmt.Errorf("restore: apply the erasures again: %w", err)
+		return res, undo(fmt.Errorf("restore: apply the erasures again: %w", err))
 	}
 	res.Erasures = len(ts)
-	return res, st.Close()
+	return res, undo(st.Close())
+}
+
+// currentTombstones reads the erasures of the database at path, which a
+// restore is about to replace. A file that is not a readable database is
+// storage.ErrNotDatabase.
+func currentTombstones(ctx context.Context, path string) (ts []storage.Tombstone, err error) {
+	if err := storage.CheckDatabaseFile(path); err != nil {
+		return nil, err
+	}
+	cur, err := storage.OpenBolt(path, nil)
+	if err != nil {
+		return nil, err
+	}
+	ts, err = cur.Tombstones(ctx)
+	return ts, errors.Join(err, cur.Close())
+}
+
+// uniqueTombstones keeps one tombstone per user, the earliest.
+func uniqueTombstones(ts []storage.Tombstone) []storage.Tombstone {
+	first := map[string]int{}
+	var out []storage.Tombstone
+	for _, t := range ts {
+		if i, ok := first[t.UserID]; ok {
+			if t.ErasedAt.Before(out[i].ErasedAt) {
+				out[i] = t
+			}
+			continue
+		}
+		first[t.UserID] = len(out)
+		out = append(out, t)
+	}
+	return out
+}
+
+func sameFile(a, b string) (bool, error) {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(fa, fb), nil
+}
+
+// copyToTemp copies src to a new hidden file in dir (synced) and returns
+// its path.
+func copyToTemp(src, dir string) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	f, err := os.CreateTemp(dir, ".restore-*.tmp")
+	if err != nil {
+		return "", err
+	}
+	_, err = io.Copy(f, in)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // ReadTombstones reads a tombstone file (WriteTombstones, export-tombstones).
@@ -139,28 +248,15 @@ func DecodeTombstones(r io.Reader, name string) ([]storage.Tombstone, error) {
 
 // copyFile copies src to the new file dst (synced, renamed into place).
 func copyFile(src, dst string) error {
-	in, err := os.Open(src)
+	tmp, err := copyToTemp(src, filepath.Dir(dst))
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
-	if err != nil {
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
 		return err
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	_, err = io.Copy(f, in)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
+	return nil
 }
 
 // copyTree copies the regular files of src into dst (linkTree across file

@@ -47,11 +47,12 @@ func restore(env adminEnv, args []string) error {
 	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	file := fs.String("tombstones", "", "a tombstone file kept apart from the backups (export-tombstones), on top of those the restore finds itself")
+	ignore := fs.Bool("ignore-current", false, "restore although the database being replaced cannot be read (its erasures are then lost: give --tombstones)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if !env.offline || fs.NArg() != 1 {
-		return errors.New("usage: klassenfunk admin --offline restore [--tombstones FILE] BACKUP (the server must be stopped)")
+		return errors.New("usage: klassenfunk admin --offline restore [--tombstones FILE] [--ignore-current] BACKUP (the server must be stopped)")
 	}
 	cfg, err := offlineConfig(env)
 	if err != nil {
@@ -63,11 +64,14 @@ func restore(env adminEnv, args []string) error {
 			return err
 		}
 	}
-	res, err := server.Restore(context.Background(), cfg.DataDir, fs.Arg(0), extra)
+	res, err := server.Restore(context.Background(), cfg.DataDir, fs.Arg(0), server.RestoreOptions{Tombstones: extra, IgnoreCurrent: *ignore})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "restored %s into %s; %d erasures applied again\n", fs.Arg(0), cfg.DataDir, res.Erasures)
+	if res.KeptAttachments {
+		fmt.Fprintln(env.stdout, "the backup holds no attachment files (it was written to another file system): the node's own attachments stay in place")
+	}
 	if res.Aside != "" {
 		fmt.Fprintf(env.stdout, "the replaced data is in %s: delete it once the server runs well\n", res.Aside)
 	}
