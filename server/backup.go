@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -232,6 +233,19 @@ func eachFile(src, dst string, put func(from, to string) error) error {
 	})
 }
 
+// writable reports why dir (made if missing) cannot take a new file.
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -241,30 +255,32 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Prune deletes the backups in dir that neither the daily nor the weekly
-// rule keeps: the daily newest, and the newest of each of the weekly
-// newest weeks (ISO weeks) with a backup. It returns those deleted.
-func Prune(dir string, daily, weekly int) ([]Backup, error) {
+// Prune deletes the backups in dir that no rule keeps: every backup of
+// the last 24 hours (a manual one before an upgrade survives the next
+// scheduled one), the newest of each of the daily newest days with a
+// backup, and the newest of each of the weekly newest weeks (ISO) with
+// one. Days and weeks are UTC. It returns those deleted.
+func Prune(dir string, daily, weekly int, now time.Time) ([]Backup, error) {
 	all, err := ListBackups(dir)
 	if err != nil {
 		return nil, err
 	}
 	keep := map[string]bool{}
-	for i := len(all) - 1; i >= 0 && len(all)-i <= daily; i-- {
-		keep[all[i].Path] = true
-	}
-	weeks := map[[2]int]bool{}
-	for i := len(all) - 1; i >= 0; i-- {
-		y, w := all[i].Taken.ISOWeek()
-		wk := [2]int{y, w}
-		if weeks[wk] {
-			continue
+	days, weeks := map[string]bool{}, map[[2]int]bool{}
+	for i := len(all) - 1; i >= 0; i-- { // newest first
+		b := all[i]
+		if now.Sub(b.Taken) < 24*time.Hour {
+			keep[b.Path] = true
 		}
-		if len(weeks) == weekly {
-			break
+		if day := b.Taken.Format("2006-01-02"); !days[day] && len(days) < daily {
+			days[day] = true
+			keep[b.Path] = true
 		}
-		weeks[wk] = true
-		keep[all[i].Path] = true
+		y, w := b.Taken.ISOWeek()
+		if wk := [2]int{y, w}; !weeks[wk] && len(weeks) < weekly {
+			weeks[wk] = true
+			keep[b.Path] = true
+		}
 	}
 	var gone []Backup
 	for _, b := range all {
@@ -284,6 +300,7 @@ func Prune(dir string, daily, weekly int) ([]Backup, error) {
 
 // backups runs the node's scheduled backups (embedded mode, unless off).
 type backups struct {
+	mu       sync.Mutex // one backup at a time
 	s        *Server
 	db       *storage.Bolt
 	dir      string
@@ -309,6 +326,9 @@ func (s *Server) newBackups() (*backups, error) {
 		if err := s.reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	if err := writable(b.dir); err != nil {
+		s.log.Error("the backup directory cannot be written: no backups until it can (backup.dir)", "dir", b.dir, "err", err)
 	}
 	return b, nil
 }
@@ -345,9 +365,16 @@ func (b *backups) run(stop <-chan struct{}) {
 	}
 }
 
-// take writes one backup and prunes the old ones.
+// take writes one backup and prunes the old ones. Calls wait for each
+// other; one that comes within the second of the backup before it gets
+// that one.
 func (b *backups) take(ctx context.Context) (Backup, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	start := time.Now()
+	if all, err := ListBackups(b.dir); err == nil && len(all) > 0 && all[len(all)-1].Taken.Equal(start.UTC().Truncate(time.Second)) {
+		return all[len(all)-1], nil
+	}
 	bk, linked, err := WriteBackup(ctx, b.db, b.s.cfg.attachmentDir(), b.dir, start)
 	if err != nil {
 		b.total.WithLabelValues("failed").Inc()
@@ -358,7 +385,7 @@ func (b *backups) take(ctx context.Context) (Backup, error) {
 	if !linked {
 		b.s.log.Warn("backup holds no attachments: the backup directory is on another file system than the data directory", "dir", b.dir)
 	}
-	gone, err := Prune(b.dir, b.s.cfg.Backup.Daily, b.s.cfg.Backup.Weekly)
+	gone, err := Prune(b.dir, b.s.cfg.Backup.Daily, b.s.cfg.Backup.Weekly, start)
 	if err != nil {
 		b.s.log.Error("backup: removing old backups", "err", err)
 	}

@@ -121,7 +121,16 @@ func TestPruneBackups(t *testing.T) {
 		all = append(all, p)
 	}
 	os.WriteFile(filepath.Join(dir, "tombstones.json"), nil, 0o600)
-	if _, err := server.Prune(dir, 3, 2); err != nil {
+	// Three more on the last day, taken by hand: they are all younger
+	// than a day, and that day counts once for the daily rule.
+	last := start.AddDate(0, 0, 39)
+	for h := 1; h <= 3; h++ {
+		p := filepath.Join(dir, "klassenfunk-"+last.Add(time.Duration(h)*time.Hour).Format("20060102T150405Z")+".db")
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := server.Prune(dir, 3, 2, last.Add(4*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	left, err := server.ListBackups(dir)
@@ -130,15 +139,18 @@ func TestPruneBackups(t *testing.T) {
 	}
 	var days []string
 	for _, b := range left {
-		days = append(days, b.Taken.Format("Jan 2"))
-		if _, err := os.Stat(b.Attachments()); err != nil {
-			t.Errorf("%s lost its attachments: %v", b.Path, err)
+		days = append(days, b.Taken.Format("Jan 2 15h"))
+		if b.Taken.Hour() == 2 { // the daily ones have attachment directories
+			if _, err := os.Stat(b.Attachments()); err != nil {
+				t.Errorf("%s lost its attachments: %v", b.Path, err)
+			}
 		}
 	}
-	// Days 0-39 are Sep 1 to Oct 10; Oct 10 is a Saturday. The newest
-	// three, and the newest of this week (Oct 10) and of the week before
-	// (Sunday Oct 4).
-	if want := []string{"Oct 4", "Oct 8", "Oct 9", "Oct 10"}; !slices.Equal(days, want) {
+	// Days 0-39 are Sep 1 to Oct 10; Oct 10 is a Saturday. Kept: the four
+	// of the last 24 hours (Oct 10), the newest of the three newest days
+	// (Oct 10 05h, Oct 9, Oct 8), and the newest of this week (Oct 10) and
+	// of the week before (Sunday Oct 4).
+	if want := []string{"Oct 4 02h", "Oct 8 02h", "Oct 9 02h", "Oct 10 02h", "Oct 10 03h", "Oct 10 04h", "Oct 10 05h"}; !slices.Equal(days, want) {
 		t.Fatalf("kept %v, want %v", days, want)
 	}
 	for _, p := range all[:5] {
@@ -213,4 +225,37 @@ func TestRestoreRefuses(t *testing.T) {
 	}
 	env2 := testenv.New(t, onDir)
 	env2.JSON("POST", "/api/v1/login", "", testenv.LoginBody("ben", "ben-phone", true), http.StatusUnauthorized, nil)
+}
+
+// TestConcurrentBackups: backups asked for at the same moment wait for
+// each other; within one second they are the same backup.
+func TestConcurrentBackups(t *testing.T) {
+	env := testenv.New(t)
+	school := env.CreateSchool("Schule")
+	env.CreateUser(school, "tina", "teacher")
+	tok, _ := env.Login("tina", "phone", true)
+	rightsUpload(t, env, tok, 100) // a file for each backup to link
+	a, err := env.Srv.BackupNow(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := env.Srv.BackupNow(t.Context())
+	if err != nil {
+		t.Fatalf("a second backup right after the first: %v", err)
+	}
+	if a.Taken.Equal(b.Taken) && a.Path != b.Path {
+		t.Fatalf("two backups of the same second: %s and %s", a.Path, b.Path)
+	}
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			_, err := env.Srv.BackupNow(t.Context())
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a concurrent backup failed: %v", err)
+		}
+	}
 }

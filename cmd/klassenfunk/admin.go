@@ -187,6 +187,7 @@ var plainTasks = map[string]string{
 	"create-school": "klassenfunk admin create-school NAME",
 	"list-schools":  "klassenfunk admin list-schools",
 	"stats":         "klassenfunk admin stats",
+	"backup":        "klassenfunk admin backup",
 }
 
 // taskArgs parses the arguments of a plain task before anything is opened

@@ -20,8 +20,12 @@ func backup(ctx context.Context, ops adminOps, env adminEnv, args []string) erro
 	}
 	switch o := ops.(type) {
 	case *offlineOps:
-		b, linked, err := server.WriteBackup(ctx, o.store, o.cfg.AttachmentDir(), o.cfg.BackupDir(), time.Now())
+		now := time.Now()
+		b, linked, err := server.WriteBackup(ctx, o.store, o.cfg.AttachmentDir(), o.cfg.BackupDir(), now)
 		if err != nil {
+			return err
+		}
+		if _, err := server.Prune(o.cfg.BackupDir(), o.cfg.Backup.Daily, o.cfg.Backup.Weekly, now); err != nil {
 			return err
 		}
 		if !linked {
