@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,11 +23,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/term"
 
+	"klassenfunk/internal/httpapi"
 	"klassenfunk/server"
 )
 
@@ -206,7 +209,7 @@ func serve(args []string, stderr io.Writer) error {
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          stdlog.New(anonymizedLog{log}, "", 0),
 		TLSConfig:         tlsCfg,
 	}
 	if dl := os.Getenv("KLASSENFUNK_DEBUG_LISTEN"); dl != "" {
@@ -283,6 +286,16 @@ func newLogger(cfg server.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// anonymizedLog passes net/http's own error lines (a failed TLS
+// handshake, a bad HTTP/2 preface) to the log with the client addresses
+// in them anonymized, as every address the node logs.
+type anonymizedLog struct{ log *slog.Logger }
+
+func (l anonymizedLog) Write(p []byte) (int, error) {
+	l.log.Warn(httpapi.AnonymizeText(strings.TrimSpace(string(p))))
+	return len(p), nil
 }
 
 // listenLoopback listens on addr, which must name a loopback address

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,12 +9,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	stdlog "log"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,5 +165,16 @@ func TestCertReload(t *testing.T) {
 	}
 	if _, err := tlsConfig(certFile, keyFile, slog.Default()); err == nil {
 		t.Fatal("a broken key was accepted at start")
+	}
+}
+
+// TestHandshakeErrorAnonymized: net/http logs a failed TLS handshake with
+// the client's address; serve's error log anonymizes it.
+func TestHandshakeErrorAnonymized(t *testing.T) {
+	var buf bytes.Buffer
+	l := anonymizedLog{slog.New(slog.NewTextHandler(&buf, nil))}
+	stdlog.New(l, "", 0).Printf("http: TLS handshake error from 192.0.2.57:40112: tls: client offered only unsupported versions")
+	if s := buf.String(); strings.Contains(s, "192.0.2.57") || !strings.Contains(s, "192.0.2.0:40112") {
+		t.Fatalf("logged %q", s)
 	}
 }

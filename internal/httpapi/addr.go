@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 )
@@ -78,6 +79,30 @@ func Anonymize(a netip.Addr) string {
 		}
 		return netip.AddrFrom16(b).String()
 	}
+}
+
+// addrInText finds what may be an IP address in a line of text: an IPv6
+// address in brackets (as in "[2001:db8::1]:443"), or a dotted IPv4 one.
+var addrInText = regexp.MustCompile(`\[[0-9A-Fa-f:.]+(?:%[^\]]*)?\]|\b\d{1,3}(?:\.\d{1,3}){3}\b|\b[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b`)
+
+// AnonymizeText anonymizes every IP address in s (Anonymize), for lines
+// that others write with a client's address in them: net/http's own error
+// log ("http: TLS handshake error from 203.0.113.7:51234: …").
+func AnonymizeText(s string) string {
+	return addrInText.ReplaceAllStringFunc(s, func(m string) string {
+		inner := strings.TrimSuffix(strings.TrimPrefix(m, "["), "]")
+		if i := strings.IndexByte(inner, '%'); i >= 0 {
+			inner = inner[:i]
+		}
+		a, err := netip.ParseAddr(inner)
+		if err != nil {
+			return m
+		}
+		if strings.HasPrefix(m, "[") {
+			return "[" + Anonymize(a) + "]"
+		}
+		return Anonymize(a)
+	})
 }
 
 // LogPath is the form in which a request's path is logged, so that a
