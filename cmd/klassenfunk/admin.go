@@ -4,14 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -371,13 +376,22 @@ type apiOps struct {
 
 func newAPIOps(env adminEnv) (*apiOps, error) {
 	base := env.server
+	hc := &http.Client{Timeout: 30 * time.Second}
 	if base == "" {
 		cfg, err := loadConfig(env.config, env.config != defaultConfigFile)
 		if err != nil {
 			return nil, err
 		}
 		cfg.Defaults()
-		base = "http://" + cfg.Listen
+		base = "http://" + localAddr(cfg.Listen)
+		if cfg.TLSCertFile != "" {
+			tc, err := ownServerTLS(cfg.TLSCertFile)
+			if err != nil {
+				return nil, err
+			}
+			base = "https://" + localAddr(cfg.Listen)
+			hc.Transport = &http.Transport{TLSClientConfig: tc}
+		}
 	}
 	tok := os.Getenv("KLASSENFUNK_OPERATOR_TOKEN")
 	if env.tokenFile != "" {
@@ -390,7 +404,60 @@ func newAPIOps(env adminEnv) (*apiOps, error) {
 	if tok == "" {
 		return nil, errors.New("no operator token: set KLASSENFUNK_OPERATOR_TOKEN or --token-file (or use --offline with the server stopped)")
 	}
-	return &apiOps{base: strings.TrimRight(base, "/"), token: tok, hc: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &apiOps{base: strings.TrimRight(base, "/"), token: tok, hc: hc}, nil
+}
+
+// localAddr is the configured listen address as this machine reaches it:
+// an unspecified host (0.0.0.0, ::, none) is the loopback address.
+func localAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// ownServerTLS is how the admin tasks reach the node's built-in TLS on its
+// own machine: the certificate file's chain is trusted (beside the
+// system's roots, for a self-signed one), and the name checked is the one
+// in the certificate, as the connection goes to a local address.
+func ownServerTLS(certFile string) (*tls.Config, error) {
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	var leaf *x509.Certificate
+	for blk, rest := pem.Decode(b); blk != nil; blk, rest = pem.Decode(rest) {
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", certFile, err)
+		}
+		roots.AddCert(c)
+		if leaf == nil {
+			leaf = c
+		}
+	}
+	if leaf == nil {
+		return nil, fmt.Errorf("%s holds no certificate", certFile)
+	}
+	name := leaf.Subject.CommonName
+	switch {
+	case len(leaf.DNSNames) > 0:
+		name = leaf.DNSNames[0]
+	case len(leaf.IPAddresses) > 0:
+		name = leaf.IPAddresses[0].String()
+	}
+	return &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13}, nil
 }
 
 func (a *apiOps) call(ctx context.Context, method, path string, body, out any) error {

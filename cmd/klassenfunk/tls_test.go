@@ -178,3 +178,35 @@ func TestHandshakeErrorAnonymized(t *testing.T) {
 		t.Fatalf("logged %q", s)
 	}
 }
+
+// TestAdminOverBuiltinTLS: the admin tasks reach a node with built-in TLS
+// through its configuration (https, its own certificate trusted).
+func TestAdminOverBuiltinTLS(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeCert(t, certFile, keyFile, 7)
+	cfg, err := tlsConfig(certFile, keyFile, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := testenv.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: env.Srv.Handler(), TLSConfig: cfg}
+	go hs.ServeTLS(ln, "", "")
+	t.Cleanup(func() { hs.Close() })
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	conf := filepath.Join(dir, "klassenfunk.yaml")
+	yaml := "listen: 0.0.0.0:" + port + "\ntls_cert_file: " + certFile + "\ntls_key_file: " + keyFile + "\n"
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KLASSENFUNK_OPERATOR_TOKEN", testenv.OperatorToken)
+	out, _, err := runCLI(t, "", "admin", "--config", conf, "stats")
+	if err != nil || !strings.Contains(out, "schools") {
+		t.Fatalf("admin stats over TLS: %q %v", out, err)
+	}
+}
