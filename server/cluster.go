@@ -108,7 +108,7 @@ func (s *Server) openRedisStore(ctx context.Context, client redis.UniversalClien
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(time.Second): // the Redis client logs each failed dial
 		}
 	}
 }

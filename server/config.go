@@ -169,8 +169,13 @@ func (c *Config) Validate() error {
 	if _, err := c.trustedProxies(); err != nil {
 		return err
 	}
-	if c.Retention.Messages < 0 || c.Retention.Attachments < 0 || c.Retention.SweepInterval < 0 {
-		return fmt.Errorf("config: retention durations must not be negative")
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"retention.messages", c.Retention.Messages}, {"retention.attachments", c.Retention.Attachments}, {"retention.sweep_interval", c.Retention.SweepInterval}} {
+		if d.v < 0 {
+			return fmt.Errorf("config: %s must not be negative, not %v", d.name, d.v)
+		}
 	}
 	if c.Retention.SweepInterval != 0 && c.Retention.SweepInterval < time.Second {
 		return fmt.Errorf("config: retention.sweep_interval must be at least 1s, not %v", c.Retention.SweepInterval)

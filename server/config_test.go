@@ -35,6 +35,7 @@ func TestConfigValidate(t *testing.T) {
 		"negative failures":      {func(c *server.Config) { c.Auth.MaxFailuresPerLogin = -1 }, "auth.max_failures_per_login"},
 		"negative addr failures": {func(c *server.Config) { c.Auth.MaxFailuresPerAddr = -1 }, "auth.max_failures_per_addr"},
 		"negative start wait":    {func(c *server.Config) { c.RedisStartWait = -time.Second }, "redis_start_wait"},
+		"negative retention":     {func(c *server.Config) { c.Retention.Attachments = -time.Hour }, "retention.attachments"},
 		"sweep every 1ns":        {func(c *server.Config) { c.Retention.SweepInterval = time.Nanosecond }, "retention.sweep_interval"},
 		"unknown log_level":      {func(c *server.Config) { c.LogLevel = "banana" }, "log_level"},
 		"log_level warn":         {func(c *server.Config) { c.LogLevel = "warn" }, ""},

@@ -75,7 +75,7 @@ func logConfig(log *slog.Logger, path string, cfg server.Config) {
 	}
 	log.Info("settings", "data", cfg.DataDir, "retention_messages", cfg.Retention.Messages.String(),
 		"retention_attachments", cfg.Retention.Attachments.String(), "sweep_interval", cfg.Retention.SweepInterval.String(),
-		"session_idle", cfg.Auth.SessionIdle.String(), "backups", backups)
+		"backups", backups)
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, operatorTokenFile)); err == nil {
 		log.Warn("the generated operator token is still in a file: read it, then delete the file (backups of the data directory would keep it)",
 			"file", filepath.Join(cfg.DataDir, operatorTokenFile))
