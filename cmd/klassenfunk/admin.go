@@ -101,7 +101,12 @@ func admin(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown admin task %q", task)
 	}
 	if task == "operator-token" && (!env.offline || len(targs) != 1 || targs[0] != "--reset") {
-		return errors.New("usage: klassenfunk admin --offline operator-token --reset (the server must be stopped)")
+		const u = "usage: klassenfunk admin --offline operator-token --reset (the server must be stopped)"
+		if asksForHelp(targs) {
+			fmt.Fprintln(stderr, u)
+			return flag.ErrHelp
+		}
+		return errors.New(u)
 	}
 	if usage, ok := plainTasks[task]; ok {
 		var err error
