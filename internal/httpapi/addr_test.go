@@ -92,8 +92,8 @@ func FuzzLogPath(f *testing.F) {
 func TestAnonymizeText(t *testing.T) {
 	for in, want := range map[string]string{
 		"http: TLS handshake error from 203.0.113.7:51234: tls: client offered only unsupported versions": "http: TLS handshake error from 203.0.113.0:51234: tls: client offered only unsupported versions",
-		"http: TLS handshake error from [2001:db8:1234:5678::9]:443: EOF":                                  "http: TLS handshake error from [2001:db8:1234::]:443: EOF",
-		"http2: server: error reading preface from client [fe80::1%eth0]:5: EOF":                           "http2: server: error reading preface from client [fe80::]:5: EOF",
+		"http: TLS handshake error from [2001:db8:1234:5678::9]:443: EOF":                                 "http: TLS handshake error from [2001:db8:1234::]:443: EOF",
+		"http2: server: error reading preface from client [fe80::1%eth0]:5: EOF":                          "http2: server: error reading preface from client [fe80::]:5: EOF",
 		"no address at 12:34:56 or in v1.2.3":                                                             "no address at 12:34:56 or in v1.2.3",
 		"two: 198.51.100.23 and 2001:db8::77":                                                             "two: 198.51.100.0 and 2001:db8::",
 	} {
