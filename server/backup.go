@@ -39,11 +39,11 @@ type BackupConfig struct {
 	Off bool `yaml:"off"`
 	// Dir holds them. Default <data_dir>/backups.
 	Dir string `yaml:"dir"`
-	// Daily is how many of the newest backups are kept (one a day).
-	// Default 14.
+	// Daily is for how many days (with a backup) the newest backup of
+	// each day is kept. Default 14.
 	Daily int `yaml:"daily"`
-	// Weekly is for how many weeks the newest backup of each week is kept
-	// beyond those. Default 13 (three months).
+	// Weekly is for how many weeks the newest backup of each week is kept.
+	// Default 13 (three months). Prune names all the rules.
 	Weekly int `yaml:"weekly"`
 }
 
@@ -129,6 +129,11 @@ func WriteBackup(ctx context.Context, db *storage.Bolt, attachmentDir, dir strin
 	}
 	if err != nil {
 		return Backup{}, false, fmt.Errorf("backup: %w", err)
+	}
+	// A backup of the same second replaced the database file just now:
+	// its attachment links go too.
+	if err := os.RemoveAll(b.Attachments()); err != nil {
+		return b, false, fmt.Errorf("backup: attachments: %w", err)
 	}
 	linked, err := linkTree(attachmentDir, b.Attachments())
 	if err != nil {
