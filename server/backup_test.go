@@ -204,11 +204,14 @@ func TestRestoreRefuses(t *testing.T) {
 		unchanged(name)
 	}
 
-	// The database being replaced is damaged: its erasures cannot be read.
-	if err := os.WriteFile(db, live[:len(live)/3], 0o600); err != nil {
+	// The database being replaced is damaged (both meta pages overwritten):
+	// its erasures cannot be read.
+	damaged := bytes.Clone(live)
+	copy(damaged, bytes.Repeat([]byte{0xAB}, min(len(damaged), 2*16384)))
+	if err := os.WriteFile(db, damaged, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	live = live[:len(live)/3]
+	live = damaged
 	if _, err := server.Restore(t.Context(), dir, bk.File, server.RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "--ignore-current") {
 		t.Fatalf("restore over a damaged database: %v, want a refusal that names --ignore-current", err)
 	}

@@ -2,10 +2,13 @@ package storage
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
+	"runtime/debug"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -48,7 +51,18 @@ func CheckDatabaseFile(path string) (err error) {
 	if !fi.Mode().IsRegular() || fi.Size() == 0 {
 		return fmt.Errorf("%s: %w (an empty file, or not a file)", path, ErrNotDatabase)
 	}
-	defer func() { // bbolt panics on some damaged pages
+	// A page past the end of a file cut short would be a memory fault in
+	// a goroutine of bbolt's own (it scans the free pages on open): the
+	// size is checked against the meta pages first.
+	if err := checkBoltSize(path, fi.Size()); err != nil {
+		return err
+	}
+	// bbolt panics on some damaged pages: that becomes this error too.
+	// (Garbage written into the middle of a file can still crash the
+	// checking process in bbolt's own goroutine; every caller checks
+	// before it changes anything.)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%s: %w (damaged: %v)", path, ErrNotDatabase, r)
 		}
@@ -75,4 +89,63 @@ func CheckDatabaseFile(path string) (err error) {
 		}
 		return first
 	})
+}
+
+// bbolt's meta page (its file format, version 2; go.etcd.io/bbolt
+// internal/common/meta.go): a 16-byte page header, then magic, version,
+// page size and flags (4 bytes each), the root bucket (8+8), the freelist
+// page, the high-water page id and the transaction id (8 each), and an
+// FNV-1a checksum of those 56 bytes. Little-endian, as on the machines
+// that write it.
+const (
+	boltMagic      = 0xED0CDAED
+	boltMetaOffset = 16
+	boltMetaSize   = 56 // up to the checksum
+)
+
+// checkBoltSize reads the newest valid meta page of the bbolt file at path
+// and reports ErrNotDatabase when none is valid or the file is shorter
+// than the pages it claims.
+func checkBoltSize(path string, size int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, boltMetaOffset+boltMetaSize+8)
+	var best struct {
+		txid, pgid uint64
+		pageSize   uint32
+		ok         bool
+	}
+	// The second meta page is at the page size, which the first names;
+	// try the sizes bbolt uses when the first is damaged.
+	offsets := []int64{0}
+	if n, _ := f.ReadAt(head, 0); n == len(head) && binary.LittleEndian.Uint32(head[boltMetaOffset:]) == boltMagic {
+		offsets = append(offsets, int64(binary.LittleEndian.Uint32(head[boltMetaOffset+8:])))
+	} else {
+		offsets = append(offsets, 4096, 16384, 65536)
+	}
+	for _, off := range offsets {
+		if n, _ := f.ReadAt(head, off); n != len(head) {
+			continue
+		}
+		m := head[boltMetaOffset:]
+		h := fnv.New64a()
+		h.Write(m[:boltMetaSize])
+		if binary.LittleEndian.Uint32(m) != boltMagic || h.Sum64() != binary.LittleEndian.Uint64(m[boltMetaSize:]) {
+			continue
+		}
+		txid := binary.LittleEndian.Uint64(m[48:])
+		if !best.ok || txid > best.txid {
+			best.txid, best.pgid, best.pageSize, best.ok = txid, binary.LittleEndian.Uint64(m[40:]), binary.LittleEndian.Uint32(m[8:]), true
+		}
+	}
+	switch {
+	case !best.ok:
+		return fmt.Errorf("%s: %w (no valid meta page)", path, ErrNotDatabase)
+	case best.pageSize == 0 || best.pgid > uint64(size)/uint64(best.pageSize):
+		return fmt.Errorf("%s: %w (cut short: %d bytes of the %d its pages need)", path, ErrNotDatabase, size, best.pgid*uint64(best.pageSize))
+	}
+	return nil
 }

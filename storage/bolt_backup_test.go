@@ -1,0 +1,61 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"klassenfunk/storage"
+)
+
+// TestCheckDatabaseFile: a backup passes; an empty file, random bytes,
+// overwritten meta pages and a file cut short at every eighth of its
+// length either pass as a whole database or are ErrNotDatabase, without
+// a panic or a fault.
+func TestCheckDatabaseFile(t *testing.T) {
+	dir := t.TempDir()
+	db, err := storage.OpenBolt(filepath.Join(dir, "live.db"), &storage.BoltOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	for i := range 3000 { // pages enough that a cut file misses some
+		if err := db.CreateSchool(ctx, storage.School{ID: fmt.Sprintf("school-%04d", i), Name: strings.Repeat("Schule ", 20)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if _, err := db.Backup(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if err := storage.CheckDatabaseFile(write("good.db", good)); err != nil {
+		t.Fatalf("a backup: %v", err)
+	}
+	meta := bytes.Clone(good)
+	copy(meta, bytes.Repeat([]byte{0xAB}, 2*16384))
+	for name, b := range map[string][]byte{"empty": nil, "random": bytes.Repeat([]byte("not bbolt "), 4000), "meta": meta} {
+		if err := storage.CheckDatabaseFile(write(name+".db", b)); !errors.Is(err, storage.ErrNotDatabase) {
+			t.Errorf("%s: %v, want ErrNotDatabase", name, err)
+		}
+	}
+	for i := 1; i < 8; i++ {
+		err := storage.CheckDatabaseFile(write("cut.db", good[:len(good)*i/8]))
+		if err != nil && !errors.Is(err, storage.ErrNotDatabase) {
+			t.Errorf("cut at %d/8: %v", i, err)
+		}
+	}
+}
