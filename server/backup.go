@@ -339,13 +339,22 @@ func (s *Server) newBackups() (*backups, error) {
 }
 
 // next returns when the next backup is due: a day after the newest one,
-// or backupFirstDelay after now when there is none.
+// or backupFirstDelay after now when there is none. A backup dated in the
+// future (the clock was wrong once) does not count: it would put off
+// every backup, and the alert on the newest one, until that date.
 func (b *backups) next(now time.Time) time.Time {
 	all, err := ListBackups(b.dir)
-	if err != nil || len(all) == 0 {
+	var newest time.Time
+	for _, bk := range all {
+		if bk.Taken.After(now.Add(time.Minute)) {
+			b.s.log.Warn("a backup is dated in the future; it is kept, but does not count as the newest", "file", bk.Path)
+			continue
+		}
+		newest = bk.Taken
+	}
+	if err != nil || newest.IsZero() {
 		return now.Add(backupFirstDelay)
 	}
-	newest := all[len(all)-1].Taken
 	b.lastGood.Set(float64(newest.Unix()))
 	return newest.Add(backupEvery)
 }

@@ -65,7 +65,7 @@ func Restore(ctx context.Context, dataDir, backupFile string, opt RestoreOptions
 		return res, err
 	}
 	if _, err := os.Stat(dbPath); err == nil {
-		current, err := currentTombstones(ctx, dbPath)
+		current, err := currentTombstones(dbPath)
 		switch {
 		case err == nil:
 			ts = append(ts, current...)
@@ -150,18 +150,11 @@ func Restore(ctx context.Context, dataDir, backupFile string, opt RestoreOptions
 }
 
 // currentTombstones reads the erasures of the database at path, which a
-// restore is about to replace. A file that is not a readable database is
+// restore is about to replace, read-only: a refused restore leaves it and
+// its message log as they were. A file that is not a readable database is
 // storage.ErrNotDatabase.
-func currentTombstones(ctx context.Context, path string) (ts []storage.Tombstone, err error) {
-	if err := storage.CheckDatabaseFile(path); err != nil {
-		return nil, err
-	}
-	cur, err := storage.OpenBolt(path, nil)
-	if err != nil {
-		return nil, err
-	}
-	ts, err = cur.Tombstones(ctx)
-	return ts, errors.Join(err, cur.Close())
+func currentTombstones(path string) ([]storage.Tombstone, error) {
+	return storage.TombstonesInFile(path)
 }
 
 // uniqueTombstones keeps one tombstone per user, the earliest.

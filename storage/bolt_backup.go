@@ -43,19 +43,29 @@ var ErrNotDatabase = errors.New("not a readable Klassenfunk database")
 // bbolt's consistency check and holds this store's buckets. It opens the
 // file read-only and changes nothing. A file that is locked by a running
 // server is reported as such.
-func CheckDatabaseFile(path string) (err error) {
+func CheckDatabaseFile(path string) error {
+	_, err := readDatabaseFile(path)
+	return err
+}
+
+// TombstonesInFile returns the tombstones of the database file at path,
+// checked as CheckDatabaseFile does, read-only: the database and its
+// message log stay as they are (the log holds messages, no erasures).
+func TombstonesInFile(path string) ([]Tombstone, error) { return readDatabaseFile(path) }
+
+func readDatabaseFile(path string) (ts []Tombstone, err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !fi.Mode().IsRegular() || fi.Size() == 0 {
-		return fmt.Errorf("%s: %w (an empty file, or not a file)", path, ErrNotDatabase)
+		return nil, fmt.Errorf("%s: %w (an empty file, or not a file)", path, ErrNotDatabase)
 	}
 	// A page past the end of a file cut short would be a memory fault in
 	// a goroutine of bbolt's own (it scans the free pages on open): the
 	// size is checked against the meta pages first.
 	if err := checkBoltSize(path, fi.Size()); err != nil {
-		return err
+		return nil, err
 	}
 	// bbolt panics on some damaged pages: that becomes this error too.
 	// (Garbage written into the middle of a file can still crash the
@@ -64,18 +74,18 @@ func CheckDatabaseFile(path string) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%s: %w (damaged: %v)", path, ErrNotDatabase, r)
+			ts, err = nil, fmt.Errorf("%s: %w (damaged: %v)", path, ErrNotDatabase, r)
 		}
 	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
 	if errors.Is(err, berrors.ErrTimeout) {
-		return fmt.Errorf("%s: database is locked by another process (is the server running?): %w", path, err)
+		return nil, fmt.Errorf("%s: database is locked by another process (is the server running?): %w", path, err)
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w (%v)", path, ErrNotDatabase, err)
+		return nil, fmt.Errorf("%s: %w (%v)", path, ErrNotDatabase, err)
 	}
 	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
+	err = db.View(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bktSys, bktSchools, bktUsers, bktMsgs} {
 			if tx.Bucket(name) == nil {
 				return fmt.Errorf("%s: %w (no %s bucket)", path, ErrNotDatabase, name)
@@ -87,8 +97,23 @@ func CheckDatabaseFile(path string) (err error) {
 				first = fmt.Errorf("%s: %w (damaged: %v)", path, ErrNotDatabase, cerr)
 			}
 		}
-		return first
+		if first != nil {
+			return first
+		}
+		ts = []Tombstone{}
+		if bk := tx.Bucket(bktTombstones); bk != nil {
+			return bk.ForEach(func(k, v []byte) error {
+				t := Tombstone{UserID: string(k)}
+				if err := t.ErasedAt.UnmarshalText(v); err != nil {
+					return fmt.Errorf("%s: %w (tombstone %q: %v)", path, ErrNotDatabase, k, err)
+				}
+				ts = append(ts, t)
+				return nil
+			})
+		}
+		return nil
 	})
+	return ts, err
 }
 
 // bbolt's meta page (its file format, version 2; go.etcd.io/bbolt
