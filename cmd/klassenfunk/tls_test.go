@@ -61,25 +61,42 @@ func writeCert(t *testing.T, certFile, keyFile string, serial int64) *x509.Certi
 	return c
 }
 
-// TestBuiltinTLS serves the real handler with serve's TLS configuration:
-// TLS 1.3 only, HTTP/2 for requests, WebSockets over wss.
-func TestBuiltinTLS(t *testing.T) {
+// tlsNode is a test node served with serve's TLS configuration and a
+// self-signed certificate for 127.0.0.1.
+type tlsNode struct {
+	env               *testenv.Env
+	addr              string // host:port
+	cert              *x509.Certificate
+	certFile, keyFile string
+}
+
+func serveTLS(t *testing.T) tlsNode {
+	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	cert := writeCert(t, certFile, keyFile, 1)
-	cfg, err := tlsConfig(certFile, keyFile, slog.Default())
+	n := tlsNode{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
+	n.cert = writeCert(t, n.certFile, n.keyFile, 1)
+	cfg, err := tlsConfig(n.certFile, n.keyFile, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := testenv.New(t)
+	n.env = testenv.New(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: env.Srv.Handler(), TLSConfig: cfg}
+	hs := &http.Server{Handler: n.env.Srv.Handler(), TLSConfig: cfg}
 	go hs.ServeTLS(ln, "", "")
 	t.Cleanup(func() { hs.Close() })
-	base := "https://" + ln.Addr().String()
+	n.addr = ln.Addr().String()
+	return n
+}
+
+// TestBuiltinTLS serves the real handler with serve's TLS configuration:
+// TLS 1.3 only, HTTP/2 for requests, WebSockets over wss.
+func TestBuiltinTLS(t *testing.T) {
+	n := serveTLS(t)
+	env, cert := n.env, n.cert
+	base := "https://" + n.addr
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 
@@ -101,7 +118,7 @@ func TestBuiltinTLS(t *testing.T) {
 	env.CreateUser(school, "tina", "teacher")
 	tok, _ := env.Login("tina", "phone", true)
 	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
-	ws, _, err := d.Dial("wss://"+ln.Addr().String()+"/api/v1/ws", http.Header{"Authorization": {"Bearer " + tok}})
+	ws, _, err := d.Dial("wss://"+n.addr+"/api/v1/ws", http.Header{"Authorization": {"Bearer " + tok}})
 	if err != nil {
 		t.Fatalf("wss: %v", err)
 	}
@@ -183,24 +200,10 @@ func TestHandshakeErrorAnonymized(t *testing.T) {
 // through its configuration (https, its own certificate trusted).
 func TestAdminOverBuiltinTLS(t *testing.T) {
 	clearEnv(t)
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeCert(t, certFile, keyFile, 7)
-	cfg, err := tlsConfig(certFile, keyFile, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := testenv.New(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: env.Srv.Handler(), TLSConfig: cfg}
-	go hs.ServeTLS(ln, "", "")
-	t.Cleanup(func() { hs.Close() })
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	conf := filepath.Join(dir, "klassenfunk.yaml")
-	yaml := "listen: 0.0.0.0:" + port + "\ntls_cert_file: " + certFile + "\ntls_key_file: " + keyFile + "\n"
+	n := serveTLS(t)
+	_, port, _ := net.SplitHostPort(n.addr)
+	conf := filepath.Join(t.TempDir(), "klassenfunk.yaml")
+	yaml := "listen: 0.0.0.0:" + port + "\ntls_cert_file: " + n.certFile + "\ntls_key_file: " + n.keyFile + "\n"
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
