@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -209,7 +210,7 @@ func serve(args []string, stderr io.Writer) error {
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		ErrorLog:          stdlog.New(anonymizedLog{log}, "", 0),
+		ErrorLog:          stdlog.New(&anonymizedLog{log: log, now: time.Now}, "", 0),
 		TLSConfig:         tlsCfg,
 	}
 	if dl := os.Getenv("KLASSENFUNK_DEBUG_LISTEN"); dl != "" {
@@ -290,10 +291,38 @@ func newLogger(cfg server.Config, w io.Writer) *slog.Logger {
 
 // anonymizedLog passes net/http's own error lines (a failed TLS
 // handshake, a bad HTTP/2 preface) to the log with the client addresses
-// in them anonymized, as every address the node logs.
-type anonymizedLog struct{ log *slog.Logger }
+// in them anonymized, as every address the node logs. Anyone can make
+// such lines, so at most httpLogBurst of them a second are written; the
+// next line written says how many were left out.
+type anonymizedLog struct {
+	log *slog.Logger
+	now func() time.Time
 
-func (l anonymizedLog) Write(p []byte) (int, error) {
+	mu      sync.Mutex
+	second  int64 // the unix second of the lines counted
+	count   int   // lines in that second
+	dropped int   // left out since the last line written
+}
+
+const httpLogBurst = 20
+
+func (l *anonymizedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	if sec := l.now().Unix(); sec != l.second {
+		l.second, l.count = sec, 0
+	}
+	l.count++
+	if l.count > httpLogBurst {
+		l.dropped++
+		l.mu.Unlock()
+		return len(p), nil
+	}
+	dropped := l.dropped
+	l.dropped = 0
+	l.mu.Unlock()
+	if dropped > 0 {
+		l.log.Warn("http server: lines left out (more than 20 a second)", "count", dropped)
+	}
 	l.log.Warn(httpapi.AnonymizeText(strings.TrimSpace(string(p))))
 	return len(p), nil
 }

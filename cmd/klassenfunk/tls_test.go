@@ -189,10 +189,25 @@ func TestCertReload(t *testing.T) {
 // the client's address; serve's error log anonymizes it.
 func TestHandshakeErrorAnonymized(t *testing.T) {
 	var buf bytes.Buffer
-	l := anonymizedLog{slog.New(slog.NewTextHandler(&buf, nil))}
-	stdlog.New(l, "", 0).Printf("http: TLS handshake error from 192.0.2.57:40112: tls: client offered only unsupported versions")
+	now := time.Unix(1_800_000_000, 0)
+	l := &anonymizedLog{log: slog.New(slog.NewTextHandler(&buf, nil)), now: func() time.Time { return now }}
+	std := stdlog.New(l, "", 0)
+	std.Printf("http: TLS handshake error from 192.0.2.57:40112: tls: client offered only unsupported versions")
 	if s := buf.String(); strings.Contains(s, "192.0.2.57") || !strings.Contains(s, "192.0.2.0:40112") {
 		t.Fatalf("logged %q", s)
+	}
+	// A flood: at most httpLogBurst lines a second, then a count.
+	buf.Reset()
+	for range 100 {
+		std.Printf("http: TLS handshake error from 192.0.2.58:1: EOF")
+	}
+	if n := strings.Count(buf.String(), "handshake error"); n != httpLogBurst-1 {
+		t.Fatalf("%d lines in a second, want %d", n, httpLogBurst-1)
+	}
+	now = now.Add(time.Second)
+	std.Printf("http: TLS handshake error from 192.0.2.58:1: EOF")
+	if s := buf.String(); !strings.Contains(s, "count=81") {
+		t.Fatalf("no count of the lines left out: %q", s[max(0, len(s)-300):])
 	}
 }
 
