@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -111,22 +112,10 @@ func WriteBackup(ctx context.Context, db *storage.Bolt, attachmentDir, dir strin
 		return Backup{}, false, err
 	}
 	b := Backup{Path: filepath.Join(dir, backupPrefix+now.UTC().Format(backupTimeFormat)+".db"), Taken: now.UTC().Truncate(time.Second)}
-	f, err := os.CreateTemp(dir, ".backup-*.tmp")
-	if err != nil {
-		return Backup{}, false, err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after the rename: nothing
-	_, err = db.Backup(ctx, f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, b.Path)
-	}
+	err := writeAtomic(b.Path, func(w io.Writer) error {
+		_, err := db.Backup(ctx, w)
+		return err
+	})
 	if err != nil {
 		return Backup{}, false, fmt.Errorf("backup: %w", err)
 	}
@@ -149,6 +138,19 @@ func WriteBackup(ctx context.Context, db *storage.Bolt, attachmentDir, dir strin
 	return b, linked, syncDir(dir)
 }
 
+// BackupAndPrune writes a backup of db into cfg's backup directory (with
+// the attachment files of its data directory) and then prunes the old ones
+// there. A backup that was written but whose pruning failed is returned
+// with the pruning's error; a failed backup is the zero Backup.
+func BackupAndPrune(ctx context.Context, db *storage.Bolt, cfg *Config, now time.Time) (b Backup, linked bool, gone []Backup, err error) {
+	b, linked, err = WriteBackup(ctx, db, cfg.attachmentDir(), cfg.backupDir(), now)
+	if err != nil {
+		return Backup{}, false, nil, err
+	}
+	gone, err = Prune(cfg.backupDir(), cfg.Backup.Daily, cfg.Backup.Weekly, now)
+	return b, linked, gone, err
+}
+
 // WriteTombstones writes the tombstone file path atomically.
 func WriteTombstones(path string, ts []storage.Tombstone, now time.Time) error {
 	if ts == nil {
@@ -161,28 +163,48 @@ func WriteTombstones(path string, ts []storage.Tombstone, now time.Time) error {
 	return WriteFileAtomic(path, append(b, '\n'))
 }
 
-// WriteFileAtomic writes b to path through a temporary file in the same
-// directory, synced and renamed, so that a reader never sees half a file.
+// WriteFileAtomic writes b to path atomically (writeAtomic).
 func WriteFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	return writeAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// writeAtomic writes path through a temporary file in the same directory
+// that fill writes, synced and renamed, so that a reader never sees half
+// a file.
+func writeAtomic(path string, fill func(io.Writer) error) error {
+	tmp, err := writeTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp", fill)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	_, err = f.Write(b)
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// writeTemp creates a new file in dir (os.CreateTemp's pattern) that fill
+// writes, syncs it and returns its path; on an error nothing is left.
+func writeTemp(dir, pattern string, fill func(io.Writer) error) (string, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return "", err
+	}
+	err = fill(f)
 	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(f.Name())
+		return "", err
 	}
-	return err
+	return f.Name(), nil
 }
 
 // linkTree hard-links the regular files of src (not its hidden ones:
@@ -389,8 +411,8 @@ func (b *backups) take(ctx context.Context) (Backup, error) {
 	if all, err := ListBackups(b.dir); err == nil && len(all) > 0 && all[len(all)-1].Taken.Equal(start.UTC().Truncate(time.Second)) {
 		return all[len(all)-1], nil
 	}
-	bk, linked, err := WriteBackup(ctx, b.db, b.s.cfg.attachmentDir(), b.dir, start)
-	if err != nil {
+	bk, linked, gone, err := BackupAndPrune(ctx, b.db, &b.s.cfg, start)
+	if bk.Path == "" {
 		b.total.WithLabelValues("failed").Inc()
 		return bk, err
 	}
@@ -399,7 +421,6 @@ func (b *backups) take(ctx context.Context) (Backup, error) {
 	if !linked {
 		b.s.log.Warn("backup holds no attachments: the backup directory is on another file system than the data directory", "dir", b.dir)
 	}
-	gone, err := Prune(b.dir, b.s.cfg.Backup.Daily, b.s.cfg.Backup.Weekly, start)
 	if err != nil {
 		b.s.log.Error("backup: removing old backups", "err", err)
 	}

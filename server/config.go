@@ -318,10 +318,8 @@ func (c *Config) backupDir() string {
 	return filepath.Join(c.DataDir, "backups")
 }
 
-// BackupDir and AttachmentDir are backupDir and attachmentDir for the
-// admin tasks.
-func (c *Config) BackupDir() string     { return c.backupDir() }
-func (c *Config) AttachmentDir() string { return c.attachmentDir() }
+// BackupDir is backupDir for the command's start log.
+func (c *Config) BackupDir() string { return c.backupDir() }
 
 // attachmentDir is where attachments are kept as files: shared by the
 // nodes of a cluster.

@@ -194,22 +194,10 @@ func copyToTemp(src, dir string) (string, error) {
 		return "", err
 	}
 	defer in.Close()
-	f, err := os.CreateTemp(dir, ".restore-*.tmp")
-	if err != nil {
-		return "", err
-	}
-	_, err = io.Copy(f, in)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
+	return writeTemp(dir, ".restore-*.tmp", func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
 }
 
 // ReadTombstones reads a tombstone file (WriteTombstones, export-tombstones).

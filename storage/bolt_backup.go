@@ -100,16 +100,9 @@ func readDatabaseFile(path string) (ts []Tombstone, err error) {
 		if first != nil {
 			return first
 		}
-		ts = []Tombstone{}
-		if bk := tx.Bucket(bktTombstones); bk != nil {
-			return bk.ForEach(func(k, v []byte) error {
-				t := Tombstone{UserID: string(k)}
-				if err := t.ErasedAt.UnmarshalText(v); err != nil {
-					return fmt.Errorf("%s: %w (tombstone %q: %v)", path, ErrNotDatabase, k, err)
-				}
-				ts = append(ts, t)
-				return nil
-			})
+		var err error
+		if ts, err = tombstonesIn(tx); err != nil {
+			return fmt.Errorf("%s: %w (%v)", path, ErrNotDatabase, err)
 		}
 		return nil
 	})

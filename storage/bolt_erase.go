@@ -178,23 +178,31 @@ func keysWithPrefix(bk *bolt.Bucket, p []byte) [][]byte {
 	return out
 }
 
+// tombstonesIn reads the tombstones bucket of tx (none: empty).
+func tombstonesIn(tx *bolt.Tx) ([]Tombstone, error) {
+	out := []Tombstone{}
+	bk := tx.Bucket(bktTombstones)
+	if bk == nil {
+		return out, nil
+	}
+	err := bk.ForEach(func(k, v []byte) error {
+		ts := Tombstone{UserID: string(k)}
+		if err := ts.ErasedAt.UnmarshalText(v); err != nil {
+			return fmt.Errorf("storage: decode tombstone %q: %w", k, err)
+		}
+		out = append(out, ts)
+		return nil
+	})
+	return out, err
+}
+
 // Tombstones implements Erasure.
 func (b *Bolt) Tombstones(ctx context.Context) ([]Tombstone, error) {
-	out := []Tombstone{}
+	var out []Tombstone
 	err := b.view(ctx, func(tx *bolt.Tx) error {
-		out = out[:0]
-		bk := tx.Bucket(bktTombstones)
-		if bk == nil {
-			return nil
-		}
-		return bk.ForEach(func(k, v []byte) error {
-			ts := Tombstone{UserID: string(k)}
-			if err := ts.ErasedAt.UnmarshalText(v); err != nil {
-				return fmt.Errorf("storage: decode tombstone %q: %w", k, err)
-			}
-			out = append(out, ts)
-			return nil
-		})
+		var err error
+		out, err = tombstonesIn(tx)
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -20,13 +20,12 @@ func backup(ctx context.Context, ops adminOps, env adminEnv, args []string) erro
 	}
 	switch o := ops.(type) {
 	case *offlineOps:
-		now := time.Now()
-		b, linked, err := server.WriteBackup(ctx, o.store, o.cfg.AttachmentDir(), o.cfg.BackupDir(), now)
-		if err != nil {
+		b, linked, _, err := server.BackupAndPrune(ctx, o.store, &o.cfg, time.Now())
+		if b.Path == "" {
 			return err
 		}
-		if _, err := server.Prune(o.cfg.BackupDir(), o.cfg.Backup.Daily, o.cfg.Backup.Weekly, now); err != nil {
-			return err
+		if err != nil {
+			return fmt.Errorf("%s written, but removing old backups failed: %w", b.Path, err)
 		}
 		if !linked {
 			fmt.Fprintln(env.stderr, "the backup holds no attachments: the backup directory is on another file system")
