@@ -189,15 +189,20 @@ func sameFile(a, b string) (bool, error) {
 // copyToTemp copies src to a new hidden file in dir (synced) and returns
 // its path.
 func copyToTemp(src, dir string) (string, error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return "", err
-	}
-	defer in.Close()
-	return writeTemp(dir, ".restore-*.tmp", func(w io.Writer) error {
-		_, err := io.Copy(w, in)
+	return writeTemp(dir, ".restore-*.tmp", copyFrom(src))
+}
+
+// copyFrom is a fill for writeTemp and writeAtomic: the bytes of src.
+func copyFrom(src string) func(io.Writer) error {
+	return func(w io.Writer) error {
+		in, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		_, err = io.Copy(w, in)
 		return err
-	})
+	}
 }
 
 // ReadTombstones reads a tombstone file (WriteTombstones, export-tombstones).
@@ -227,18 +232,8 @@ func DecodeTombstones(r io.Reader, name string) ([]storage.Tombstone, error) {
 	return tf.Tombstones, nil
 }
 
-// copyFile copies src to the new file dst (synced, renamed into place).
-func copyFile(src, dst string) error {
-	tmp, err := copyToTemp(src, filepath.Dir(dst))
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
-}
+// copyFile copies src to the new file dst (writeAtomic).
+func copyFile(src, dst string) error { return writeAtomic(dst, copyFrom(src)) }
 
 // copyTree copies the regular files of src into dst (linkTree across file
 // systems).
