@@ -67,10 +67,7 @@ func readDatabaseFile(path string) (ts []Tombstone, err error) {
 	if err := checkBoltSize(path, fi.Size()); err != nil {
 		return nil, err
 	}
-	// bbolt panics on some damaged pages: that becomes this error too.
-	// (Garbage written into the middle of a file can still crash the
-	// checking process in bbolt's own goroutine; every caller checks
-	// before it changes anything.)
+	// bbolt panics on damaged pages: that becomes this error too.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -90,6 +87,13 @@ func readDatabaseFile(path string) (ts []Tombstone, err error) {
 			if tx.Bucket(name) == nil {
 				return fmt.Errorf("%s: %w (no %s bucket)", path, ErrNotDatabase, name)
 			}
+		}
+		// tx.Check walks the pages in a goroutine of bbolt's own (the free
+		// page scan of a file without a stored freelist), where a damaged
+		// page's panic or fault would end the process. Every page is read
+		// here first, on this goroutine, where the recover above reaches.
+		if err := walkBuckets(tx.Cursor(), tx.Bucket); err != nil {
+			return fmt.Errorf("%s: %w (%v)", path, ErrNotDatabase, err)
 		}
 		var first error
 		for cerr := range tx.Check() { // read to the end: the checker stops only then
@@ -164,6 +168,25 @@ func checkBoltSize(path string, size int64) error {
 		return fmt.Errorf("%s: %w (no valid meta page)", path, ErrNotDatabase)
 	case best.pageSize == 0 || best.pgid > uint64(size)/uint64(best.pageSize):
 		return fmt.Errorf("%s: %w (cut short: %d bytes of the %d its pages need)", path, ErrNotDatabase, size, best.pgid*uint64(best.pageSize))
+	}
+	return nil
+}
+
+// walkBuckets reads every key under the cursor c, and those of the nested
+// buckets that bucket (c's bucket's Bucket) opens: every branch and leaf
+// page of the tree.
+func walkBuckets(c *bolt.Cursor, bucket func([]byte) *bolt.Bucket) error {
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v != nil {
+			continue
+		}
+		nb := bucket(k) // a nested bucket
+		if nb == nil {
+			return fmt.Errorf("bucket %x cannot be opened", k)
+		}
+		if err := walkBuckets(nb.Cursor(), nb.Bucket); err != nil {
+			return err
+		}
 	}
 	return nil
 }
