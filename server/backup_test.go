@@ -22,6 +22,7 @@ import (
 // message log included) aside instead of replaying it, and erases again
 // an account erased after the backup (MISSION D4).
 func TestBackupAndRestore(t *testing.T) {
+	t.Setenv("GORACE", "atexit_sleep_ms=0") // the file checks' child processes: no second's wait at exit under -race
 	dir := t.TempDir()
 	onDir := func(c *server.Config) { c.DataDir = dir }
 	w := newRightsWorld(t, onDir)
@@ -168,6 +169,7 @@ func TestPruneBackups(t *testing.T) {
 // file itself), or a database being replaced that cannot be read (its
 // erasures would be lost) unless the operator says so.
 func TestRestoreRefuses(t *testing.T) {
+	t.Setenv("GORACE", "atexit_sleep_ms=0") // the file checks' child processes: no second's wait at exit under -race
 	dir := t.TempDir()
 	onDir := func(c *server.Config) { c.DataDir = dir }
 	env := testenv.New(t, onDir)

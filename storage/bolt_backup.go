@@ -43,16 +43,22 @@ var ErrNotDatabase = errors.New("not a readable Klassenfunk database")
 // bbolt's consistency check and holds this store's buckets. It opens the
 // file read-only and changes nothing. A file that is locked by a running
 // server is reported as such.
+//
+// The check runs in a child process (checkchild.go): bbolt reads the
+// pages of a damaged file in goroutines of its own too, where a panic or
+// a memory fault would end the process that asked.
 func CheckDatabaseFile(path string) error {
-	_, err := readDatabaseFile(path)
+	_, err := checkInChild(path)
 	return err
 }
 
 // TombstonesInFile returns the tombstones of the database file at path,
 // checked as CheckDatabaseFile does, read-only: the database and its
 // message log stay as they are (the log holds messages, no erasures).
-func TombstonesInFile(path string) ([]Tombstone, error) { return readDatabaseFile(path) }
+func TombstonesInFile(path string) ([]Tombstone, error) { return checkInChild(path) }
 
+// readDatabaseFile checks the file at path and reads its tombstones, in
+// this process: a damaged file can end it (CheckDatabaseFile).
 func readDatabaseFile(path string) (ts []Tombstone, err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -67,7 +73,8 @@ func readDatabaseFile(path string) (ts []Tombstone, err error) {
 	if err := checkBoltSize(path, fi.Size()); err != nil {
 		return nil, err
 	}
-	// bbolt panics on damaged pages: that becomes this error too.
+	// bbolt panics on damaged pages: where it does so on this goroutine,
+	// that becomes this error too.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -87,13 +94,6 @@ func readDatabaseFile(path string) (ts []Tombstone, err error) {
 			if tx.Bucket(name) == nil {
 				return fmt.Errorf("%s: %w (no %s bucket)", path, ErrNotDatabase, name)
 			}
-		}
-		// tx.Check walks the pages in a goroutine of bbolt's own (the free
-		// page scan of a file without a stored freelist), where a damaged
-		// page's panic or fault would end the process. Every page is read
-		// here first, on this goroutine, where the recover above reaches.
-		if err := walkBuckets(tx.Cursor(), tx.Bucket); err != nil {
-			return fmt.Errorf("%s: %w (%v)", path, ErrNotDatabase, err)
 		}
 		var first error
 		for cerr := range tx.Check() { // read to the end: the checker stops only then
@@ -168,25 +168,6 @@ func checkBoltSize(path string, size int64) error {
 		return fmt.Errorf("%s: %w (no valid meta page)", path, ErrNotDatabase)
 	case best.pageSize == 0 || best.pgid > uint64(size)/uint64(best.pageSize):
 		return fmt.Errorf("%s: %w (cut short: %d bytes of the %d its pages need)", path, ErrNotDatabase, size, best.pgid*uint64(best.pageSize))
-	}
-	return nil
-}
-
-// walkBuckets reads every key under the cursor c, and those of the nested
-// buckets that bucket (c's bucket's Bucket) opens: every branch and leaf
-// page of the tree.
-func walkBuckets(c *bolt.Cursor, bucket func([]byte) *bolt.Bucket) error {
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if v != nil {
-			continue
-		}
-		nb := bucket(k) // a nested bucket
-		if nb == nil {
-			return fmt.Errorf("bucket %x cannot be opened", k)
-		}
-		if err := walkBuckets(nb.Cursor(), nb.Bucket); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -403,6 +403,7 @@ func TestReadPassword(t *testing.T) {
 // TestAdminBackupRestore: the offline backup and restore tasks, as an
 // operator runs them around a stopped server.
 func TestAdminBackupRestore(t *testing.T) {
+	t.Setenv("GORACE", "atexit_sleep_ms=0") // the file checks' child processes: no second's wait at exit under -race
 	clearEnv(t)
 	dir := t.TempDir()
 	offline := func(args ...string) []string { return append([]string{"admin", "--offline", "--data", dir}, args...) }

@@ -110,6 +110,7 @@ func withBolt(t *testing.T, dir string, fn func(st *storage.Bolt)) {
 // older copy of the database → reapply → the account is gone again
 // (offline), and the same through the running server's API (online).
 func TestTombstonesSurviveRestore(t *testing.T) {
+	t.Setenv("GORACE", "atexit_sleep_ms=0") // the file checks' child processes: no second's wait at exit under -race
 	clearEnv(t)
 	ctx := context.Background()
 	dir := t.TempDir()
