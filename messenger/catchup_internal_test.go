@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +33,7 @@ type catchUpStore struct {
 	failed    chan struct{}
 	msgs      []storage.Message // seqs 1..n
 	expired   map[uint64]bool
+	reads     int // MessagesAfter calls
 }
 
 func (f *catchUpStore) ConversationsOf(context.Context, string) ([]storage.Conversation, error) {
@@ -48,6 +50,7 @@ func (f *catchUpStore) ConversationsOf(context.Context, string) ([]storage.Conve
 func (f *catchUpStore) MessagesAfter(_ context.Context, _ string, after uint64, limit int, _ time.Time) ([]storage.Message, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	if f.failMsgs > 0 {
 		f.failMsgs--
 		return nil, false, errors.New("store down")
@@ -176,13 +179,17 @@ func TestCatchUpSkipsOwnMessages(t *testing.T) {
 }
 
 // openedFloor against a linear scan: random histories with expired holes
-// and equal times.
+// and equal times, longer than liveFillMax, below which it never goes. A
+// conversation quiet when the socket opened takes one read; any other at
+// most one more than a binary search over liveFillMax seqs, however long
+// its history.
 func TestOpenedFloor(t *testing.T) {
 	base := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
 	rng := rand.New(rand.NewPCG(1, 2))
+	maxReads := 2 + bits.Len(liveFillMax)
 	for iter := range 2000 {
 		st := &catchUpStore{expired: map[uint64]bool{}}
-		k := rng.IntN(30)
+		k := rng.IntN(3 * liveFillMax)
 		at := base
 		for s := 1; s <= k; s++ {
 			at = at.Add(time.Duration(rng.IntN(5)) * time.Second)
@@ -191,21 +198,32 @@ func TestOpenedFloor(t *testing.T) {
 				st.expired[uint64(s)] = true
 			}
 		}
-		opened := base.Add(time.Duration(rng.IntN(80)) * time.Second)
+		opened := base.Add(time.Duration(rng.IntN(3*5*liveFillMax)) * time.Second)
 		c := &conn{n: catchUpNode(t, st, at), opened: opened.UnixMilli()}
 		floor, err := c.openedFloor(context.Background(), &storage.Conversation{ID: "c1", LastSeq: uint64(k)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		since := opened.Add(-catchUpMargin)
+		bound := uint64(max(k-liveFillMax, 0))
+		if floor < bound || floor > uint64(k) {
+			t.Fatalf("case %d: floor %d outside [%d, %d]", iter, floor, bound, k)
+		}
 		for _, m := range st.msgs {
 			switch {
 			case st.expired[m.Seq]:
 			case m.Seq > floor && m.SentAt.Before(since):
 				t.Fatalf("case %d: floor %d replays seq %d, sent before the socket opened", iter, floor, m.Seq)
-			case m.Seq <= floor && !m.SentAt.Before(since):
+			case m.Seq <= floor && m.Seq > bound && !m.SentAt.Before(since):
 				t.Fatalf("case %d: floor %d skips seq %d, sent while the socket was open", iter, floor, m.Seq)
 			}
+		}
+		last := k > 0 && !st.expired[uint64(k)] && st.msgs[k-1].SentAt.Before(since)
+		switch {
+		case last && st.reads != 1:
+			t.Fatalf("case %d: %d reads, want 1: the newest message was sent before the socket opened", iter, st.reads)
+		case st.reads > maxReads:
+			t.Fatalf("case %d: %d reads, want at most %d", iter, st.reads, maxReads)
 		}
 	}
 }

@@ -461,14 +461,10 @@ func (c *conn) writeLive(m *storage.Message, bp *[]byte) error {
 		// dropped as a duplicate: fill from what was sent while the
 		// socket was open instead (clients deduplicate the margin's few),
 		// at most liveFillMax messages.
-		floor := m.Seq - 1
-		if m.Seq > 1 {
-			f, err := c.openedFloor(context.Background(), &storage.Conversation{ID: m.Conversation, LastSeq: m.Seq - 1})
-			if err != nil {
-				c.n.log.Warn("gap fill floor", "conv", m.Conversation, "err", err)
-				f = floor
-			}
-			floor = max(f, m.Seq-1-min(m.Seq-1, liveFillMax))
+		floor, err := c.openedFloor(context.Background(), &storage.Conversation{ID: m.Conversation, LastSeq: m.Seq - 1})
+		if err != nil {
+			c.n.log.Warn("gap fill floor", "conv", m.Conversation, "err", err)
+			floor = m.Seq - 1
 		}
 		sp = seqSpan{from: floor, to: floor}
 	}
@@ -576,7 +572,6 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 			if after, err = c.openedFloor(ctx, &cv); err != nil {
 				return c.syncFailed(job, "sync: catch-up floor", err)
 			}
-			after = max(after, cv.LastSeq-min(cv.LastSeq, liveFillMax))
 		}
 		from, own := after, uint64(0)
 		for {
@@ -659,22 +654,44 @@ func (c *conn) refused(err error, what string) bool {
 const catchUpMargin = 5 * time.Second
 
 // openedFloor returns the seq of cv after which its messages were sent
-// while the socket was open (less catchUpMargin): a binary search over
-// seq, which sent_at follows. Clients deduplicate by id, so the margin
-// costs at most a few repeated messages.
+// while the socket was open (less catchUpMargin), but not below liveFillMax
+// before cv.LastSeq: what live delivery and a catch-up may bring again.
+// Clients deduplicate by id, so the margin costs at most a few repeated
+// messages.
+//
+// The newest message answers alone when it was sent before: the usual
+// case (a conversation quiet while the socket opened), one read. Otherwise
+// a binary search over seq, which sent_at follows. Each read decodes a
+// whole message (in a big group, hundreds of wrapped keys), and after a
+// reconnect storm every socket of every member asks at once.
 func (c *conn) openedFloor(ctx context.Context, cv *storage.Conversation) (uint64, error) {
 	since := time.UnixMilli(c.opened).Add(-catchUpMargin)
-	lo, hi := uint64(0), cv.LastSeq
+	lo, hi := cv.LastSeq-min(cv.LastSeq, liveFillMax), cv.LastSeq
+	if lo == hi {
+		return lo, nil
+	}
+	// before reports whether the first unexpired message after seq was
+	// sent before since, and its seq.
+	before := func(seq uint64) (bool, uint64, error) {
+		msgs, _, err := c.n.store.MessagesAfter(ctx, cv.ID, seq, 1, c.n.now())
+		if err != nil || len(msgs) == 0 || !msgs[0].SentAt.Before(since) {
+			return false, 0, err
+		}
+		return true, msgs[0].Seq, nil
+	}
+	if ok, seq, err := before(hi - 1); err != nil || ok && seq == hi {
+		return hi, err
+	}
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		msgs, _, err := c.n.store.MessagesAfter(ctx, cv.ID, mid, 1, c.n.now())
+		ok, seq, err := before(mid)
 		if err != nil {
 			return 0, err
 		}
-		if len(msgs) == 0 || !msgs[0].SentAt.Before(since) {
-			hi = mid
+		if ok {
+			lo = min(seq, hi)
 		} else {
-			lo = msgs[0].Seq
+			hi = mid
 		}
 	}
 	return lo, nil
