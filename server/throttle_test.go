@@ -250,19 +250,38 @@ func TestLoginBruteForceConcurrent(t *testing.T) {
 // loginBruteForceConcurrent sends attempts wrong logins at once, spread
 // over the nodes, and wants exactly the limit (3) of them answered 401.
 func loginBruteForceConcurrent(t *testing.T, nodes int, opt testenv.Option, login func(int) string, attempts int) {
-	envs := startAuthNodes(t, nodes, opt, func(c *server.Config) {
-		// A few milliseconds per hash, so that the attempts overlap.
-		c.Auth.Argon2 = auth.Argon2Params{Memory: 4 << 10, Time: 1, Threads: 1}
+	envs := startAuthNodes(t, nodes, opt, overlappingHashes)
+	count := concurrentLogins(envs, attempts, func(i int) map[string]any {
+		return authLoginBody(login(i), "wrong-password", "dev", "ios", false)
 	})
+	if count[401] != 3 || count[429] != attempts-3 {
+		t.Fatalf("statuses %v: want 3 × 401 and %d × 429 (a lock must also stop attempts in flight)", count, attempts-3)
+	}
+	// And the right password is locked out as well.
+	for _, env := range envs {
+		r := authCall(t, env, "POST", "/api/v1/login", "", authLoginBody("teacher-a", testenv.Password("teacher-a"), "dev", "ios", false), nil)
+		authWantError(t, r, http.StatusTooManyRequests, "rate_limited")
+	}
+}
+
+// overlappingHashes makes a password hash take a few milliseconds, so that
+// login attempts sent together overlap.
+func overlappingHashes(c *server.Config) {
+	c.Auth.Argon2 = auth.Argon2Params{Memory: 4 << 10, Time: 1, Threads: 1}
+}
+
+// concurrentLogins sends n logins at once, spread over the nodes, and
+// counts their statuses (-1: no answer).
+func concurrentLogins(envs []*testenv.Env, n int, body func(i int) map[string]any) map[int]int {
 	start := make(chan struct{})
-	statuses := make(chan int, attempts)
+	statuses := make(chan int, n)
 	var wg sync.WaitGroup
-	for i := range attempts {
-		body, _ := json.Marshal(authLoginBody(login(i), "wrong-password", "dev", "ios", false))
+	for i := range n {
+		b, _ := json.Marshal(body(i))
 		url := envs[i%len(envs)].URL + "/api/v1/login"
 		wg.Go(func() {
 			<-start
-			resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+			resp, err := http.Post(url, "application/json", bytes.NewReader(b))
 			if err != nil {
 				statuses <- -1
 				return
@@ -279,12 +298,22 @@ func loginBruteForceConcurrent(t *testing.T, nodes int, opt testenv.Option, logi
 	for s := range statuses {
 		count[s]++
 	}
-	if count[401] != 3 || count[429] != attempts-3 {
-		t.Fatalf("statuses %v: want 3 × 401 and %d × 429 (a lock must also stop attempts in flight)", count, attempts-3)
-	}
-	// And the right password is locked out as well.
-	for _, env := range envs {
-		r := authCall(t, env, "POST", "/api/v1/login", "", authLoginBody("teacher-a", testenv.Password("teacher-a"), "dev", "ios", false), nil)
-		authWantError(t, r, http.StatusTooManyRequests, "rate_limited")
+	return count
+}
+
+// TestLoginBurstBehindOneAddress: a class behind its school's one address
+// logs in at once, all with the right password. Attempts beyond the
+// limits that are merely in flight together wait for the others instead
+// of getting 429.
+func TestLoginBurstBehindOneAddress(t *testing.T) {
+	const attempts = 30
+	envs := startAuthNodes(t, 1, overlappingHashes, func(c *server.Config) {
+		c.Auth.MaxFailuresPerLogin, c.Auth.MaxFailuresPerAddr = 3, 3
+	})
+	count := concurrentLogins(envs, attempts, func(i int) map[string]any {
+		return authLoginBody("student-a", testenv.Password("student-a"), fmt.Sprintf("tablet-%d", i), "android", true)
+	})
+	if count[200] != attempts {
+		t.Fatalf("statuses %v: want %d × 200", count, attempts)
 	}
 }
