@@ -26,9 +26,10 @@ type Hub struct {
 	shards   [numHubShards]hubShard
 
 	// The most open sockets of one device and of one user (replaceOldest),
-	// once the node holds capsFrom sockets.
-	maxPerDevice, maxPerUser, capsFrom int
-	open                               atomic.Int64 // registered sockets
+	// once the node holds capsFrom sockets; from crowdedFrom on, one of a
+	// device.
+	maxPerDevice, maxPerUser, capsFrom, crowdedFrom int
+	open                                            atomic.Int64 // registered sockets
 
 	active sync.WaitGroup // one per registered connection
 	// draining ends when the drain starts (drain calls startDrain).
@@ -68,8 +69,8 @@ func (h *Hub) add(c *conn) error {
 	default:
 	}
 	conns := s.users[c.userID]
-	if h.open.Load() >= int64(h.capsFrom) {
-		h.replaceOldest(conns, c.deviceKey)
+	if open := h.open.Load(); open >= int64(h.capsFrom) {
+		h.replaceOldest(conns, c.deviceKey, open >= int64(h.crowdedFrom))
 	}
 	if len(conns) == 0 {
 		if err := h.broker.Subscribe(c.userID); err != nil {
@@ -95,13 +96,23 @@ func (h *Hub) add(c *conn) error {
 // connections not yet noticed), and one account cannot take the last of
 // a node's file descriptors. It applies only once the node holds
 // capsFrom sockets (add): below that, many sockets on one credential
-// (a test rig, a load tool) take nothing from anyone. Called with the
-// user's shard locked.
-func (h *Hub) replaceOldest(conns []*conn, device string) {
+// (a test rig, a load tool) take nothing from anyone.
+//
+// On a crowded node (crowdedFrom sockets) the device's every other socket
+// is closed: after a network blip every device reconnects while the node
+// has not yet noticed that the old sockets are dead (that takes a ping
+// interval and its answer's wait), and twice the sockets would take the
+// node's last file descriptors, which HTTP requests need too. Called with
+// the user's shard locked.
+func (h *Hub) replaceOldest(conns []*conn, device string, crowded bool) {
 	var oldestOfDevice, oldest *conn
 	ofDevice, open := 0, 0
 	for _, o := range conns {
 		if o.closing() {
+			continue
+		}
+		if crowded && o.deviceKey == device {
+			o.closeWith(proto.CloseReplaced)
 			continue
 		}
 		open++

@@ -57,6 +57,11 @@ type GatewayConfig struct {
 	// which the caps apply. Zero means three quarters of the process's
 	// open-files limit (socketCapsFrom).
 	SocketCapsFrom int
+	// SocketsCrowdedFrom is the number of open sockets on this node from
+	// which a device keeps only its newest socket (Hub.replaceOldest).
+	// Zero means seven eighths of the open-files limit; never below
+	// SocketCapsFrom.
+	SocketsCrowdedFrom int
 	// SendTimeout bounds the store calls of a client's frame (a send's
 	// store and publish, the periodic credential check): past it a send
 	// gets an error frame (internal) and may be sent again with the same
@@ -179,6 +184,10 @@ func New(cfg Config) (*Node, error) {
 	if g.SocketCapsFrom == 0 {
 		g.SocketCapsFrom = socketCapsFrom()
 	}
+	if g.SocketsCrowdedFrom == 0 {
+		g.SocketsCrowdedFrom = socketsCrowdedFrom()
+	}
+	g.SocketsCrowdedFrom = max(g.SocketsCrowdedFrom, g.SocketCapsFrom)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -212,8 +221,9 @@ func New(cfg Config) (*Node, error) {
 	n.revs, _ = cfg.Store.(storage.RevAppender)
 	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)
 	n.hub.maxPerDevice, n.hub.maxPerUser, n.hub.capsFrom = g.MaxSocketsPerDevice, g.MaxSocketsPerUser, g.SocketCapsFrom
-	cfg.Log.Info("sockets per device and per user are capped once the node holds socket_caps_from",
-		"per_device", g.MaxSocketsPerDevice, "per_user", g.MaxSocketsPerUser, "socket_caps_from", g.SocketCapsFrom)
+	n.hub.crowdedFrom = g.SocketsCrowdedFrom
+	cfg.Log.Info("sockets per device and per user are capped once the node holds socket_caps_from; one per device from sockets_crowded_from",
+		"per_device", g.MaxSocketsPerDevice, "per_user", g.MaxSocketsPerUser, "socket_caps_from", g.SocketCapsFrom, "sockets_crowded_from", g.SocketsCrowdedFrom)
 	if r, ok := cfg.Broker.(Recoverer); ok {
 		r.SetOnRecover(n.hub.catchUp)
 		err := cfg.Registerer.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{

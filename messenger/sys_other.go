@@ -9,6 +9,8 @@ import "errors"
 // one.
 func socketCapsFrom() int { return 1 << 30 / 4 * 3 }
 
+func socketsCrowdedFrom() int { return 1 << 30 / 8 * 7 }
+
 // readFD is never called without the poller, which is Linux only.
 func readFD(uintptr, []byte) (int, error) {
 	return 0, errors.ErrUnsupported

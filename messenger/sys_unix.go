@@ -8,12 +8,18 @@ import "syscall"
 // (Go raises the soft limit to the hard one at start): past that, one
 // account's sockets are capped, so that it cannot take the last quarter
 // of the node's descriptors.
-func socketCapsFrom() int {
+func socketCapsFrom() int { return openFilesLimit() / 4 * 3 }
+
+// socketsCrowdedFrom returns seven eighths of the open-files limit: past
+// that, a device keeps only its newest socket.
+func socketsCrowdedFrom() int { return openFilesLimit() / 8 * 7 }
+
+func openFilesLimit() int {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
-		return 1 << 30 / 4 * 3
+		return 1 << 30
 	}
-	return int(rl.Cur / 4 * 3)
+	return int(rl.Cur)
 }
 
 // readFD reads once from the socket fd, which never blocks (Go's sockets

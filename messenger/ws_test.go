@@ -366,3 +366,36 @@ func TestSocketCapsOnlyFromThreshold(t *testing.T) {
 		t.Fatalf("the phone's oldest socket closed with %d, want 4409", code)
 	}
 }
+
+// TestSocketCapsWhenCrowded: from SocketsCrowdedFrom, a device's new
+// socket closes all its others (a network blip: every device
+// reconnects before the node notices its old sockets are dead); other
+// devices keep theirs.
+func TestSocketCapsWhenCrowded(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) {
+		cfg.Messenger.MaxSocketsPerDevice = 4
+		cfg.Messenger.SocketCapsFrom = 6
+		cfg.Messenger.SocketsCrowdedFrom = 7
+	})
+	alive := func(ws ...*testenv.WS) {
+		t.Helper()
+		for _, w := range ws {
+			w.Send(`{"type":"ping"}`)
+			if f := w.Read(); f.Type != proto.TypePong {
+				t.Fatalf("got %q, want pong", f.Type)
+			}
+		}
+	}
+	phone := []*testenv.WS{c.env.Dial(c.alice1), c.env.Dial(c.alice1), c.env.Dial(c.alice1)}
+	others := []*testenv.WS{c.env.Dial(c.alice2), c.env.Dial(c.b1), c.env.Dial(c.b1)}
+	alive(append(phone, others...)...) // six: capped, within the device's 4
+	phone = append(phone, c.env.Dial(c.alice1))
+	alive(append(phone, others...)...) // seven: the device's fourth
+	newest := c.env.Dial(c.alice1)     // crowded: the phone keeps only this one
+	for i, w := range phone {
+		if code := w.CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
+			t.Fatalf("the phone's socket %d closed with %d, want 4409", i, code)
+		}
+	}
+	alive(append(others, newest)...)
+}

@@ -106,6 +106,12 @@ type MessengerConfig struct {
 	MaxSocketsPerDevice int `yaml:"max_sockets_per_device"`
 	MaxSocketsPerUser   int `yaml:"max_sockets_per_user"`
 	SocketCapsFrom      int `yaml:"socket_caps_from"`
+	// SocketsCrowdedFrom: from this many open WebSockets on a node, a
+	// device's new socket closes all its others with 4409 (after a
+	// network blip every device reconnects before the node notices its
+	// old sockets are dead). 0 means seven eighths of the open-files
+	// limit.
+	SocketsCrowdedFrom int `yaml:"sockets_crowded_from"`
 	// SendTimeout bounds a send frame's store and publish in cluster mode
 	// (Redis); past it the client gets an internal error frame. Default 5s.
 	// Embedded mode sends have none: the local disk has no network.
@@ -190,8 +196,8 @@ func (c *Config) Validate() error {
 	if c.DrainDelay < 0 || c.DrainDelay > time.Minute {
 		return fmt.Errorf("config: drain_delay must be between 0 and 1m")
 	}
-	if c.Messenger.MaxSocketsPerDevice < 0 || c.Messenger.MaxSocketsPerUser < 0 || c.Messenger.SocketCapsFrom < 0 {
-		return fmt.Errorf("config: messenger.max_sockets_per_device, max_sockets_per_user and socket_caps_from must not be negative")
+	if c.Messenger.MaxSocketsPerDevice < 0 || c.Messenger.MaxSocketsPerUser < 0 || c.Messenger.SocketCapsFrom < 0 || c.Messenger.SocketsCrowdedFrom < 0 {
+		return fmt.Errorf("config: messenger.max_sockets_per_device, max_sockets_per_user, socket_caps_from and sockets_crowded_from must not be negative")
 	}
 	if c.Messenger.MaxAttachmentBytes < 0 {
 		return fmt.Errorf("config: messenger.max_attachment_bytes must not be negative")

@@ -146,6 +146,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			MaxSocketsPerDevice: cfg.Messenger.MaxSocketsPerDevice,
 			MaxSocketsPerUser:   cfg.Messenger.MaxSocketsPerUser,
 			SocketCapsFrom:      cfg.Messenger.SocketCapsFrom,
+			SocketsCrowdedFrom:  cfg.Messenger.SocketsCrowdedFrom,
 			SendTimeout:         s.sendTimeout(),
 		},
 		Now:             cfg.Now,
