@@ -102,6 +102,21 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 	env2.JSON("POST", "/api/v1/login", "", testenv.LoginBody("ben", "ben-phone", true), http.StatusUnauthorized, nil)
 	env2.JSON("GET", "/api/v1/me", w.benTok, nil, http.StatusUnauthorized, nil)
+
+	// A second restore within the same second moves the data aside too.
+	if err := env2.Srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for d := range 5 {
+		if err := os.MkdirAll(filepath.Join(dir, "replaced-"+now.Add(time.Duration(d)*time.Second).Format("20060102T150405Z")), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err = server.Restore(t.Context(), dir, bk.File, server.RestoreOptions{})
+	if err != nil || !strings.HasSuffix(res.Aside, "-2") {
+		t.Fatalf("a restore in the same second: %v, aside in %q", err, res.Aside)
+	}
 }
 
 // TestPruneBackups keeps the newest daily backups and the newest backup

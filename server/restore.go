@@ -40,7 +40,8 @@ type RestoreOptions struct {
 // backup has been checked (a whole Klassenfunk database) and copied next
 // to its place. The data it replaces (the database, its message-log
 // files, the attachments) is then moved into a directory
-// "replaced-<time>" beside it, not deleted; the message log must go, or
+// "replaced-<time>" beside it (with "-2", "-3", … for a second restore in
+// the same second), not deleted; the message log must go, or
 // its records would be replayed into the older database. The backup's
 // attachment files come with it when it has them.
 //
@@ -103,10 +104,11 @@ func Restore(ctx context.Context, dataDir, backupFile string, opt RestoreOptions
 		replaced = append(replaced, m...)
 	}
 	if len(replaced) > 0 {
-		res.Aside = filepath.Join(dataDir, "replaced-"+time.Now().UTC().Format(backupTimeFormat))
-		if err := os.Mkdir(res.Aside, 0o700); err != nil {
+		aside, err := mkdirAside(dataDir, "replaced-"+time.Now().UTC().Format(backupTimeFormat))
+		if err != nil {
 			return res, fmt.Errorf("restore: %w. Nothing was changed", err)
 		}
+		res.Aside = aside
 		for _, p := range replaced {
 			if err := os.Rename(p, filepath.Join(res.Aside, filepath.Base(p))); err != nil {
 				return res, fmt.Errorf("restore: move %s aside: %w (what was moved is in %s: move it back)", p, err, res.Aside)
@@ -238,3 +240,18 @@ func copyFile(src, dst string) error { return writeAtomic(dst, copyFrom(src)) }
 // copyTree copies the regular files of src into dst (linkTree across file
 // systems).
 func copyTree(src, dst string) error { return eachFile(src, dst, copyFile) }
+
+// mkdirAside makes the directory name in dir, or name-2, name-3, … when
+// that exists (a second restore within the same second), and returns it.
+func mkdirAside(dir, name string) (string, error) {
+	for i := 1; ; i++ {
+		p := filepath.Join(dir, name)
+		if i > 1 {
+			p = fmt.Sprintf("%s-%d", p, i)
+		}
+		err := os.Mkdir(p, 0o700)
+		if !errors.Is(err, fs.ErrExist) || i == 100 {
+			return p, err
+		}
+	}
+}
