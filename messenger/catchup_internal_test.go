@@ -184,6 +184,27 @@ func TestCatchUpSkipsOwnMessages(t *testing.T) {
 // most one more than a binary search over liveFillMax seqs, however long
 // its history.
 func TestOpenedFloor(t *testing.T) {
+	t.Run("MessagesAfter", func(t *testing.T) { testOpenedFloor(t, func(st *catchUpStore) storage.Store { return st }) })
+	t.Run("SentAtReader", func(t *testing.T) {
+		testOpenedFloor(t, func(st *catchUpStore) storage.Store { return sentAtStore{st} })
+	})
+}
+
+// sentAtStore is a catchUpStore that reads sent_at alone too (each
+// FirstSentAfter is one read).
+type sentAtStore struct{ *catchUpStore }
+
+var _ storage.SentAtReader = sentAtStore{}
+
+func (s sentAtStore) FirstSentAfter(ctx context.Context, conv string, after uint64, now time.Time) (uint64, time.Time, bool, error) {
+	msgs, _, err := s.MessagesAfter(ctx, conv, after, 1, now)
+	if err != nil || len(msgs) == 0 {
+		return 0, time.Time{}, false, err
+	}
+	return msgs[0].Seq, msgs[0].SentAt, true, nil
+}
+
+func testOpenedFloor(t *testing.T, store func(*catchUpStore) storage.Store) {
 	base := time.Date(2026, 9, 1, 8, 0, 0, 0, time.UTC)
 	rng := rand.New(rand.NewPCG(1, 2))
 	maxReads := 2 + bits.Len(liveFillMax)
@@ -199,7 +220,7 @@ func TestOpenedFloor(t *testing.T) {
 			}
 		}
 		opened := base.Add(time.Duration(rng.IntN(3*5*liveFillMax)) * time.Second)
-		c := &conn{n: catchUpNode(t, st, at), opened: opened.UnixMilli()}
+		c := &conn{n: catchUpNode(t, store(st), at), opened: opened.UnixMilli()}
 		floor, err := c.openedFloor(context.Background(), &storage.Conversation{ID: "c1", LastSeq: uint64(k)})
 		if err != nil {
 			t.Fatal(err)

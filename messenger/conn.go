@@ -661,9 +661,10 @@ const catchUpMargin = 5 * time.Second
 //
 // The newest message answers alone when it was sent before: the usual
 // case (a conversation quiet while the socket opened), one read. Otherwise
-// a binary search over seq, which sent_at follows. Each read decodes a
-// whole message (in a big group, hundreds of wrapped keys), and after a
-// reconnect storm every socket of every member asks at once.
+// a binary search over seq, which sent_at follows. After a reconnect storm
+// every socket of every member asks at once: a store that can read sent_at
+// alone (storage.SentAtReader) does not decode the messages' wrapped keys,
+// hundreds in a big group.
 func (c *conn) openedFloor(ctx context.Context, cv *storage.Conversation) (uint64, error) {
 	since := time.UnixMilli(c.opened).Add(-catchUpMargin)
 	lo, hi := cv.LastSeq-min(cv.LastSeq, liveFillMax), cv.LastSeq
@@ -673,6 +674,10 @@ func (c *conn) openedFloor(ctx context.Context, cv *storage.Conversation) (uint6
 	// before reports whether the first unexpired message after seq was
 	// sent before since, and its seq.
 	before := func(seq uint64) (bool, uint64, error) {
+		if r, ok := c.n.store.(storage.SentAtReader); ok {
+			s, at, found, err := r.FirstSentAfter(ctx, cv.ID, seq, c.n.now())
+			return found && at.Before(since), s, err
+		}
 		msgs, _, err := c.n.store.MessagesAfter(ctx, cv.ID, seq, 1, c.n.now())
 		if err != nil || len(msgs) == 0 || !msgs[0].SentAt.Before(since) {
 			return false, 0, err

@@ -170,44 +170,79 @@ func (b *Bolt) MessageByClientID(ctx context.Context, conv, user, device, client
 // even if a checkpoint runs in between.
 func (b *Bolt) MessagesAfter(ctx context.Context, conv string, afterSeq uint64, limit int, now time.Time) ([]Message, bool, error) {
 	out := []Message{}
-	if !validID(conv) || afterSeq == math.MaxUint64 {
-		return out, false, nil
-	}
 	want := max(limit, 0) + 1 // one more tells whether more follow
-	mem, memFirst := b.log.memAfter(conv, afterSeq, want, now)
-	nowKey := timeKey(now)
-	err := b.view(ctx, func(tx *bolt.Tx) error {
-		p := prefix(conv)
-		c := tx.Bucket(bktMsgs).Cursor()
-		for k, v := c.Seek(seqKey(conv, afterSeq+1)); k != nil && bytes.HasPrefix(k, p) && len(out) < want; k, v = c.Next() {
-			if memFirst != 0 && len(k) >= 8 && binary.BigEndian.Uint64(k[len(k)-8:]) >= memFirst {
-				break
-			}
-			if len(v) < timeKeyLen || expiredAt(v, &nowKey) {
-				continue
-			}
-			m, err := decodeMsg(k, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, m)
+	err := b.scanAfter(ctx, conv, afterSeq, want, now, func(seq uint64, body []byte) error {
+		var m Message
+		if err := decodeMessageValue(body, &m); err != nil {
+			return fmt.Errorf("storage: decode message %d of %s: %w", seq, conv, err)
 		}
+		m.Seq = seq
+		out = append(out, m)
 		return nil
 	})
 	if err != nil {
 		return nil, false, err
 	}
-	for _, e := range mem[:min(len(mem), want-len(out))] {
-		m, err := e.message()
-		if err != nil {
-			return nil, false, err
-		}
-		out = append(out, m)
-	}
 	if len(out) > max(limit, 0) {
 		return out[:max(limit, 0)], true, nil
 	}
 	return out, false, nil
+}
+
+// FirstSentAfter implements SentAtReader.
+func (b *Bolt) FirstSentAfter(ctx context.Context, conv string, afterSeq uint64, now time.Time) (seq uint64, sentAt time.Time, ok bool, err error) {
+	err = b.scanAfter(ctx, conv, afterSeq, 1, now, func(s uint64, body []byte) error {
+		t, err := sentAtOf(body)
+		if err != nil {
+			return fmt.Errorf("storage: decode message %d of %s: %w", s, conv, err)
+		}
+		seq, sentAt, ok = s, t, true
+		return nil
+	})
+	return seq, sentAt, ok, err
+}
+
+// scanAfter calls visit with the seq and the encoded message (without its
+// expiry key) of up to want unexpired messages of conv with seq > afterSeq,
+// ascending. The memtable is read first: bbolt then has every message
+// below the memtable's lowest seq, even if a checkpoint runs in between.
+func (b *Bolt) scanAfter(ctx context.Context, conv string, afterSeq uint64, want int, now time.Time, visit func(seq uint64, body []byte) error) error {
+	if !validID(conv) || afterSeq == math.MaxUint64 {
+		return nil
+	}
+	mem, memFirst := b.log.memAfter(conv, afterSeq, want, now)
+	nowKey := timeKey(now)
+	n := 0
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		p := prefix(conv)
+		c := tx.Bucket(bktMsgs).Cursor()
+		for k, v := c.Seek(seqKey(conv, afterSeq+1)); k != nil && bytes.HasPrefix(k, p) && n < want; k, v = c.Next() {
+			if len(k) != len(p)+8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(k[len(p):])
+			if memFirst != 0 && seq >= memFirst {
+				break
+			}
+			if len(v) < timeKeyLen || expiredAt(v, &nowKey) {
+				continue
+			}
+			if err := visit(seq, v[timeKeyLen:]); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range mem[:min(len(mem), want-n)] {
+		if err := visit(e.seq, e.val[timeKeyLen:]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeleteExpiredMessages implements Messages. It removes the message and

@@ -112,6 +112,21 @@ func senderFields(v []byte) (user, device, client []byte, err error) {
 	return f[2], f[3], f[4], d.err
 }
 
+// sentAtOf returns the SentAt of a message value without decoding the
+// rest of it.
+func sentAtOf(v []byte) (time.Time, error) {
+	if len(v) == 0 || v[0] != binaryMessage {
+		var m Message
+		err := decodeMessageValue(v, &m)
+		return m.SentAt, err
+	}
+	d := msgDecoder{b: v[1:]}
+	for range 5 { // id, conversation, user, device, client id
+		d.take(d.uvarint())
+	}
+	return d.time(), d.err
+}
+
 // decodeMessageValue decodes what appendMessageValue wrote (Seq stays 0).
 func decodeMessageValue(v []byte, m *Message) error {
 	if len(v) == 0 || v[0] != binaryMessage {
@@ -121,13 +136,7 @@ func decodeMessageValue(v []byte, m *Message) error {
 	for _, s := range [...]*string{&m.ID, &m.Conversation, &m.SenderUser, &m.SenderDevice, &m.ClientID} {
 		*s = d.str()
 	}
-	for _, t := range [...]*time.Time{&m.SentAt, &m.ExpiresAt} {
-		sec, ns := d.varint(), d.uvarint()
-		if ns >= 1e9 {
-			d.err = errCorruptMessage
-		}
-		*t = time.Unix(sec, int64(ns)).UTC()
-	}
+	m.SentAt, m.ExpiresAt = d.time(), d.time()
 	m.Ciphertext = d.optBytes()
 	if n := d.uvarint(); n > 0 {
 		n--
@@ -196,6 +205,15 @@ func (d *msgDecoder) take(n uint64) []byte {
 	p := d.b[:n:n]
 	d.b = d.b[n:]
 	return p
+}
+
+// time reads seconds and nanoseconds.
+func (d *msgDecoder) time() time.Time {
+	sec, ns := d.varint(), d.uvarint()
+	if ns >= 1e9 {
+		d.err = errCorruptMessage
+	}
+	return time.Unix(sec, int64(ns)).UTC()
 }
 
 func (d *msgDecoder) str() string { return string(d.take(d.uvarint())) }

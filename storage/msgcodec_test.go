@@ -57,6 +57,9 @@ func TestMessageValueRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("round trip of %+v\n got %#v\nwant %#v (as the JSON form gives)", m, got, want)
 		}
+		if sent, err := sentAtOf(v); err != nil || !sent.Equal(got.SentAt) {
+			t.Fatalf("sentAtOf %+v: %v, %v; want %v", m, sent, err, got.SentAt)
+		}
 		user, device, client, err := senderFields(v)
 		if err != nil || string(user) != got.SenderUser || string(device) != got.SenderDevice || string(client) != got.ClientID {
 			t.Fatalf("senderFields of %+v: %q, %q, %q, %v", m, user, device, client, err)

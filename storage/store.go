@@ -171,6 +171,16 @@ type Messages interface {
 	CountMessages(ctx context.Context) (int, error)
 }
 
+// SentAtReader is implemented by stores that can tell when a message was
+// sent without decoding the rest of it: its wrapped keys, hundreds in a big
+// group (the gateway's openedFloor asks this of many sockets at once).
+type SentAtReader interface {
+	// FirstSentAfter returns the seq and SentAt of the message that
+	// MessagesAfter(ctx, conv, afterSeq, 1, now) would return, and false
+	// when it would return none.
+	FirstSentAfter(ctx context.Context, conv string, afterSeq uint64, now time.Time) (seq uint64, sentAt time.Time, ok bool, err error)
+}
+
 // RevAppender is implemented by stores whose conversation reads cost a
 // round trip (Redis). They fill Conversation.Rev, and AppendMessageRev is
 // AppendMessage that stores m only while its conversation's record still

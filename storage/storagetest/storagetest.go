@@ -1562,6 +1562,26 @@ func testMessageExpiry(t *testing.T, s storage.Store) {
 		eq(t, what+" seqs", seqsOf(msgs), c.want)
 		eq(t, what+" more", more, c.more)
 	}
+	if r, ok := s.(storage.SentAtReader); ok {
+		// FirstSentAfter reads what MessagesAfter(…, 1) would return.
+		for after := range uint64(8) {
+			for _, when := range []time.Time{base, now, at(10 * time.Hour)} {
+				msgs, _, err := s.MessagesAfter(ctx, "g1", after, 1, when)
+				noErr(t, err, "MessagesAfter")
+				seq, sentAt, found, err := r.FirstSentAfter(ctx, "g1", after, when)
+				what := fmt.Sprintf("FirstSentAfter(%d) at %v", after, when.Sub(base))
+				noErr(t, err, what)
+				eq(t, what+" found", found, len(msgs) == 1)
+				if len(msgs) == 1 {
+					eq(t, what+" seq", seq, msgs[0].Seq)
+					eq(t, what+" sent_at", sentAt.Equal(msgs[0].SentAt), true)
+				}
+			}
+		}
+		_, _, found, err := r.FirstSentAfter(ctx, "g9", 0, base)
+		noErr(t, err, "FirstSentAfter of an unknown conversation")
+		eq(t, "FirstSentAfter of an unknown conversation", found, false)
+	}
 	msgs, more, err := s.MessagesAfter(ctx, "g1", 0, 10, base)
 	noErr(t, err, "MessagesAfter at base")
 	eq(t, "MessagesAfter at base", seqsOf(msgs), []uint64{1, 2, 3, 4, 5, 6})
