@@ -309,29 +309,20 @@ func TestSocketCaps(t *testing.T) {
 		cfg.Messenger.MaxSocketsPerUser = 4
 		cfg.Messenger.SocketCapsFrom = 1
 	})
-	alive := func(ws ...*testenv.WS) {
-		t.Helper()
-		for _, w := range ws {
-			w.Send(`{"type":"ping"}`)
-			if f := w.Read(); f.Type != proto.TypePong {
-				t.Fatalf("got %q, want pong", f.Type)
-			}
-		}
-	}
 	phone := []*testenv.WS{c.env.Dial(c.alice1), c.env.Dial(c.alice1), c.env.Dial(c.alice1)}
-	alive(phone...)
+	wantAlive(t, phone...)
 	phone = append(phone, c.env.Dial(c.alice1)) // the device's fourth
 	if code := phone[0].CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
 		t.Fatalf("the phone's oldest socket closed with %d, want 4409", code)
 	}
-	alive(phone[1:]...)
+	wantAlive(t, phone[1:]...)
 	tablet := c.env.Dial(c.alice2) // alice's fourth open socket: within her cap
-	alive(append(phone[1:], tablet)...)
+	wantAlive(t, append(phone[1:], tablet)...)
 	tablet2 := c.env.Dial(c.alice2) // her fifth: her oldest goes
 	if code := phone[1].CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
 		t.Fatalf("alice's oldest socket closed with %d, want 4409", code)
 	}
-	alive(phone[2], phone[3], tablet, tablet2)
+	wantAlive(t, phone[2], phone[3], tablet, tablet2)
 	// Another user is not touched, and messages reach the sockets left.
 	bob := c.env.Dial(c.b1)
 	m := c.post(c.b1, "m1", "hallo")
@@ -340,7 +331,7 @@ func TestSocketCaps(t *testing.T) {
 			t.Fatalf("got %+v, want message %s", f, m.ID)
 		}
 	}
-	alive(bob)
+	wantAlive(t, bob)
 }
 
 // TestSocketCapsOnlyFromThreshold: while the node holds fewer sockets
@@ -355,13 +346,8 @@ func TestSocketCapsOnlyFromThreshold(t *testing.T) {
 	for range 5 { // the fifth comes while the node holds four
 		phone = append(phone, c.env.Dial(c.alice1))
 	}
-	for _, w := range phone {
-		w.Send(`{"type":"ping"}`)
-		if f := w.Read(); f.Type != proto.TypePong {
-			t.Fatalf("below the threshold: got %q, want pong", f.Type)
-		}
-	}
-	c.env.Dial(c.alice1) // the node holds five: the caps apply
+	wantAlive(t, phone...) // below the threshold
+	c.env.Dial(c.alice1)   // the node holds five: the caps apply
 	if code := phone[0].CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
 		t.Fatalf("the phone's oldest socket closed with %d, want 4409", code)
 	}
@@ -377,25 +363,27 @@ func TestSocketCapsWhenCrowded(t *testing.T) {
 		cfg.Messenger.SocketCapsFrom = 6
 		cfg.Messenger.SocketsCrowdedFrom = 7
 	})
-	alive := func(ws ...*testenv.WS) {
-		t.Helper()
-		for _, w := range ws {
-			w.Send(`{"type":"ping"}`)
-			if f := w.Read(); f.Type != proto.TypePong {
-				t.Fatalf("got %q, want pong", f.Type)
-			}
-		}
-	}
 	phone := []*testenv.WS{c.env.Dial(c.alice1), c.env.Dial(c.alice1), c.env.Dial(c.alice1)}
 	others := []*testenv.WS{c.env.Dial(c.alice2), c.env.Dial(c.b1), c.env.Dial(c.b1)}
-	alive(append(phone, others...)...) // six: capped, within the device's 4
+	wantAlive(t, append(phone, others...)...) // six: capped, within the device's 4
 	phone = append(phone, c.env.Dial(c.alice1))
-	alive(append(phone, others...)...) // seven: the device's fourth
-	newest := c.env.Dial(c.alice1)     // crowded: the phone keeps only this one
+	wantAlive(t, append(phone, others...)...) // seven: the device's fourth
+	newest := c.env.Dial(c.alice1)            // crowded: the phone keeps only this one
 	for i, w := range phone {
 		if code := w.CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
 			t.Fatalf("the phone's socket %d closed with %d, want 4409", i, code)
 		}
 	}
-	alive(append(others, newest)...)
+	wantAlive(t, append(others, newest)...)
+}
+
+// wantAlive pings each socket and wants its pong.
+func wantAlive(t *testing.T, ws ...*testenv.WS) {
+	t.Helper()
+	for _, w := range ws {
+		w.Send(`{"type":"ping"}`)
+		if f := w.Read(); f.Type != proto.TypePong {
+			t.Fatalf("got %q, want pong", f.Type)
+		}
+	}
 }
