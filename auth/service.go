@@ -743,17 +743,18 @@ func (s *Service) acquireLogin(ctx context.Context, loginKey, addrKey string) (t
 		if err == nil && wait == 0 {
 			s.inFlight.start(keys...)
 		} else {
+			// The one slot taken goes back before the next attempt asks.
+			if tl != "" {
+				s.releaseFailure(s.byLogin, loginKey, tl)
+			}
+			if ta != "" {
+				s.releaseFailure(s.byAddr, addrKey, ta)
+			}
 			el, ea = s.inFlight.ended(keys[0]), s.inFlight.ended(keys[1])
 		}
 		<-s.acquireLock
 		if err == nil && wait == 0 {
 			return tl, ta, func() { s.inFlight.end(keys...) }, nil
-		}
-		if tl != "" {
-			s.releaseFailure(s.byLogin, loginKey, tl)
-		}
-		if ta != "" {
-			s.releaseFailure(s.byAddr, addrKey, ta)
 		}
 		if err != nil {
 			return "", "", nil, fmt.Errorf("brute-force counter: %w", err)
