@@ -76,8 +76,11 @@ func checkInChild(path string) ([]Tombstone, error) {
 	var res checkResult
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || runErr != nil {
 		var exit *exec.ExitError
-		if !errors.As(runErr, &exit) {
-			return nil, fmt.Errorf("check %s: %v", path, runErr)
+		switch {
+		case runErr == nil:
+			return nil, fmt.Errorf("check %s: the checking process gave no result (%v)", path, err)
+		case !errors.As(runErr, &exit):
+			return nil, fmt.Errorf("check %s: %w", path, runErr)
 		}
 		why, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
 		return nil, fmt.Errorf("%s: %w (damaged: the check ended with %q)", path, ErrNotDatabase, why)
