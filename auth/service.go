@@ -95,11 +95,8 @@ type Service struct {
 	dummyHash string
 	byLogin   Limiter
 	byAddr    Limiter
-	// acquireLock (one slot) makes a login's Acquires and its start in
-	// inFlight one step (acquireLogin).
-	acquireLock chan struct{}
-	inFlight    flights  // login attempts being checked, by limiter key
-	opHash      [32]byte // SHA-256 of the operator token; zero when none
+	gates     gates    // login attempts being checked, by limiter key
+	opHash    [32]byte // SHA-256 of the operator token; zero when none
 }
 
 // Principal is the authenticated caller of a request.
@@ -159,14 +156,13 @@ func New(cfg Config) (*Service, error) {
 		cfg.NewLimiter = func(_ string, limit int, window time.Duration) Limiter { return NewMemoryLimiter(limit, window) }
 	}
 	s := &Service{
-		cfg:         cfg,
-		store:       cfg.Store,
-		log:         cfg.Log,
-		now:         cfg.Now,
-		hashSem:     make(chan struct{}, cfg.MaxConcurrentHashes),
-		acquireLock: make(chan struct{}, 1),
-		byLogin:     cfg.NewLimiter("login", cfg.MaxFailuresPerLogin, cfg.FailureWindow),
-		byAddr:      cfg.NewLimiter("addr", cfg.MaxFailuresPerAddr, cfg.FailureWindow),
+		cfg:     cfg,
+		store:   cfg.Store,
+		log:     cfg.Log,
+		now:     cfg.Now,
+		hashSem: make(chan struct{}, cfg.MaxConcurrentHashes),
+		byLogin: cfg.NewLimiter("login", cfg.MaxFailuresPerLogin, cfg.FailureWindow),
+		byAddr:  cfg.NewLimiter("addr", cfg.MaxFailuresPerAddr, cfg.FailureWindow),
 	}
 	s.dummyHash = hashPassword(make([]byte, ClientHashLen), cfg.Argon2)
 	return s, nil
@@ -369,16 +365,32 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 	}
 	loginKey := strings.ToLower(login)
 	addrKey := addr.String()
-	tl, ta, done, err := s.acquireLogin(ctx, loginKey, addrKey)
+	leave, err := s.enterGates(ctx, loginKey, addrKey)
 	if err != nil {
 		return LoginResult{}, err
 	}
-	defer done()
-	release := func() {
-		s.releaseFailure(s.byLogin, loginKey, tl)
-		s.releaseFailure(s.byAddr, addrKey, ta)
-	}
+	defer leave() // after the failure is counted or taken back
+	// The attempt counts as a failure until it succeeds: checking and
+	// counting in one step keeps concurrent attempts within the limit.
 	now := s.now()
+	wl, tl, errl := s.byLogin.Acquire(ctx, loginKey, now)
+	wa, ta, erra := s.byAddr.Acquire(ctx, addrKey, now)
+	release := func() {
+		if tl != "" {
+			s.releaseFailure(s.byLogin, loginKey, tl)
+		}
+		if ta != "" {
+			s.releaseFailure(s.byAddr, addrKey, ta)
+		}
+	}
+	if err := cmp.Or(errl, erra); err != nil {
+		release()
+		return LoginResult{}, fmt.Errorf("brute-force counter: %w", err)
+	}
+	if wait := max(wl, wa); wait > 0 {
+		release()
+		return LoginResult{}, &proto.Error{Code: proto.CodeRateLimited, Message: "too many failed logins; try again later", RetryAfter: wait}
+	}
 
 	u, err := s.store.UserByLogin(ctx, login)
 	found := err == nil
@@ -716,66 +728,39 @@ func (s *Service) activeUser(ctx context.Context, id string) (storage.User, erro
 	return u, err
 }
 
-// acquireLogin counts a login attempt as a failure for its login and its
-// address until it succeeds (checking and counting in one step keeps
-// concurrent attempts within the limits), and returns the tickets to take
-// it back, and done, to call once they are released or the failure is
-// recorded.
-//
-// An attempt over a limit while others for the same keys are being
-// checked on this node waits for one of them to end (at most
-// loginQueueWait) and asks again: they may succeed and free their slots.
-// Otherwise, or after the wait, it is refused with 429.
-func (s *Service) acquireLogin(ctx context.Context, loginKey, addrKey string) (tl, ta string, done func(), err error) {
-	keys := []string{"login " + loginKey, "addr " + addrKey}
-	deadline := time.Now().Add(loginQueueWait)
-	for {
-		select {
-		case s.acquireLock <- struct{}{}:
-		case <-ctx.Done():
-			return "", "", nil, ctx.Err()
-		}
-		now := s.now()
-		wl, tl, errl := s.byLogin.Acquire(ctx, loginKey, now)
-		wa, ta, erra := s.byAddr.Acquire(ctx, addrKey, now)
-		wait, err := max(wl, wa), cmp.Or(errl, erra)
-		var el, ea <-chan struct{}
-		if err == nil && wait == 0 {
-			s.inFlight.start(keys...)
-		} else {
-			// The one slot taken goes back before the next attempt asks.
-			if tl != "" {
-				s.releaseFailure(s.byLogin, loginKey, tl)
-			}
-			if ta != "" {
-				s.releaseFailure(s.byAddr, addrKey, ta)
-			}
-			el, ea = s.inFlight.ended(keys[0]), s.inFlight.ended(keys[1])
-		}
-		<-s.acquireLock
-		if err == nil && wait == 0 {
-			return tl, ta, func() { s.inFlight.end(keys...) }, nil
-		}
-		if err != nil {
-			return "", "", nil, fmt.Errorf("brute-force counter: %w", err)
-		}
-		refused := &proto.Error{Code: proto.CodeRateLimited, Message: "too many failed logins; try again later", RetryAfter: wait}
-		left := time.Until(deadline)
-		if el == nil && ea == nil || left <= 0 {
-			return "", "", nil, refused
-		}
-		t := time.NewTimer(left)
-		select {
-		case <-el:
-		case <-ea:
-		case <-t.C:
-			return "", "", nil, refused
-		case <-ctx.Done():
-			t.Stop()
-			return "", "", nil, ctx.Err()
-		}
-		t.Stop()
+// enterGates waits for the login's turn at the gates of its address and
+// of its login (gates), at most loginQueueWait in all, and returns the
+// function that leaves them.
+func (s *Service) enterGates(ctx context.Context, loginKey, addrKey string) (func(), error) {
+	t := time.NewTimer(loginQueueWait)
+	defer t.Stop()
+	type entered struct {
+		key  string
+		held bool
 	}
+	var in []entered
+	leave := func() {
+		for _, e := range in {
+			s.gates.leave(e.key, e.held)
+		}
+	}
+	// The address first, then the login, in every attempt: no two wait
+	// for each other's slots.
+	for _, g := range []struct {
+		key   string
+		limit int
+	}{{"addr " + addrKey, s.cfg.MaxFailuresPerAddr}, {"login " + loginKey, s.cfg.MaxFailuresPerLogin}} {
+		ok, err := s.gates.enter(ctx, g.key, g.limit, t.C)
+		in = append(in, entered{g.key, ok})
+		if !ok {
+			leave()
+			if err == nil {
+				err = &proto.Error{Code: proto.CodeRateLimited, Message: "too many logins at once; try again", RetryAfter: time.Second}
+			}
+			return nil, err
+		}
+	}
+	return leave, nil
 }
 
 // releaseFailure takes back a failure counted by Acquire, and
