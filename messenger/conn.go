@@ -86,6 +86,7 @@ type conn struct {
 	closeCode  proto.CloseCode // guarded by mu; set once, when closing starts
 	closeWhy   string          // guarded by mu; the closes metric's reason: closeCode's, or rate_limited
 	flush      bool            // guarded by mu; the close waits for the queued frames (closeAfterQueue)
+	abrupt     bool            // guarded by mu; the socket closes right after the close frame (closeAbruptly)
 	writing    bool            // guarded by mu; a writer goroutine runs
 	finished   bool            // guarded by mu; the writer is done for good
 	readerDone bool            // guarded by mu; the reader has returned
@@ -191,6 +192,19 @@ func (c *conn) send(it outItem) {
 // recovers through sync). The first code wins.
 func (c *conn) closeWith(code proto.CloseCode) { c.startClose(code, false, code.String()) }
 
+// closeAbruptly is closeWith that does not wait for the client's answer
+// to the close frame: the socket's descriptor is freed at once. For a
+// crowded node (Hub.replaceOldest), where the sockets replaced are mostly
+// dead ones that would hold their descriptors for closeGrace.
+func (c *conn) closeAbruptly(code proto.CloseCode) {
+	c.mu.Lock()
+	if c.closeCode == 0 {
+		c.abrupt = true
+	}
+	c.mu.Unlock()
+	c.closeWith(code)
+}
+
 // closeAfterQueue starts closing the connection with code after the frames
 // already queued (the error frames and sent acks of the client's earlier
 // frames) are written; queued deliveries and syncs are dropped, the
@@ -266,13 +280,13 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		if c.readerDone || (c.closeCode != 0 && len(c.queue) == 0) {
-			code, why, readerDone := c.closeCode, c.closeWhy, c.readerDone
+			code, why, readerDone, abrupt := c.closeCode, c.closeWhy, c.readerDone, c.abrupt
 			c.finished, c.writing, c.queue = true, false, nil
 			c.mu.Unlock()
 			if readerDone {
 				c.ws.Close()
 			} else {
-				c.sendClose(code, why)
+				c.sendClose(code, why, abrupt)
 			}
 			return
 		}
@@ -723,11 +737,14 @@ func (c *conn) syncFailed(job *syncJob, what string, err error) error {
 
 // sendClose writes the close frame and gives the client a moment to answer
 // it; the reader sees the answer (or the deadline) and ends the connection.
-func (c *conn) sendClose(code proto.CloseCode, why string) {
+func (c *conn) sendClose(code proto.CloseCode, why string, abrupt bool) {
 	c.n.metrics.closes.WithLabelValues(why).Inc()
 	deadline := time.Now().Add(c.n.cfg.Gateway.WriteTimeout)
+	if abrupt {
+		deadline = time.Now().Add(min(time.Second, c.n.cfg.Gateway.WriteTimeout)) // a dead peer's full buffer
+	}
 	msg := websocket.FormatCloseMessage(int(code), why) // why: the code's name, or rate_limited
-	if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil {
+	if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil || abrupt {
 		c.ws.NetConn().Close()
 		c.wakeBlocking()
 		return

@@ -112,7 +112,7 @@ func (h *Hub) replaceOldest(conns []*conn, device string, crowded bool) {
 			continue
 		}
 		if crowded && o.deviceKey == device {
-			o.closeWith(proto.CloseReplaced)
+			o.closeAbruptly(proto.CloseReplaced)
 			continue
 		}
 		open++

@@ -2,9 +2,12 @@ package messenger_test
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -368,10 +371,19 @@ func TestSocketCapsWhenCrowded(t *testing.T) {
 	wantAlive(t, append(phone, others...)...) // six: capped, within the device's 4
 	phone = append(phone, c.env.Dial(c.alice1))
 	wantAlive(t, append(phone, others...)...) // seven: the device's fourth
-	newest := c.env.Dial(c.alice1)            // crowded: the phone keeps only this one
+	for _, w := range phone {                 // dead peers: they never answer a close
+		w.Conn.SetCloseHandler(func(int, string) error { return nil })
+	}
+	newest := c.env.Dial(c.alice1) // crowded: the phone keeps only this one
 	for i, w := range phone {
 		if code := w.CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
 			t.Fatalf("the phone's socket %d closed with %d, want 4409", i, code)
+		}
+		// The node does not wait the 2 s grace for an answer to free the
+		// descriptor: the connection ends right after the close frame.
+		w.Conn.NetConn().SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := w.Conn.NetConn().Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("the phone's socket %d after its close frame: %v, want the connection ended", i, err)
 		}
 	}
 	wantAlive(t, append(others, newest)...)
