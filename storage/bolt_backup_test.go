@@ -48,6 +48,9 @@ func TestCheckDatabaseFile(t *testing.T) {
 	}
 	meta := bytes.Clone(good)
 	copy(meta, bytes.Repeat([]byte{0xAB}, 2*16384))
+	if err := storage.CheckDatabaseFile(""); !errors.Is(err, storage.ErrNotDatabase) {
+		t.Errorf("no file named: %v, want ErrNotDatabase", err)
+	}
 	for name, b := range map[string][]byte{"empty": nil, "random": bytes.Repeat([]byte("not bbolt "), 4000), "meta": meta} {
 		if err := storage.CheckDatabaseFile(write(name+".db", b)); !errors.Is(err, storage.ErrNotDatabase) {
 			t.Errorf("%s: %v, want ErrNotDatabase", name, err)

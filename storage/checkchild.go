@@ -64,6 +64,9 @@ func (e *checkError) Unwrap() error {
 // its own) means a damaged file: ErrNotDatabase, with the first line the
 // child wrote to its standard error.
 func checkInChild(path string) ([]Tombstone, error) {
+	if path == "" { // the child would not know it is one
+		return nil, fmt.Errorf("%w: no file named", ErrNotDatabase)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("check %s: %w", path, err)
