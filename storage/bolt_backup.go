@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -40,26 +41,30 @@ var ErrNotDatabase = errors.New("not a readable Klassenfunk database")
 
 // CheckDatabaseFile reports whether path is a whole Klassenfunk database
 // (a backup, before a restore puts it in place): a bbolt file that passes
-// bbolt's consistency check and holds this store's buckets. It opens the
-// file read-only and changes nothing. A file that is locked by a running
+// bbolt's consistency check, holds this store's buckets, and whose
+// messages and school, user, credential and conversation records all
+// decode (checkRecords). It opens the file read-only and changes nothing. A file that is locked by a running
 // server is reported as such.
 //
 // The check runs in a child process (checkchild.go): bbolt reads the
 // pages of a damaged file in goroutines of its own too, where a panic or
 // a memory fault would end the process that asked.
 func CheckDatabaseFile(path string) error {
-	_, err := checkInChild(path)
+	_, err := checkInChild(path, true)
 	return err
 }
 
 // TombstonesInFile returns the tombstones of the database file at path,
-// checked as CheckDatabaseFile does, read-only: the database and its
-// message log stay as they are (the log holds messages, no erasures).
-func TombstonesInFile(path string) ([]Tombstone, error) { return checkInChild(path) }
+// checked as CheckDatabaseFile does but for the records (a restore reads
+// them from the database it replaces, which may be replaced for damage
+// of that kind), read-only: the database and its message log stay as
+// they are (the log holds messages, no erasures).
+func TombstonesInFile(path string) ([]Tombstone, error) { return checkInChild(path, false) }
 
-// readDatabaseFile checks the file at path and reads its tombstones, in
-// this process: a damaged file can end it (CheckDatabaseFile).
-func readDatabaseFile(path string) (ts []Tombstone, err error) {
+// readDatabaseFile checks the file at path (and its records) and reads its
+// tombstones, in this process: a damaged file can end it
+// (CheckDatabaseFile).
+func readDatabaseFile(path string, records bool) (ts []Tombstone, err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -103,6 +108,11 @@ func readDatabaseFile(path string) (ts []Tombstone, err error) {
 		}
 		if first != nil {
 			return first
+		}
+		if records {
+			if err := checkRecords(tx); err != nil {
+				return fmt.Errorf("%s: %w (damaged: %v)", path, ErrNotDatabase, err)
+			}
 		}
 		var err error
 		if ts, err = tombstonesIn(tx); err != nil {
@@ -168,6 +178,58 @@ func checkBoltSize(path string, size int64) error {
 		return fmt.Errorf("%s: %w (no valid meta page)", path, ErrNotDatabase)
 	case best.pageSize == 0 || best.pgid > uint64(size)/uint64(best.pageSize):
 		return fmt.Errorf("%s: %w (cut short: %d bytes of the %d its pages need)", path, ErrNotDatabase, size, best.pgid*uint64(best.pageSize))
+	}
+	return nil
+}
+
+// checkRecords decodes every stored message and every school, user,
+// credential and conversation record: bbolt keeps no checksums, so garbage
+// inside a value passes its check, and a restored node would answer 500
+// for whatever holds it (a conversation's history, a user's every
+// request).
+func checkRecords(tx *bolt.Tx) error {
+	err := tx.Bucket(bktMsgs).ForEach(func(k, v []byte) error {
+		i := bytes.IndexAny(k, "\x00\x01")
+		if i < 0 || k[i] != 0 || len(k) != i+9 {
+			return nil // a client-id entry (conversation\x01…)
+		}
+		var m Message
+		if len(v) < timeKeyLen {
+			return fmt.Errorf("message %d of conversation %s: cut short", binary.BigEndian.Uint64(k[i+1:]), k[:i])
+		}
+		if err := decodeMessageValue(v[timeKeyLen:], &m); err != nil {
+			return fmt.Errorf("message %d of conversation %s: %w", binary.BigEndian.Uint64(k[i+1:]), k[:i], err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, b := range []struct {
+		name   []byte
+		decode func(k, v []byte) error
+	}{
+		{bktSchools, func(k, v []byte) error { return decode(v, new(School), "school "+string(k)) }},
+		{bktUsers, func(k, v []byte) error { return decode(v, new(User), "user "+string(k)) }},
+		{bktCreds, func(k, v []byte) error { _, err := decodeCred(k, v); return err }}, // keys: token hashes
+		{bktConvs, func(k, v []byte) error { return decode(v, new(Conversation), "conversation "+string(k)) }},
+	} {
+		bk := tx.Bucket(b.name)
+		if bk == nil {
+			continue
+		}
+		err := bk.ForEach(func(k, v []byte) error {
+			if v == nil {
+				return nil // a nested bucket
+			}
+			if err := b.decode(k, v); err != nil {
+				return fmt.Errorf("%s: %w", b.name, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

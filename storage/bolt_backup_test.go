@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"klassenfunk/storage"
 )
@@ -80,5 +81,67 @@ func TestCheckDatabaseFile(t *testing.T) {
 		if err != nil && !errors.Is(err, storage.ErrNotDatabase) {
 			t.Errorf("cut at %d/8: %v", i, err)
 		}
+	}
+}
+
+// TestCheckDatabaseFileRecords: garbage inside a stored message or a JSON
+// record passes bbolt's own check (it keeps no checksums); the file check
+// decodes them and refuses the file.
+func TestCheckDatabaseFileRecords(t *testing.T) {
+	t.Setenv("GORACE", "atexit_sleep_ms=0") // the file checks' child processes: no second's wait at exit under -race
+	b, _ := openSeeded(t, &storage.BoltOptions{NoSync: true})
+	defer b.Close()
+	ctx := t.Context()
+	const id = "message-to-be-damaged"
+	if _, _, err := b.AppendMessage(ctx, storage.Message{ID: id, Conversation: "g1", SenderUser: "u1", SenderDevice: "phone",
+		SentAt: logBase, ExpiresAt: logBase.Add(720 * time.Hour), Ciphertext: []byte("sealed"), Keys: map[string][]byte{"u1/phone": []byte("key")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := storage.CheckpointPaced(b, 0); err != nil { // into the B+tree
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := b.Backup(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	dir := t.TempDir()
+	check := func(name string, file []byte) error {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, file, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return storage.CheckDatabaseFile(p)
+	}
+	if err := check("good.db", good); err != nil {
+		t.Fatalf("the backup: %v", err)
+	}
+	// The message's value: its id follows its length (one byte).
+	msg := bytes.Clone(good)
+	damaged := 0
+	for off := 0; ; {
+		i := bytes.Index(msg[off:], []byte(id))
+		if i < 0 {
+			break
+		}
+		if at := off + i - 1; msg[at] == byte(len(id)) {
+			msg[at] = 0xFF // a length that runs past the value
+			damaged++
+		}
+		off += i + len(id)
+	}
+	if damaged == 0 {
+		t.Fatal("the message's id is not in the backup")
+	}
+	if err := check("message.db", msg); !errors.Is(err, storage.ErrNotDatabase) || !strings.Contains(err.Error(), "message 1 of conversation g1") {
+		t.Errorf("a damaged message: %v, want ErrNotDatabase naming it", err)
+	}
+	// The user's record.
+	user := bytes.Replace(good, []byte(`{"id":"u1"`), []byte(`["id":"u1"`), 1)
+	if bytes.Equal(user, good) {
+		t.Fatal("the user record is not in the backup")
+	}
+	if err := check("user.db", user); !errors.Is(err, storage.ErrNotDatabase) || !strings.Contains(err.Error(), "user u1") {
+		t.Errorf("a damaged user record: %v, want ErrNotDatabase naming it", err)
 	}
 }

@@ -15,13 +15,17 @@ import (
 // child it starts.
 const checkEnv = "KLASSENFUNK_INTERNAL_CHECK_DATABASE"
 
+// checkRecordsEnv, set to 1 beside checkEnv, makes the child decode the
+// file's records too (checkRecords).
+const checkRecordsEnv = "KLASSENFUNK_INTERNAL_CHECK_RECORDS"
+
 // A process started by checkInChild is this program again (the server,
 // or a test binary: every binary that can ask imports this package). It
 // checks the file, writes the result to its standard output and exits
 // before main runs.
 func init() {
 	if path := os.Getenv(checkEnv); path != "" {
-		os.Exit(serveCheck(path))
+		os.Exit(serveCheck(path, os.Getenv(checkRecordsEnv) == "1"))
 	}
 }
 
@@ -32,8 +36,8 @@ type checkResult struct {
 	NotDatabase bool        `json:"not_database,omitempty"`
 }
 
-func serveCheck(path string) int {
-	ts, err := readDatabaseFile(path)
+func serveCheck(path string, records bool) int {
+	ts, err := readDatabaseFile(path, records)
 	res := checkResult{Tombstones: ts}
 	if err != nil {
 		res.Error, res.NotDatabase = err.Error(), errors.Is(err, ErrNotDatabase)
@@ -59,11 +63,11 @@ func (e *checkError) Unwrap() error {
 	return nil
 }
 
-// checkInChild runs readDatabaseFile(path) in a child process. A child
+// checkInChild runs readDatabaseFile(path, records) in a child process. A child
 // that ends without a result (bbolt panicked or faulted in a goroutine of
 // its own) means a damaged file: ErrNotDatabase, with the first line the
 // child wrote to its standard error.
-func checkInChild(path string) ([]Tombstone, error) {
+func checkInChild(path string, records bool) ([]Tombstone, error) {
 	if path == "" { // the child would not know it is one
 		return nil, fmt.Errorf("%w: no file named", ErrNotDatabase)
 	}
@@ -72,7 +76,10 @@ func checkInChild(path string) ([]Tombstone, error) {
 		return nil, fmt.Errorf("check %s: %w", path, err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), checkEnv+"="+path)
+	cmd.Env = append(os.Environ(), checkEnv+"="+path, checkRecordsEnv+"=0")
+	if records {
+		cmd.Env[len(cmd.Env)-1] = checkRecordsEnv + "=1"
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
