@@ -218,3 +218,26 @@ func TestHTTPAttachmentBrokenOff(t *testing.T) {
 		t.Fatalf("logs name the client's port %d or an internal error:\n%s", local.Port, logs)
 	}
 }
+
+// TestAttachmentTransfersDrawOnReads: an upload or a download costs its
+// request's read token and one more per 256 KiB; an upload whose length
+// is not announced costs as much as the largest; beyond the bucket, 429.
+func TestAttachmentTransfersDrawOnReads(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) {
+		cfg.Messenger.ReadRate = 0.01 // a token per 100 s: none comes back during the test
+		cfg.Messenger.ReadBurst = 12
+		cfg.Messenger.MaxAttachmentBytes = 2 << 20 // unannounced: 1 + 8 tokens
+	})
+	a := httpAPI{t, c.env}
+	id := a.mustUpload(c.alice1, httpBlob(1<<20)) // 1 + 4 of alice1's 12
+	if r := c.env.Do("GET", "/api/v1/attachments/"+id, c.alice1, nil); r.Status != http.StatusOK {
+		t.Fatalf("download: %d", r.Status) // 1 + 4: 2 left
+	}
+	httpWantError(t, c.env.Do("GET", "/api/v1/attachments/"+id, c.alice1, nil), http.StatusTooManyRequests, proto.CodeRateLimited)
+	// Another device: an unannounced length draws 9 of its 12, then a
+	// 1-MiB upload (5) does not fit.
+	if r := a.upload(c.alice2, httpBlob(100), true); r.Status != http.StatusCreated {
+		t.Fatalf("upload without a length: %d %s", r.Status, r.Body)
+	}
+	httpWantError(t, a.upload(c.alice2, httpBlob(1<<20), false), http.StatusTooManyRequests, proto.CodeRateLimited)
+}

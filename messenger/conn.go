@@ -1028,6 +1028,12 @@ func (c *conn) handle(data []byte) {
 			sentConv: m.Conversation, sentSeq: m.Seq,
 		})
 	case proto.TypeSync:
+		// A sync replays history: it draws on the device's read bucket,
+		// as its HTTP reads do (readLimited).
+		if _, ok := c.n.reads.allow(c.deviceKey, time.Now(), nil); !ok {
+			c.reject(f.Ref, proto.Errorf(proto.CodeRateLimited, "syncing too fast; slow down"))
+			return
+		}
 		c.invalidInRow = 0
 		c.n.syncers.add(c.deviceKey)
 		c.enqueue(outItem{sync: &syncJob{cursors: f.Cursors, ref: f.Ref}})

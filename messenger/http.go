@@ -142,6 +142,33 @@ func writeMessage(w http.ResponseWriter, status int, m *storage.Message, p auth.
 	httpapi.WriteRaw(w, status, proto.AppendMessageJSON(nil, &pm, proto.KeyName(p.User.ID, p.Cred.DeviceID)))
 }
 
+// readLimited answers 429 rate_limited instead of calling next when the
+// device has used up its read bucket (GatewayConfig.ReadRate): one app
+// paging history or moving attachments in a closed loop would otherwise
+// take the core from everyone's messages.
+func (n *Node) readLimited(next func(http.ResponseWriter, *http.Request, auth.Principal)) func(http.ResponseWriter, *http.Request, auth.Principal) {
+	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		if n.readRefused(w, p, 1) {
+			return
+		}
+		next(w, r, p)
+	}
+}
+
+// transferUnit is what an attachment's bytes cost in read tokens, beyond
+// the request's one: a 25-MiB upload or download draws 100.
+const transferUnit = 256 << 10
+
+// readRefused takes tokens from the device's read bucket, or answers 429
+// and reports true.
+func (n *Node) readRefused(w http.ResponseWriter, p auth.Principal, tokens int64) bool {
+	wait, ok := n.reads.allowN(proto.KeyName(p.User.ID, p.Cred.DeviceID), time.Now(), int(min(tokens, 1<<20)), nil)
+	if !ok {
+		n.fail(w, &proto.Error{Code: proto.CodeRateLimited, Message: "reading too fast; slow down", RetryAfter: wait})
+	}
+	return !ok
+}
+
 func (n *Node) postMessage(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	if wait, ok := n.sends.allow(proto.KeyName(p.User.ID, p.Cred.DeviceID), time.Now(), nil); !ok {
 		n.fail(w, &proto.Error{Code: proto.CodeRateLimited, Message: "sending too fast; slow down", RetryAfter: wait})
@@ -261,6 +288,13 @@ func (n *Node) postAttachment(w http.ResponseWriter, r *http.Request, p auth.Pri
 		n.fail(w, proto.Errorf(proto.CodePayloadTooLarge, "attachments are limited to %d bytes", n.cfg.MaxAttachmentBytes))
 		return
 	}
+	size := r.ContentLength
+	if size < 0 { // not announced: charged as the largest
+		size = n.cfg.MaxAttachmentBytes
+	}
+	if size >= transferUnit && n.readRefused(w, p, size/transferUnit) {
+		return
+	}
 	body := &uploadBody{
 		r:     http.MaxBytesReader(w, r.Body, n.cfg.MaxAttachmentBytes+1),
 		rc:    http.NewResponseController(w),
@@ -290,6 +324,9 @@ func (n *Node) getAttachment(w http.ResponseWriter, r *http.Request, p auth.Prin
 		return
 	}
 	defer f.Close()
+	if a.Size >= transferUnit && n.readRefused(w, p, a.Size/transferUnit) {
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(a.Size, 10))

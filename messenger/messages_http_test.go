@@ -496,3 +496,43 @@ func TestHTTPSendRateLimit(t *testing.T) {
 		t.Fatalf("last_seq %d, want 4 (3 of tina's, 1 of tom's)", got)
 	}
 }
+
+// TestReadRateLimit checks the read bucket of a device: history pages,
+// a message by id, attachment transfers and sync frames share it; beyond
+// its burst, 429 rate_limited with Retry-After (an error frame for a
+// sync); another device has its own, and sends are not affected.
+func TestReadRateLimit(t *testing.T) {
+	w := newHTTPWorld(t, func(c *serverConfig) {
+		c.Messenger.ReadRate = 0.01 // a token per 100 s: none comes back during the test
+		c.Messenger.ReadBurst = 4
+	})
+	tina, tom := w.u["tina"], w.u["tom"]
+	g := w.group(tina.tok, "Takt", httpMember(tom.id, true))
+	keys := []string{tina.key(), tom.key()}
+	m := w.post(tina.tok, g, httpMsg("c0", "x", keys))
+	for _, path := range []string{"/api/v1/conversations/" + g + "/messages", "/api/v1/messages/" + m.ID} {
+		if r := w.env.Do("GET", path, tina.tok, nil); r.Status != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, r.Status)
+		}
+	}
+	ws := w.env.Dial(tina.tok)
+	ws.Send(`{"type":"sync","ref":"s1"}`)
+	for f := ws.Read(); f.Type != proto.TypeSynced; f = ws.Read() {
+	}
+	if r := w.env.Do("GET", "/api/v1/conversations/"+g+"/messages", tina.tok, nil); r.Status != http.StatusOK {
+		t.Fatalf("the fourth read: %d", r.Status)
+	}
+	r := w.env.Do("GET", "/api/v1/conversations/"+g+"/messages", tina.tok, nil)
+	httpWantError(t, r, http.StatusTooManyRequests, proto.CodeRateLimited)
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 100 {
+		t.Errorf("Retry-After %q, want 1 to 100 seconds", r.Header.Get("Retry-After"))
+	}
+	ws.Send(`{"type":"sync","ref":"s2"}`)
+	if f := ws.Read(); f.Type != proto.TypeError || f.Code != proto.CodeRateLimited || f.Ref != "s2" {
+		t.Fatalf("a sync beyond the bucket: %+v, want error rate_limited for s2", f)
+	}
+	w.post(tina.tok, g, httpMsg("c1", "x", keys)) // sends have their own bucket
+	if r := w.env.Do("GET", "/api/v1/messages/"+m.ID, tom.tok, nil); r.Status != http.StatusOK {
+		t.Fatalf("another device's read: %d", r.Status)
+	}
+}

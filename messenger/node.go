@@ -39,6 +39,12 @@ type GatewayConfig struct {
 	// SendBurst the burst. Zero means 20/s and 100.
 	SendRate  float64
 	SendBurst int
+	// ReadRate is the sustained rate of history reads per device on this
+	// node (its sockets' sync frames, its GET …/messages pages and
+	// messages, its attachment uploads and downloads together), and
+	// ReadBurst the burst. Zero means 50/s and 500.
+	ReadRate  float64
+	ReadBurst int
 	// PingInterval is the time between server pings. Zero means 30s.
 	PingInterval time.Duration
 	// AuthTimeout is how long the server waits for the first frame's
@@ -124,6 +130,7 @@ type Node struct {
 	convs    convCache
 	switches schoolSwitches
 	sends    *sendLimits
+	reads    *sendLimits // history reads and attachment transfers (GatewayConfig.ReadRate)
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -165,6 +172,12 @@ func New(cfg Config) (*Node, error) {
 	}
 	if g.SendBurst == 0 {
 		g.SendBurst = 100
+	}
+	if g.ReadRate == 0 {
+		g.ReadRate = 50
+	}
+	if g.ReadBurst == 0 {
+		g.ReadBurst = 500
 	}
 	if g.PingInterval == 0 {
 		g.PingInterval = 30 * time.Second
@@ -217,6 +230,7 @@ func New(cfg Config) (*Node, error) {
 		metrics: m,
 		now:     cfg.Now,
 		sends:   newSendLimits(cfg.Gateway.SendRate, cfg.Gateway.SendBurst),
+		reads:   newSendLimits(cfg.Gateway.ReadRate, cfg.Gateway.ReadBurst),
 	}
 	n.revs, _ = cfg.Store.(storage.RevAppender)
 	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)
@@ -272,10 +286,10 @@ func (n *Node) Register(mux *http.ServeMux, h *auth.HTTP) {
 	mux.HandleFunc("PUT /api/v1/conversations/{id}/members/{user}", h.Authed(n.putMember))
 	mux.HandleFunc("DELETE /api/v1/conversations/{id}/members/{user}", h.Authed(n.deleteMember))
 	mux.HandleFunc("POST /api/v1/conversations/{id}/messages", h.Authed(n.postMessage))
-	mux.HandleFunc("GET /api/v1/conversations/{id}/messages", h.Authed(n.listMessages))
-	mux.HandleFunc("GET /api/v1/messages/{id}", h.Authed(n.getMessage))
-	mux.HandleFunc("POST /api/v1/attachments", h.Authed(n.postAttachment))
-	mux.HandleFunc("GET /api/v1/attachments/{id}", h.Authed(n.getAttachment))
+	mux.HandleFunc("GET /api/v1/conversations/{id}/messages", h.Authed(n.readLimited(n.listMessages)))
+	mux.HandleFunc("GET /api/v1/messages/{id}", h.Authed(n.readLimited(n.getMessage)))
+	mux.HandleFunc("POST /api/v1/attachments", h.Authed(n.readLimited(n.postAttachment)))
+	mux.HandleFunc("GET /api/v1/attachments/{id}", h.Authed(n.readLimited(n.getAttachment)))
 }
 
 // CredentialGone closes the sockets of a deleted credential on every node

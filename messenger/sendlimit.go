@@ -60,6 +60,13 @@ func (h *sendLimits) bucket(key string, now time.Time) *sendBucket {
 // is one. held, when not nil, is the caller's bucket of key from an
 // earlier call (updated).
 func (h *sendLimits) allow(key string, now time.Time, held **sendBucket) (wait time.Duration, ok bool) {
+	return h.allowN(key, now, 1, held)
+}
+
+// allowN is allow for n tokens (at most the burst: more would never be
+// there).
+func (h *sendLimits) allowN(key string, now time.Time, n int, held **sendBucket) (wait time.Duration, ok bool) {
+	n = max(min(n, h.burst), 1)
 	var b *sendBucket
 	if held != nil {
 		b = *held
@@ -70,8 +77,8 @@ func (h *sendLimits) allow(key string, now time.Time, held **sendBucket) (wait t
 			*held = b
 		}
 	}
-	if b.lim.AllowN(now, 1) {
+	if b.lim.AllowN(now, n) {
 		return 0, true
 	}
-	return time.Duration((1 - b.lim.TokensAt(now)) / float64(h.limit) * float64(time.Second)), false
+	return time.Duration((float64(n) - b.lim.TokensAt(now)) / float64(h.limit) * float64(time.Second)), false
 }

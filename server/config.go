@@ -94,6 +94,12 @@ type MessengerConfig struct {
 	// the burst. Defaults 20 and 100.
 	SendRate  float64 `yaml:"send_rate"`
 	SendBurst int     `yaml:"send_burst"`
+	// ReadRate is the sustained history reads per second allowed per
+	// device on each node (sync frames, GET …/messages pages and
+	// messages, attachment uploads and downloads together); ReadBurst the
+	// burst. Defaults 50 and 500.
+	ReadRate  float64 `yaml:"read_rate"`
+	ReadBurst int     `yaml:"read_burst"`
 	// PingInterval between server pings. Default 30s.
 	PingInterval time.Duration `yaml:"ping_interval"`
 	// AuthTimeout waits for the first frame's auth. Default 10s.
@@ -279,6 +285,7 @@ func (c *Config) validateLimits() error {
 	}{
 		{"auth.max_failures_per_login", int64(a.MaxFailuresPerLogin)}, {"auth.max_failures_per_addr", int64(a.MaxFailuresPerAddr)},
 		{"messenger.send_queue", int64(m.SendQueue)}, {"messenger.send_burst", int64(m.SendBurst)},
+		{"messenger.read_burst", int64(m.ReadBurst)},
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("config: %s must not be negative, not %d", n.name, n.v)
@@ -289,6 +296,9 @@ func (c *Config) validateLimits() error {
 	}
 	if m.SendRate < 0 {
 		return fmt.Errorf("config: messenger.send_rate must not be negative, not %v", m.SendRate)
+	}
+	if m.ReadRate < 0 {
+		return fmt.Errorf("config: messenger.read_rate must not be negative, not %v", m.ReadRate)
 	}
 	if a.SessionIdle > maxSessionIdle {
 		return fmt.Errorf("config: auth.session_idle must be at most %v (a week), not %v", maxSessionIdle, a.SessionIdle)

@@ -140,6 +140,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			SendQueue:    cfg.Messenger.SendQueue,
 			SendRate:     cfg.Messenger.SendRate,
 			SendBurst:    cfg.Messenger.SendBurst,
+			ReadRate:     cfg.Messenger.ReadRate,
+			ReadBurst:    cfg.Messenger.ReadBurst,
 			PingInterval: cfg.Messenger.PingInterval,
 			AuthTimeout:  cfg.Messenger.AuthTimeout,
 

@@ -38,6 +38,8 @@ func documentedDefaults() server.Config {
 			SendQueue:           256,
 			SendRate:            20,
 			SendBurst:           100,
+			ReadRate:            50,
+			ReadBurst:           500,
 			PingInterval:        30 * time.Second,
 			AuthTimeout:         10 * time.Second,
 			MaxSocketsPerDevice: 8,
