@@ -9,7 +9,8 @@ import (
 )
 
 // sendLimits is the send rate of a device (GatewayConfig.SendRate and
-// SendBurst): one bucket per device (user id and device id) on this node,
+// SendBurst; a second one, Node.reads, its read rate): one bucket per
+// device (user id and device id) on this node,
 // shared by the WebSocket `send` frames of all its sockets and its POST
 // …/messages, so that neither a second socket, nor reconnecting, nor
 // logging in again, nor HTTP is a way around it. A bucket that has filled
