@@ -365,32 +365,25 @@ func (s *Service) Login(ctx context.Context, login string, clientHash []byte, de
 	}
 	loginKey := strings.ToLower(login)
 	addrKey := addr.String()
-	leave, err := s.enterGates(ctx, loginKey, addrKey)
+	gs, leave, err := s.enterGates(ctx, loginKey, addrKey)
 	if err != nil {
 		return LoginResult{}, err
 	}
-	defer leave() // after the failure is counted or taken back
-	// The attempt counts as a failure until it succeeds: checking and
-	// counting in one step keeps concurrent attempts within the limit.
-	now := s.now()
-	wl, tl, errl := s.byLogin.Acquire(ctx, loginKey, now)
-	wa, ta, erra := s.byAddr.Acquire(ctx, addrKey, now)
+	defer leave()
+	tl, ta, err := s.acquireLogin(ctx, loginKey, addrKey, gs)
+	if err != nil {
+		return LoginResult{}, err
+	}
+	defer func() { // after the failure is counted or taken back
+		for _, g := range gs {
+			g.endCheck()
+		}
+	}()
 	release := func() {
-		if tl != "" {
-			s.releaseFailure(s.byLogin, loginKey, tl)
-		}
-		if ta != "" {
-			s.releaseFailure(s.byAddr, addrKey, ta)
-		}
+		s.releaseFailure(s.byLogin, loginKey, tl)
+		s.releaseFailure(s.byAddr, addrKey, ta)
 	}
-	if err := cmp.Or(errl, erra); err != nil {
-		release()
-		return LoginResult{}, fmt.Errorf("brute-force counter: %w", err)
-	}
-	if wait := max(wl, wa); wait > 0 {
-		release()
-		return LoginResult{}, &proto.Error{Code: proto.CodeRateLimited, Message: "too many failed logins; try again later", RetryAfter: wait}
-	}
+	now := s.now()
 
 	u, err := s.store.UserByLogin(ctx, login)
 	found := err == nil
@@ -729,19 +722,16 @@ func (s *Service) activeUser(ctx context.Context, id string) (storage.User, erro
 }
 
 // enterGates waits for the login's turn at the gates of its address and
-// of its login (gates), at most loginQueueWait in all, and returns the
-// function that leaves them.
-func (s *Service) enterGates(ctx context.Context, loginKey, addrKey string) (func(), error) {
+// of its login (gates), at most loginQueueWait in all, and returns them
+// (address first) and the function that leaves them.
+func (s *Service) enterGates(ctx context.Context, loginKey, addrKey string) ([]*gate, func(), error) {
 	t := time.NewTimer(loginQueueWait)
 	defer t.Stop()
-	type entered struct {
-		key  string
-		held bool
-	}
-	var in []entered
+	var keys []string
+	var gs []*gate
 	leave := func() {
-		for _, e := range in {
-			s.gates.leave(e.key, e.held)
+		for i, k := range keys {
+			s.gates.leave(k, i < len(gs))
 		}
 	}
 	// The address first, then the login, in every attempt: no two wait
@@ -750,17 +740,85 @@ func (s *Service) enterGates(ctx context.Context, loginKey, addrKey string) (fun
 		key   string
 		limit int
 	}{{"addr " + addrKey, s.cfg.MaxFailuresPerAddr}, {"login " + loginKey, s.cfg.MaxFailuresPerLogin}} {
-		ok, err := s.gates.enter(ctx, g.key, g.limit, t.C)
-		in = append(in, entered{g.key, ok})
-		if !ok {
+		gt, err := s.gates.enter(ctx, g.key, g.limit, t.C)
+		keys = append(keys, g.key)
+		if gt == nil {
 			leave()
 			if err == nil {
 				err = &proto.Error{Code: proto.CodeRateLimited, Message: "too many logins at once; try again", RetryAfter: time.Second}
 			}
-			return nil, err
+			return nil, nil, err
+		}
+		gs = append(gs, gt)
+	}
+	return gs, leave, nil
+}
+
+// acquireLogin counts a login attempt as a failure for its login and its
+// address until it succeeds (checking and counting in one step keeps
+// concurrent attempts within the limits) and returns the tickets to take
+// it back; the caller ends the check on gs (gate.endCheck) once they are
+// released or the failure is recorded. Asking the limiters and noting the
+// check happen under the gates' locks, so that a refusal sees every
+// attempt of its keys on this node that holds a ticket.
+//
+// An attempt the limiters refuse while others of its keys are being
+// checked waits for one of them to end and asks again (they may succeed
+// and free their tickets), until loginQueueWait after it first asked;
+// otherwise it is refused with 429.
+func (s *Service) acquireLogin(ctx context.Context, loginKey, addrKey string, gs []*gate) (tl, ta string, err error) {
+	t := time.NewTimer(loginQueueWait)
+	defer t.Stop()
+	for {
+		for _, g := range gs {
+			g.mu.Lock()
+		}
+		now := s.now()
+		wl, tl, errl := s.byLogin.Acquire(ctx, loginKey, now)
+		wa, ta, erra := s.byAddr.Acquire(ctx, addrKey, now)
+		wait, err := max(wl, wa), cmp.Or(errl, erra)
+		var ended []<-chan struct{}
+		if err == nil && wait == 0 {
+			for _, g := range gs {
+				g.checking++
+			}
+		} else {
+			if tl != "" {
+				s.releaseFailure(s.byLogin, loginKey, tl)
+			}
+			if ta != "" {
+				s.releaseFailure(s.byAddr, addrKey, ta)
+			}
+			for _, g := range gs {
+				if g.checking > 0 {
+					ended = append(ended, g.ended)
+				}
+			}
+		}
+		for _, g := range gs {
+			g.mu.Unlock()
+		}
+		switch {
+		case err != nil:
+			return "", "", fmt.Errorf("brute-force counter: %w", err)
+		case wait == 0:
+			return tl, ta, nil
+		case len(ended) == 0:
+			return "", "", &proto.Error{Code: proto.CodeRateLimited, Message: "too many failed logins; try again later", RetryAfter: wait}
+		}
+		var other <-chan struct{}
+		if len(ended) > 1 {
+			other = ended[1]
+		}
+		select {
+		case <-ended[0]:
+		case <-other:
+		case <-t.C:
+			return "", "", &proto.Error{Code: proto.CodeRateLimited, Message: "too many logins at once; try again", RetryAfter: time.Second}
+		case <-ctx.Done():
+			return "", "", ctx.Err()
 		}
 	}
-	return leave, nil
 }
 
 // releaseFailure takes back a failure counted by Acquire, and

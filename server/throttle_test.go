@@ -302,14 +302,16 @@ func concurrentLogins(envs []*testenv.Env, n int, body func(i int) map[string]an
 }
 
 // TestLoginBurstBehindOneAddress: a class behind its school's one address
-// logs in at once, all with the right password. Attempts beyond the
-// limits that are merely in flight together wait for the others instead
-// of getting 429.
+// logs in at once, all with the right password, after one typo from that
+// address. Attempts beyond the limits that are merely in flight together
+// wait for the others instead of getting 429.
 func TestLoginBurstBehindOneAddress(t *testing.T) {
 	const attempts = 30
 	envs := startAuthNodes(t, 1, overlappingHashes, func(c *server.Config) {
 		c.Auth.MaxFailuresPerLogin, c.Auth.MaxFailuresPerAddr = 3, 3
 	})
+	authWantError(t, authCall(t, envs[0], "POST", "/api/v1/login", "", authLoginBody("teacher-a", "typo", "dev", "ios", false), nil),
+		http.StatusUnauthorized, "unauthorized") // the address has room for 2 now
 	count := concurrentLogins(envs, attempts, func(i int) map[string]any {
 		return authLoginBody("student-a", testenv.Password("student-a"), fmt.Sprintf("tablet-%d", i), "android", true)
 	})
