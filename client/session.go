@@ -544,8 +544,8 @@ func (s *Session) onError(f *proto.ServerFrame) {
 	if ok && f.Ref != "" {
 		delete(s.sends, f.Ref)
 	}
-	if !ok && f.Code == proto.CodeInternal {
-		s.syncing = false // the server gives up a failed sync with an error frame
+	if !ok && (f.Code == proto.CodeInternal || f.Code == proto.CodeRateLimited) {
+		s.syncing = false // the server gives up a failed or refused sync with an error frame
 	}
 	s.mu.Unlock()
 	if ok && f.Ref != "" {
