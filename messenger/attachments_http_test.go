@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -219,25 +220,33 @@ func TestHTTPAttachmentBrokenOff(t *testing.T) {
 	}
 }
 
-// TestAttachmentTransfersDrawOnReads: an upload or a download costs its
-// request's read token and one more per 256 KiB; an upload whose length
-// is not announced costs as much as the largest; beyond the bucket, 429.
+// TestAttachmentTransfersDrawOnReads: an upload or a download costs a
+// read token and one more per 512 KiB, paid first when the size is known
+// and after the upload when it was not announced; one that costs more
+// than the whole bucket takes a full one; beyond the bucket, 429.
 func TestAttachmentTransfersDrawOnReads(t *testing.T) {
 	c := newChat(t, func(cfg *serverConfig) {
 		cfg.Messenger.ReadRate = 0.01 // a token per 100 s: none comes back during the test
 		cfg.Messenger.ReadBurst = 12
-		cfg.Messenger.MaxAttachmentBytes = 2 << 20 // unannounced: 1 + 8 tokens
+		cfg.Messenger.MaxAttachmentBytes = 16 << 20
 	})
 	a := httpAPI{t, c.env}
-	id := a.mustUpload(c.alice1, httpBlob(1<<20)) // 1 + 4 of alice1's 12
+	id := a.mustUpload(c.alice1, httpBlob(2<<20)) // 1 + 4 of alice1's 12
 	if r := c.env.Do("GET", "/api/v1/attachments/"+id, c.alice1, nil); r.Status != http.StatusOK {
 		t.Fatalf("download: %d", r.Status) // 1 + 4: 2 left
 	}
-	httpWantError(t, c.env.Do("GET", "/api/v1/attachments/"+id, c.alice1, nil), http.StatusTooManyRequests, proto.CodeRateLimited)
-	// Another device: an unannounced length draws 9 of its 12, then a
-	// 1-MiB upload (5) does not fit.
-	if r := a.upload(c.alice2, httpBlob(100), true); r.Status != http.StatusCreated {
+	r := c.env.Do("GET", "/api/v1/attachments/"+id, c.alice1, nil)
+	httpWantError(t, r, http.StatusTooManyRequests, proto.CodeRateLimited)
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 200 || ra > 400 {
+		t.Errorf("Retry-After %q, want the 3 missing tokens' 300 s", r.Header.Get("Retry-After"))
+	}
+	// Another device: 3 MiB without a length pays 1 first and 6 after:
+	// 5 left, which a 2-MiB upload takes, and then a page does not fit.
+	if r := a.upload(c.alice2, httpBlob(3<<20), true); r.Status != http.StatusCreated {
 		t.Fatalf("upload without a length: %d %s", r.Status, r.Body)
 	}
-	httpWantError(t, a.upload(c.alice2, httpBlob(1<<20), false), http.StatusTooManyRequests, proto.CodeRateLimited)
+	a.mustUpload(c.alice2, httpBlob(2<<20))
+	httpWantError(t, a.upload(c.alice2, httpBlob(10), false), http.StatusTooManyRequests, proto.CodeRateLimited)
+	// A transfer dearer than the bucket (1 + 16 tokens) takes a full one.
+	a.mustUpload(c.b1, httpBlob(8<<20))
 }

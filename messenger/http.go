@@ -156,8 +156,8 @@ func (n *Node) readLimited(next func(http.ResponseWriter, *http.Request, auth.Pr
 }
 
 // transferUnit is what an attachment's bytes cost in read tokens, beyond
-// the request's one: a 25-MiB upload or download draws 100.
-const transferUnit = 256 << 10
+// the request's one: a 25-MiB upload or download draws 51.
+const transferUnit = 512 << 10
 
 // readRefused takes tokens from the device's read bucket, or answers 429
 // and reports true.
@@ -288,11 +288,9 @@ func (n *Node) postAttachment(w http.ResponseWriter, r *http.Request, p auth.Pri
 		n.fail(w, proto.Errorf(proto.CodePayloadTooLarge, "attachments are limited to %d bytes", n.cfg.MaxAttachmentBytes))
 		return
 	}
-	size := r.ContentLength
-	if size < 0 { // not announced: charged as the largest
-		size = n.cfg.MaxAttachmentBytes
-	}
-	if size >= transferUnit && n.readRefused(w, p, size/transferUnit) {
+	// An announced size is paid for first; an unannounced one when it
+	// has arrived (ahead of the device's next reads).
+	if n.readRefused(w, p, 1+max(r.ContentLength, 0)/transferUnit) {
 		return
 	}
 	body := &uploadBody{
@@ -301,6 +299,9 @@ func (n *Node) postAttachment(w http.ResponseWriter, r *http.Request, p auth.Pri
 		until: time.Now().Add(uploadMaxTime),
 	}
 	a, err := n.Upload(r.Context(), p, body)
+	if err == nil && r.ContentLength < 0 {
+		n.reads.charge(proto.KeyName(p.User.ID, p.Cred.DeviceID), time.Now(), int(a.Size/transferUnit))
+	}
 	if body.err != nil && !errors.As(body.err, new(*http.MaxBytesError)) {
 		// The client's body ended early, broke off or stalled: its fault,
 		// and what net/http says about it names the client's address.
@@ -324,7 +325,7 @@ func (n *Node) getAttachment(w http.ResponseWriter, r *http.Request, p auth.Prin
 		return
 	}
 	defer f.Close()
-	if a.Size >= transferUnit && n.readRefused(w, p, a.Size/transferUnit) {
+	if n.readRefused(w, p, 1+a.Size/transferUnit) {
 		return
 	}
 	h := w.Header()

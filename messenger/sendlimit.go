@@ -83,3 +83,12 @@ func (h *sendLimits) allowN(key string, now time.Time, n int, held **sendBucket)
 	}
 	return time.Duration((float64(n) - b.lim.TokensAt(now)) / float64(h.limit) * float64(time.Second)), false
 }
+
+// charge takes n tokens (at most the burst) from key's bucket whether or
+// not they are there: what is missing, later requests wait for. For a
+// cost known only once the work is done.
+func (h *sendLimits) charge(key string, now time.Time, n int) {
+	if n = min(n, h.burst); n > 0 {
+		h.bucket(key, now).lim.ReserveN(now, n)
+	}
+}
