@@ -136,8 +136,8 @@ func TestCheckDatabaseFileRecords(t *testing.T) {
 	if err := check("message.db", msg); !errors.Is(err, storage.ErrNotDatabase) || !strings.Contains(err.Error(), "message 1 of conversation g1") {
 		t.Errorf("a damaged message: %v, want ErrNotDatabase naming it", err)
 	}
-	// The user's record.
-	user := bytes.Replace(good, []byte(`{"id":"u1"`), []byte(`["id":"u1"`), 1)
+	// The user's record (every copy: free pages may hold older ones).
+	user := bytes.ReplaceAll(good, []byte(`{"id":"u1"`), []byte(`["id":"u1"`))
 	if bytes.Equal(user, good) {
 		t.Fatal("the user record is not in the backup")
 	}
