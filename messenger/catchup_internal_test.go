@@ -76,6 +76,7 @@ func catchUpNode(t *testing.T, st storage.Store, now time.Time) *Node {
 	}
 	n := &Node{store: st, log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: m, now: func() time.Time { return now },
 		reads: newSendLimits(1e9, 1<<30)}
+	n.sentAts, _ = st.(storage.SentAtReader)
 	n.cfg.Gateway.SendQueue, n.cfg.Gateway.WriteTimeout = 256, 5*time.Second
 	return n
 }

@@ -688,7 +688,7 @@ func (c *conn) openedFloor(ctx context.Context, cv *storage.Conversation) (uint6
 	// before reports whether the first unexpired message after seq was
 	// sent before since, and its seq.
 	before := func(seq uint64) (bool, uint64, error) {
-		if r, ok := c.n.store.(storage.SentAtReader); ok {
+		if r := c.n.sentAts; r != nil {
 			s, at, found, err := r.FirstSentAfter(ctx, cv.ID, seq, c.n.now())
 			return found && at.Before(since), s, err
 		}

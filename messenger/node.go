@@ -127,6 +127,7 @@ type Node struct {
 	// The send path's caches (sendcache.go); revs is the store when its
 	// appends check conversation revisions, else nil.
 	revs     storage.RevAppender
+	sentAts  storage.SentAtReader // the store when it reads sent_at alone (openedFloor); else nil
 	convs    convCache
 	switches schoolSwitches
 	sends    *sendLimits
@@ -233,6 +234,7 @@ func New(cfg Config) (*Node, error) {
 		reads:   newSendLimits(cfg.Gateway.ReadRate, cfg.Gateway.ReadBurst),
 	}
 	n.revs, _ = cfg.Store.(storage.RevAppender)
+	n.sentAts, _ = cfg.Store.(storage.SentAtReader)
 	n.hub = newHub(cfg.Broker, cfg.Presence, cfg.Log, m)
 	n.hub.maxPerDevice, n.hub.maxPerUser, n.hub.capsFrom = g.MaxSocketsPerDevice, g.MaxSocketsPerUser, g.SocketCapsFrom
 	n.hub.crowdedFrom = g.SocketsCrowdedFrom
