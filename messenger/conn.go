@@ -366,7 +366,11 @@ func (c *conn) writeOut(it *outItem) error {
 }
 
 func (c *conn) writeFrame(b []byte) error {
-	c.ws.SetWriteDeadline(time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
+	deadline := time.Now().Add(c.n.cfg.Gateway.WriteTimeout)
+	if c.fc != nil && c.fc.direct {
+		return c.fc.writeText(b, deadline)
+	}
+	c.ws.SetWriteDeadline(deadline)
 	return c.ws.WriteMessage(websocket.TextMessage, b)
 }
 
@@ -779,9 +783,9 @@ func (c *conn) extend() {
 
 // serveReadable reads what the socket has, handles every whole frame, and
 // lets the socket go idle once it is empty. It runs on a poller worker,
-// which owns the reads (rstate). The client's pings are answered and its
-// pongs dropped here; any other frame is read through gorilla once it is
-// whole.
+// which owns the reads (rstate). The client's pings are answered, its
+// pongs dropped and its text frames read here (frameConn.textFrame); any
+// other frame is read through gorilla once it is whole.
 func (c *conn) serveReadable() {
 	for {
 		if !c.readAvailable() {
@@ -840,6 +844,18 @@ func (c *conn) readAvailable() bool {
 			fc.skip(size)
 			continue
 		case frameOther, frameHuge:
+			if kind == frameOther && !c.closing() {
+				if p := fc.textFrame(size); p != nil {
+					c.extend()
+					c.handle(p)
+					fc.skip(size)
+					if c.closing() {
+						c.readBlocking() // for the client's answer to the close
+						return false
+					}
+					continue
+				}
+			}
 			if !c.readMessage() {
 				c.readerExit()
 				return false

@@ -5,8 +5,13 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"klassenfunk/proto"
 )
@@ -265,5 +270,135 @@ func TestFrameConnWriteDeadline(t *testing.T) {
 	check("after SetDeadline", at(time.Second))
 	if sock.calls == calls {
 		t.Fatal("SetDeadline's deadline was taken for the one set before")
+	}
+}
+
+// TestFrameConnTextFrame: a final, masked text frame is unmasked in
+// place, whatever its length form and however its payload falls on the
+// 8-byte steps of unmask; any other frame is left to gorilla untouched.
+func TestFrameConnTextFrame(t *testing.T) {
+	for _, n := range []int{0, 1, 3, 7, 8, 9, 15, 16, 17, 125, 126, 127, 1000, 0xffff, 0x10000, 70001} {
+		payload := make([]byte, n)
+		for i := range payload {
+			payload[i] = byte(i*7 + n)
+		}
+		fc := &frameConn{buf: append([]byte("xyz"), clientFrame(0x81, payload, testKey)...), off: 3}
+		kind, size := scanFrame(fc.buf[fc.off:])
+		if kind != frameOther {
+			t.Fatalf("%d bytes: kind %d", n, kind)
+		}
+		if p := fc.textFrame(size); p == nil || !bytes.Equal(p, payload) {
+			t.Fatalf("%d bytes: payload differs (nil: %v)", n, p == nil)
+		}
+	}
+	tooLarge := clientFrame(0x81, nil, testKey)[:2]
+	tooLarge[1] = 0x80 | 127
+	tooLarge = binary.BigEndian.AppendUint64(tooLarge, proto.MaxFrameSize+1)
+	tooLarge = append(append(tooLarge, testKey...), make([]byte, proto.MaxFrameSize+1)...)
+	for name, f := range map[string][]byte{
+		"binary":        clientFrame(0x82, []byte("abcdefghij"), testKey),
+		"first of many": clientFrame(0x01, []byte("abcdefghij"), testKey),
+		"continuation":  clientFrame(0x80, []byte("abcdefghij"), testKey),
+		"extension bit": clientFrame(0xc1, []byte("abcdefghij"), testKey),
+		"unmasked":      clientFrame(0x81, []byte("abcdefghij"), nil),
+		"ping":          clientFrame(0x89, []byte("abcdefghij"), testKey),
+		"too large":     tooLarge,
+	} {
+		fc := &frameConn{buf: bytes.Clone(f)}
+		if p := fc.textFrame(len(f)); p != nil {
+			t.Fatalf("%s: read as text", name)
+		}
+		if !bytes.Equal(fc.buf, f) {
+			t.Fatalf("%s: the frame was changed", name)
+		}
+	}
+}
+
+// TestFrameConnWriteText: the gateway's own text frames reach a gorilla
+// client whole, in every length form, while gorilla writes pings on the
+// same socket from another goroutine; after gorilla's close frame no text
+// frame follows.
+func TestFrameConnWriteText(t *testing.T) {
+	fcs := make(chan *frameConn, 1)
+	wss := make(chan *websocket.Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hj := &frameHijacker{ResponseWriter: w}
+		ws, err := upgrader.Upgrade(hj, r, nil)
+		if err != nil {
+			return
+		}
+		fcs <- hj.fc
+		wss <- ws
+	}))
+	defer srv.Close()
+	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	fc, ws := <-fcs, <-wss
+	defer ws.Close()
+	if !fc.direct {
+		t.Fatal("a TCP socket is not written directly")
+	}
+
+	var want [][]byte
+	for _, n := range []int{0, 1, 125, 126, 127, 0xffff, 0x10000, 300_000} {
+		want = append(want, bytes.Repeat([]byte{byte('a' + n%26)}, n))
+	}
+	pings := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				pings <- nil
+				return
+			default:
+			}
+			if err := ws.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(5*time.Second)); err != nil {
+				pings <- err
+				return
+			}
+		}
+	}()
+	writes := make(chan error, 1)
+	go func() {
+		for round := 0; round < 20; round++ {
+			for _, p := range want {
+				if err := fc.writeText(p, time.Now().Add(5*time.Second)); err != nil {
+					writes <- err
+					return
+				}
+			}
+		}
+		writes <- nil
+	}()
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := range 20 * len(want) {
+		mt, got, err := client.ReadMessage()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if p := want[i%len(want)]; mt != websocket.TextMessage || !bytes.Equal(got, p) {
+			t.Fatalf("frame %d: type %d, %d bytes, want text of %d bytes", i, mt, len(got), len(p))
+		}
+	}
+	close(stop)
+	if err := <-writes; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-pings; err != nil {
+		t.Fatal(err)
+	}
+
+	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4401, "bye"), time.Now().Add(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fc.writeText([]byte("after"), time.Now().Add(5*time.Second)); err != websocket.ErrCloseSent {
+		t.Fatalf("a text frame after the close frame: %v, want ErrCloseSent", err)
+	}
+	if _, _, err := client.ReadMessage(); !websocket.IsCloseError(err, 4401) {
+		t.Fatalf("after the texts: %v, want close 4401", err)
 	}
 }

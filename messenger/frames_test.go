@@ -350,3 +350,18 @@ func TestNotAnUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestFrameLengths: frames in every length form of RFC 6455 are read
+// whole, and their answers written whole.
+func TestFrameLengths(t *testing.T) {
+	c := newChat(t)
+	b := c.env.Dial(c.b1)
+	for _, n := range []int{30, 125, 126, 127, 0xffff, 0x10000, 300_000} {
+		ref := fmt.Sprintf("p%d", n)
+		body := `"type":"ping","ref":"` + ref + `"}`
+		b.Send("{" + strings.Repeat(" ", n-1-len(body)) + body)
+		if f := b.Read(); f.Type != proto.TypePong || f.Ref != ref {
+			t.Fatalf("a ping of %d bytes: got %q with ref %q", n, f.Type, f.Ref)
+		}
+	}
+}

@@ -15,3 +15,11 @@ func socketsCrowdedFrom() int { return 1 << 30 / 8 * 7 }
 func readFD(uintptr, []byte) (int, error) {
 	return 0, errors.ErrUnsupported
 }
+
+// directWrites: writeText goes through gorilla here.
+const directWrites = false
+
+// writeFD is never called without directWrites.
+func writeFD(uintptr, []byte) (int, error) {
+	return 0, errors.ErrUnsupported
+}

@@ -32,3 +32,20 @@ func readFD(fd uintptr, p []byte) (int, error) {
 		}
 	}
 }
+
+// directWrites: a socket's descriptor can be written to (writeFD).
+const directWrites = true
+
+// writeFD writes once to the socket fd, which never blocks:
+// syscall.EAGAIN when it takes nothing now.
+func writeFD(fd uintptr, p []byte) (int, error) {
+	for {
+		n, err := syscall.Write(int(fd), p)
+		if err != syscall.EINTR {
+			if err != nil {
+				n = 0
+			}
+			return n, err
+		}
+	}
+}
