@@ -75,7 +75,8 @@ func catchUpNode(t *testing.T, st storage.Store, now time.Time) *Node {
 		t.Fatal(err)
 	}
 	n := &Node{store: st, log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: m, now: func() time.Time { return now },
-		reads: newSendLimits(1e9, 1<<30)}
+		reads: newSendLimits(1e9, 1<<30), writers: newWorkers((*conn).writeLoop)}
+	t.Cleanup(n.writers.stop)
 	n.sentAts, _ = st.(storage.SentAtReader)
 	n.cfg.Gateway.SendQueue, n.cfg.Gateway.WriteTimeout = 256, 5*time.Second
 	return n

@@ -55,10 +55,10 @@ const (
 // conn is one WebSocket connection.
 //
 // Goroutines: none while the connection is idle. A poller worker reads
-// while the socket has something to read (serveReadable); a writer runs
-// only while the queue has something (or a close is due). A closing
-// connection, and one whose reads cannot be polled, has a reader
-// goroutine for the rest of its life (readBlocking). All fields under mu
+// while the socket has something to read (serveReadable); a writer (one of
+// the node's pool) runs only while the queue has something (or a close is
+// due). A closing connection, and one whose reads cannot be polled, has a
+// reader goroutine for the rest of its life (readBlocking). All fields under mu
 // are guarded by it; written is owned by whichever writer runs (there is
 // at most one); reads, and the fields owned by the reader, by whichever
 // goroutine holds the reads (rstate: there is at most one).
@@ -133,12 +133,12 @@ func newConn(n *Node, ws *websocket.Conn, fc *frameConn, p auth.Principal, addr 
 	return c
 }
 
-// kick starts a writer unless one runs or the connection is done. Called
-// with mu held.
+// kick starts a writer (on the node's pool) unless one runs or the
+// connection is done. Called with mu held.
 func (c *conn) kick() {
 	if !c.writing && !c.finished {
 		c.writing = true
-		go c.writeLoop()
+		c.n.writers.run(c)
 	}
 }
 

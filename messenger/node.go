@@ -118,7 +118,8 @@ type Node struct {
 	auth    *auth.Service
 	broker  Broker
 	hub     *Hub
-	poller  *poller // nil where sockets cannot be polled: a reader goroutine each
+	poller  *poller  // nil where sockets cannot be polled: a reader goroutine each
+	writers *workers // conn.writeLoop
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
@@ -232,6 +233,7 @@ func New(cfg Config) (*Node, error) {
 		now:     cfg.Now,
 		sends:   newSendLimits(cfg.Gateway.SendRate, cfg.Gateway.SendBurst),
 		reads:   newSendLimits(cfg.Gateway.ReadRate, cfg.Gateway.ReadBurst),
+		writers: newWorkers((*conn).writeLoop),
 	}
 	n.revs, _ = cfg.Store.(storage.RevAppender)
 	n.sentAts, _ = cfg.Store.(storage.SentAtReader)
@@ -266,7 +268,7 @@ func New(cfg Config) (*Node, error) {
 
 // Close stops the node's background work and waits for it (the pinger,
 // country re-checks), and stops the poller: sockets still open then get a
-// reader goroutine each. Safe to call twice. Drain first to close the
+// reader goroutine each. Writers still busy end when their queue is empty. Safe to call twice. Drain first to close the
 // sockets, and stop the broker first so that no event starts new work.
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
@@ -275,6 +277,7 @@ func (n *Node) Close() {
 		if n.poller != nil {
 			n.poller.close()
 		}
+		n.writers.stop()
 	})
 }
 

@@ -21,9 +21,9 @@ import (
 // the worker reads once more before it lets go; at most one worker reads a
 // socket at a time.
 //
-// Workers are spawned when none is free; a worker blocks while its sends
-// wait for the durable write, so there are about as many as sends in
-// flight. Free workers beyond minFreeWorkers end after workerIdle.
+// Workers (a pool of their own) are spawned when none is free; a worker
+// blocks while its sends wait for the durable write, so there are about
+// as many as sends in flight.
 type poller struct {
 	epfd int
 	wake [2]int // a pipe: a byte on it ends wait
@@ -32,10 +32,8 @@ type poller struct {
 	conns  map[int32]*conn // guarded by mu; by socket descriptor
 	closed bool            // guarded by mu; the descriptors are closed
 
-	work      chan *conn // unbuffered: free workers wait on it; nil ends one
-	free      atomic.Int32
+	workers   *workers    // serveReadable
 	stopped   atomic.Bool // close has begun
-	done      chan struct{}
 	waiter    sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -43,11 +41,9 @@ type poller struct {
 var errPollerClosed = errors.New("messenger: poller closed")
 
 const (
-	watchEvents    = syscall.EPOLLIN | syscall.EPOLLRDHUP | (syscall.EPOLLET & 0xffffffff)
-	workerIdle     = 10 * time.Second
-	minFreeWorkers = 128
-	pollPause      = 200 * time.Microsecond
-	idlePolls      = 50 // 10 ms without events
+	watchEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | (syscall.EPOLLET & 0xffffffff)
+	pollPause   = 200 * time.Microsecond
+	idlePolls   = 50 // 10 ms without events
 )
 
 func newPoller() (*poller, error) {
@@ -55,7 +51,7 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &poller{epfd: epfd, conns: make(map[int32]*conn), work: make(chan *conn), done: make(chan struct{})}
+	p := &poller{epfd: epfd, conns: make(map[int32]*conn)}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		syscall.Close(epfd)
 		return nil, err
@@ -65,9 +61,9 @@ func newPoller() (*poller, error) {
 		p.closeFDs()
 		return nil, err
 	}
-	p.waiter.Add(2)
+	p.workers = newWorkers((*conn).serveReadable)
+	p.waiter.Add(1)
 	go p.wait()
-	go p.trim()
 	return p, nil
 }
 
@@ -132,44 +128,7 @@ func (p *poller) wait() {
 
 // dispatch gives c, whose reads the caller owns, to a free worker or a
 // new one.
-func (p *poller) dispatch(c *conn) {
-	select {
-	case p.work <- c:
-	default:
-		go p.worker(c)
-	}
-}
-
-func (p *poller) worker(c *conn) {
-	for c != nil {
-		c.serveReadable()
-		p.free.Add(1)
-		c = <-p.work
-		p.free.Add(-1)
-	}
-}
-
-// trim ends the free workers beyond minFreeWorkers every workerIdle.
-func (p *poller) trim() {
-	defer p.waiter.Done()
-	t := time.NewTicker(workerIdle)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.done:
-			return
-		case <-t.C:
-		}
-		for p.free.Load() > minFreeWorkers {
-			select {
-			case p.work <- nil:
-			default:
-				goto next
-			}
-		}
-	next:
-	}
-}
+func (p *poller) dispatch(c *conn) { p.workers.run(c) }
 
 // register adds c's socket; the caller owns c's reads (readRunning). With
 // reads pending in c's buffer (frames that came with the auth frame) a
@@ -202,7 +161,7 @@ func (p *poller) register(c *conn) error {
 		if p.closed {
 			go c.readBlocking()
 		} else {
-			p.dispatch(c) // under mu: close has not closed work
+			p.dispatch(c) // under mu: close has not begun
 		}
 	}
 	return nil
@@ -225,7 +184,6 @@ func (p *poller) close() {
 	p.closeOnce.Do(func() {
 		p.stopped.Store(true)
 		syscall.Write(p.wake[1], []byte{0})
-		close(p.done)
 		p.waiter.Wait()
 		p.mu.Lock()
 		p.closed = true
@@ -235,7 +193,7 @@ func (p *poller) close() {
 			left = append(left, c)
 		}
 		p.mu.Unlock()
-		close(p.work)
+		p.workers.stop()
 		for _, c := range left {
 			c.wakeBlocking()
 		}
