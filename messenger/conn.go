@@ -577,6 +577,17 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 	if c.written == nil {
 		c.written = make(map[string]seqSpan, len(convs))
 	}
+	// The client's sync frame paid one read token, for its first
+	// syncPage messages; a longer replay pays one per further syncPage,
+	// as paging through GET …/messages would (up to 500 a page), once it
+	// has been written: the device's next reads wait for it. A catch-up
+	// is the node's own doing: free.
+	replayed := 0
+	defer func() {
+		if extra := replayed / syncPage; extra > 0 && !job.catchUp {
+			c.n.reads.charge(c.deviceKey, time.Now(), extra)
+		}
+	}()
 	for _, cv := range convs {
 		sp, known := c.written[cv.ID]
 		after := min(job.cursors[cv.ID], cv.LastSeq)
@@ -608,6 +619,8 @@ func (c *conn) runSync(job *syncJob, bp *[]byte) error {
 					own = msgs[i].Seq
 				} else if err := c.writeMessage(&msgs[i], bp); err != nil {
 					return err
+				} else {
+					replayed++
 				}
 				after = msgs[i].Seq
 			}

@@ -536,3 +536,38 @@ func TestReadRateLimit(t *testing.T) {
 		t.Fatalf("another device's read: %d", r.Status)
 	}
 }
+
+// TestSyncPaysPerPage: a sync that replays more than a page of messages
+// pays a read token per further page, like paging through GET
+// …/messages: after a replay of 450 (1 + 2 tokens) a bucket of 3 is empty.
+func TestSyncPaysPerPage(t *testing.T) {
+	w := newHTTPWorld(t, func(c *serverConfig) {
+		c.Messenger.ReadRate = 0.01 // a token per 100 s: none comes back during the test
+		c.Messenger.ReadBurst = 3
+		c.Messenger.SendRate, c.Messenger.SendBurst = 1e6, 1e6
+	})
+	tina, tom := w.u["tina"], w.u["tom"]
+	g := w.group(tina.tok, "Takt", httpMember(tom.id, true))
+	keys := []string{tina.key(), tom.key()}
+	for i := range 450 {
+		w.post(tom.tok, g, httpMsg(fmt.Sprint("c", i), "x", keys))
+	}
+	ws := w.env.Dial(tina.tok)
+	ws.Send(`{"type":"sync","ref":"s1"}`)
+	n := 0
+	for f := ws.Read(); f.Type != proto.TypeSynced; f = ws.Read() {
+		if f.Type != proto.TypeMessage {
+			t.Fatalf("during the sync: %+v", f)
+		}
+		n++
+	}
+	if n != 450 {
+		t.Fatalf("replayed %d messages, want 450", n)
+	}
+	ws.Send(`{"type":"sync","ref":"s2"}`)
+	if f := ws.Read(); f.Type != proto.TypeError || f.Code != proto.CodeRateLimited || f.Ref != "s2" {
+		t.Fatalf("a sync after a replay of three pages with a bucket of 3: %+v, want error rate_limited", f)
+	}
+	r := w.env.Do("GET", "/api/v1/conversations/"+g+"/messages", tina.tok, nil)
+	httpWantError(t, r, http.StatusTooManyRequests, proto.CodeRateLimited)
+}
