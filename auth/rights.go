@@ -244,7 +244,7 @@ func (s *Service) CollectExport(ctx context.Context, p Principal) (*Export, erro
 		}
 		e.Devices = append(e.Devices, d)
 	}
-	if e.Logins, err = s.store.Logins(ctx, u.ID); err != nil {
+	if e.Logins, err = s.logins(ctx, u.ID); err != nil {
 		return nil, err
 	}
 	convs, err := s.store.ConversationsOf(ctx, u.ID)

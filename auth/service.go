@@ -64,6 +64,9 @@ type Config struct {
 	MaxConcurrentHashes int
 	// LoginHistory is how many successful logins are kept. Zero means 10.
 	LoginHistory int
+	// LoginRetention is how long a login stays in the history. Zero
+	// means 90 days (2160h).
+	LoginRetention time.Duration
 
 	// OnRevoke is called after a credential was deleted (logout,
 	// revocation, replacement by a new login on the same device, expiry),
@@ -137,6 +140,7 @@ func New(cfg Config) (*Service, error) {
 	defInt(&cfg.MaxFailuresPerAddr, 20)
 	defInt(&cfg.MaxConcurrentHashes, 4)
 	defInt(&cfg.LoginHistory, 10)
+	def(&cfg.LoginRetention, 90*24*time.Hour)
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -636,11 +640,49 @@ func (s *Service) SweepSessions(ctx context.Context) (int, error) {
 
 // Logins returns the caller's login history.
 func (s *Service) Logins(ctx context.Context, p Principal) ([]storage.LoginEvent, error) {
-	ev, err := s.store.Logins(ctx, p.User.ID)
-	if ev == nil {
-		ev = []storage.LoginEvent{}
+	return s.logins(ctx, p.User.ID)
+}
+
+// logins returns the user's login history without the events past
+// retention, which the sweep may not have removed yet.
+func (s *Service) logins(ctx context.Context, userID string) ([]storage.LoginEvent, error) {
+	ev, err := s.store.Logins(ctx, userID)
+	if err != nil {
+		return nil, err
 	}
-	return ev, err
+	cutoff := s.now().Add(-s.cfg.LoginRetention)
+	kept := make([]storage.LoginEvent, 0, len(ev))
+	for _, e := range ev {
+		if !e.At.Before(cutoff) {
+			kept = append(kept, e)
+		}
+	}
+	return kept, nil
+}
+
+// SweepLogins removes from every user's login history the events past
+// retention, and returns how many.
+func (s *Service) SweepLogins(ctx context.Context) (int, error) {
+	schools, err := s.store.Schools(ctx)
+	if err != nil {
+		return 0, err
+	}
+	cutoff := s.now().Add(-s.cfg.LoginRetention)
+	removed := 0
+	for _, sc := range schools {
+		users, err := s.store.UsersOfSchool(ctx, sc.ID)
+		if err != nil {
+			return removed, err
+		}
+		for _, u := range users {
+			n, err := s.store.ForgetLoginsBefore(ctx, u.ID, cutoff)
+			removed += n
+			if err != nil {
+				return removed, err
+			}
+		}
+	}
+	return removed, nil
 }
 
 // Recheck confirms that p's credential still exists and has not expired,

@@ -504,6 +504,71 @@ func TestLoginHistory(t *testing.T) {
 	}
 }
 
+// TestLoginHistoryRetention: a login past retention.login_history is left
+// out of GET /me/logins and the export at once, and the sweep removes
+// every user's from the store (retention_deleted_total{type="logins"}).
+func TestLoginHistoryRetention(t *testing.T) {
+	w := newAuthWorld(t, func(c *server.Config) { c.Retention.LoginHistory = 48 * time.Hour })
+	env := w.env
+	ctx := context.Background()
+	authLogin(t, env, "teacher-a", "old-phone", true)
+	authLogin(t, env, "teacher2-a", "other", true)
+	env.Clock.Advance(47 * time.Hour)
+	tok, _ := authLogin(t, env, "teacher-a", "new-phone", true)
+	devices := func(evs []storage.LoginEvent) []string {
+		var out []string
+		for _, e := range evs {
+			out = append(out, e.DeviceName)
+		}
+		return out
+	}
+	shown := func() []string {
+		t.Helper()
+		r := authCall(t, env, "GET", "/api/v1/me/logins", tok, nil, nil)
+		authWantStatus(t, r, http.StatusOK)
+		var evs []storage.LoginEvent
+		authDecode(t, r, &evs)
+		return devices(evs)
+	}
+	stored := func(user string) []string {
+		t.Helper()
+		evs, err := env.Srv.Store().Logins(ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return devices(evs)
+	}
+	if got := shown(); !slices.Equal(got, []string{"new-phone name", "old-phone name"}) {
+		t.Fatalf("within retention: %q", got)
+	}
+
+	env.Clock.Advance(2 * time.Hour) // the first login is 49 h old
+	if got := shown(); !slices.Equal(got, []string{"new-phone name"}) {
+		t.Fatalf("past retention, before a sweep: %q, want only the new login", got)
+	}
+	var exported []storage.LoginEvent
+	if err := json.Unmarshal(exportFiles(t, env, tok)["logins.json"], &exported); err != nil {
+		t.Fatal(err)
+	}
+	if got := devices(exported); !slices.Equal(got, []string{"new-phone name"}) {
+		t.Fatalf("export past retention: %q, want only the new login", got)
+	}
+	if got := stored(w.teacherA); len(got) != 2 {
+		t.Fatalf("stored before the sweep: %q", got)
+	}
+
+	env.Srv.Sweep(ctx)
+	if got := stored(w.teacherA); !slices.Equal(got, []string{"new-phone name"}) {
+		t.Fatalf("stored after the sweep: %q, want only the new login", got)
+	}
+	if got := env.MetricWith("klassenfunk_retention_deleted_total", "type", "logins"); got != 2 {
+		t.Fatalf("logins deleted: %v, want 2 (teacher-a's old one and teacher2-a's)", got)
+	}
+	if got := stored(w.teacher2A); len(got) != 0 {
+		t.Fatalf("teacher2-a's login past retention is still stored: %q", got)
+	}
+}
+
 // TestLoginHistoryIP checks the anonymised address, also behind a trusted
 // reverse proxy.
 func TestLoginHistoryIP(t *testing.T) {

@@ -79,6 +79,10 @@ type RetentionConfig struct {
 	Messages time.Duration `yaml:"messages"`
 	// Attachments: default 720h (30 days).
 	Attachments time.Duration `yaml:"attachments"`
+	// LoginHistory: a login stays in its user's history (GET /me/logins,
+	// the export) this long, or until the 10 newer ones push it out.
+	// Default 2160h (90 days).
+	LoginHistory time.Duration `yaml:"login_history"`
 	// SweepInterval is how often expired data is deleted. Default 1m.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
@@ -159,6 +163,9 @@ func (c *Config) Defaults() {
 	if c.Retention.Attachments == 0 {
 		c.Retention.Attachments = 30 * 24 * time.Hour
 	}
+	if c.Retention.LoginHistory == 0 {
+		c.Retention.LoginHistory = 90 * 24 * time.Hour
+	}
 	if c.Retention.SweepInterval == 0 {
 		c.Retention.SweepInterval = time.Minute
 	}
@@ -184,7 +191,7 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"retention.messages", c.Retention.Messages}, {"retention.attachments", c.Retention.Attachments}, {"retention.sweep_interval", c.Retention.SweepInterval}} {
+	}{{"retention.messages", c.Retention.Messages}, {"retention.attachments", c.Retention.Attachments}, {"retention.login_history", c.Retention.LoginHistory}, {"retention.sweep_interval", c.Retention.SweepInterval}} {
 		if d.v < 0 {
 			return fmt.Errorf("config: %s must not be negative, not %v", d.name, d.v)
 		}

@@ -36,6 +36,7 @@ func TestConfigValidate(t *testing.T) {
 		"negative addr failures": {func(c *server.Config) { c.Auth.MaxFailuresPerAddr = -1 }, "auth.max_failures_per_addr"},
 		"negative start wait":    {func(c *server.Config) { c.RedisStartWait = -time.Second }, "redis_start_wait"},
 		"negative retention":     {func(c *server.Config) { c.Retention.Attachments = -time.Hour }, "retention.attachments"},
+		"negative login history": {func(c *server.Config) { c.Retention.LoginHistory = -time.Hour }, "retention.login_history"},
 		"sweep every 1ns":        {func(c *server.Config) { c.Retention.SweepInterval = time.Nanosecond }, "retention.sweep_interval"},
 		"unknown log_level":      {func(c *server.Config) { c.LogLevel = "banana" }, "log_level"},
 		"log_level warn":         {func(c *server.Config) { c.LogLevel = "warn" }, ""},

@@ -45,6 +45,9 @@ type Server struct {
 	// token; the caller prints it once.
 	OperatorTokenGenerated string
 
+	loginSweep  sync.Mutex
+	loginsSwept time.Time // guarded by loginSweep; the last login sweep that ended well
+
 	closeOnce sync.Once
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain: /readyz turns unready
@@ -106,6 +109,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		MaxFailuresPerLogin: cfg.Auth.MaxFailuresPerLogin,
 		MaxFailuresPerAddr:  cfg.Auth.MaxFailuresPerAddr,
 		FailureWindow:       cfg.Auth.FailureWindow,
+		LoginRetention:      cfg.Retention.LoginHistory,
 		NewLimiter:          s.limiter(),
 		OnRevoke:            s.onRevoke,
 		OnErase:             s.onErase,
@@ -268,6 +272,33 @@ func (s *Server) Sweep(ctx context.Context) {
 	if err := s.Msg.Sweep(ctx); err != nil {
 		s.log.Error("sweep", "err", err)
 	}
+	s.sweepLogins(ctx)
+}
+
+// loginSweepEvery: login history is kept for days and its read paths
+// leave out what is past retention, so its sweep, which visits every
+// user, runs at most this often.
+const loginSweepEvery = time.Hour
+
+// sweepLogins removes the logins past retention from every user's
+// history, at most once per loginSweepEvery (by the server's clock).
+func (s *Server) sweepLogins(ctx context.Context) {
+	s.loginSweep.Lock()
+	defer s.loginSweep.Unlock()
+	now := s.cfg.Now()
+	if last := s.loginsSwept; !last.IsZero() && now.Sub(last) < loginSweepEvery {
+		return
+	}
+	n, err := s.Auth.SweepLogins(ctx)
+	if n > 0 {
+		s.Msg.CountDeleted("logins", n)
+		s.log.Info("logins past retention deleted", "count", n)
+	}
+	if err != nil {
+		s.log.Error("sweep logins", "err", err)
+		return // again at the next sweep
+	}
+	s.loginsSwept = now
 }
 
 // sweepSessions deletes the sessions idle past their deadline, which

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -368,6 +369,47 @@ func (b *Bolt) Logins(ctx context.Context, userID string) ([]LoginEvent, error) 
 		h.Events = []LoginEvent{}
 	}
 	return h.Events, nil
+}
+
+// ForgetLoginsBefore implements LoginHistory. It writes only when there
+// is something to remove.
+func (b *Bolt) ForgetLoginsBefore(ctx context.Context, userID string, cutoff time.Time) (int, error) {
+	old := false
+	err := b.view(ctx, func(tx *bolt.Tx) error {
+		h, err := getLoginHist(tx, userID)
+		if err == nil && len(h.Events) > 0 {
+			old = h.Events[len(h.Events)-1].At.Before(cutoff) // newest first
+		}
+		return err
+	})
+	if err != nil || !old {
+		return 0, err
+	}
+	removed := 0
+	err = b.update(ctx, func(tx *bolt.Tx) error {
+		removed = 0
+		if tx.Bucket(bktLoginHist).Get([]byte(userID)) == nil {
+			return nil
+		}
+		h, err := getLoginHist(tx, userID)
+		if err != nil {
+			return err
+		}
+		kept := h.Events[:0]
+		for _, ev := range h.Events {
+			if ev.At.Before(cutoff) {
+				removed++
+			} else {
+				kept = append(kept, ev)
+			}
+		}
+		if removed == 0 {
+			return nil
+		}
+		h.Events = kept
+		return putLoginHist(tx, userID, h)
+	})
+	return removed, err
 }
 
 // Meta.

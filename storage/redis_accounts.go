@@ -476,6 +476,46 @@ func (r *Redis) Logins(ctx context.Context, userID string) ([]LoginEvent, error)
 	return out, nil
 }
 
+// ForgetLoginsBefore implements LoginHistory. The list is newest first,
+// so the events to remove are its tail: each is popped only while it is
+// still the tail (scriptPopIfTail), so that a login recorded meanwhile,
+// which may have pushed the tail out already, never costs another event.
+func (r *Redis) ForgetLoginsBefore(ctx context.Context, userID string, cutoff time.Time) (int, error) {
+	if err := r.check(ctx); err != nil {
+		return 0, err
+	}
+	if !validID(userID) {
+		return 0, nil
+	}
+	key := r.userKey(userID) + "l"
+	removed := 0
+	for {
+		v, err := r.c.LIndex(ctx, key, -1).Result()
+		if isNil(err) {
+			return removed, nil
+		}
+		if err != nil {
+			return removed, err
+		}
+		_, js, ok := strings.Cut(v, ":")
+		var ev LoginEvent
+		if !ok {
+			return removed, fmt.Errorf("storage: corrupt login event %q", v)
+		}
+		if err := decode([]byte(js), &ev, "login event"); err != nil {
+			return removed, err
+		}
+		if !ev.At.Before(cutoff) {
+			return removed, nil
+		}
+		n, err := scriptPopIfTail.Run(ctx, r.c, []string{key}, v).Int()
+		if err != nil {
+			return removed, err
+		}
+		removed += n
+	}
+}
+
 // Meta.
 
 // GetMeta implements Meta.

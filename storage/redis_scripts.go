@@ -88,6 +88,15 @@ redis.call('LPUSH', KEYS[3], f .. ':' .. ARGV[1])
 redis.call('LTRIM', KEYS[3], 0, keep - 1)
 return 1`)
 
+	// scriptPopIfTail: KEYS[1] a list; ARGV[1] a value. Removes the
+	// list's last element if it is that value (1), else nothing (0).
+	scriptPopIfTail = redis.NewScript(`
+if redis.call('LINDEX', KEYS[1], -1) == ARGV[1] then
+  redis.call('RPOP', KEYS[1])
+  return 1
+end
+return 0`)
+
 	// scriptPutCred: KEYS[1] token hash key; ARGV id, r, u, e, k. Writes
 	// the credential unless another credential holds the hash (0).
 	scriptPutCred = redis.NewScript(`

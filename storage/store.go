@@ -99,6 +99,10 @@ type LoginHistory interface {
 	RecordLoginSuccess(ctx context.Context, userID string, ev LoginEvent, keep int) error
 	// Logins returns the user's history, newest first.
 	Logins(ctx context.Context, userID string) ([]LoginEvent, error)
+	// ForgetLoginsBefore removes the user's events from before cutoff
+	// (retention) and returns how many it removed; an unknown user has
+	// none.
+	ForgetLoginsBefore(ctx context.Context, userID string, cutoff time.Time) (int, error)
 }
 
 // Meta stores small server-wide values (the operator token hash).

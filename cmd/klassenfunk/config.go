@@ -67,11 +67,12 @@ func applyEnv(cfg *server.Config, lookup func(string) (string, bool)) error {
 		}
 	}
 	dur := map[string]*time.Duration{
-		"KLASSENFUNK_RETENTION_MESSAGES":    &cfg.Retention.Messages,
-		"KLASSENFUNK_RETENTION_ATTACHMENTS": &cfg.Retention.Attachments,
-		"KLASSENFUNK_SWEEP_INTERVAL":        &cfg.Retention.SweepInterval,
-		"KLASSENFUNK_SESSION_IDLE":          &cfg.Auth.SessionIdle,
-		"KLASSENFUNK_DRAIN_DELAY":           &cfg.DrainDelay,
+		"KLASSENFUNK_RETENTION_MESSAGES":      &cfg.Retention.Messages,
+		"KLASSENFUNK_RETENTION_ATTACHMENTS":   &cfg.Retention.Attachments,
+		"KLASSENFUNK_RETENTION_LOGIN_HISTORY": &cfg.Retention.LoginHistory,
+		"KLASSENFUNK_SWEEP_INTERVAL":          &cfg.Retention.SweepInterval,
+		"KLASSENFUNK_SESSION_IDLE":            &cfg.Auth.SessionIdle,
+		"KLASSENFUNK_DRAIN_DELAY":             &cfg.DrainDelay,
 	}
 	for k, p := range dur {
 		v, ok := lookup(k)

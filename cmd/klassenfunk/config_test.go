@@ -31,7 +31,7 @@ func documentedDefaults() server.Config {
 			FailureWindow:       15 * time.Minute,
 		},
 		RedisStartWait: time.Minute,
-		Retention:      server.RetentionConfig{Messages: 720 * time.Hour, Attachments: 720 * time.Hour, SweepInterval: time.Minute},
+		Retention:      server.RetentionConfig{Messages: 720 * time.Hour, Attachments: 720 * time.Hour, LoginHistory: 2160 * time.Hour, SweepInterval: time.Minute},
 		Backup:         server.BackupConfig{Daily: 14, Weekly: 13},
 		Messenger: server.MessengerConfig{
 			MaxAttachmentBytes:  25 << 20,
@@ -157,12 +157,14 @@ func TestApplyEnv(t *testing.T) {
 				return reflect.DeepEqual(c, want)
 			}},
 		"all durations": {env: map[string]string{
-			"KLASSENFUNK_RETENTION_MESSAGES":    "90m",
-			"KLASSENFUNK_RETENTION_ATTACHMENTS": "24h",
-			"KLASSENFUNK_SWEEP_INTERVAL":        "15s",
-			"KLASSENFUNK_SESSION_IDLE":          "10m",
+			"KLASSENFUNK_RETENTION_MESSAGES":      "90m",
+			"KLASSENFUNK_RETENTION_ATTACHMENTS":   "24h",
+			"KLASSENFUNK_RETENTION_LOGIN_HISTORY": "168h",
+			"KLASSENFUNK_SWEEP_INTERVAL":          "15s",
+			"KLASSENFUNK_SESSION_IDLE":            "10m",
 		}, check: func(c server.Config) bool {
 			return c.Retention.Messages == 90*time.Minute && c.Retention.Attachments == 24*time.Hour &&
+				c.Retention.LoginHistory == 168*time.Hour &&
 				c.Retention.SweepInterval == 15*time.Second && c.Auth.SessionIdle == 10*time.Minute
 		}},
 		"empty duration keeps the file's": {env: map[string]string{"KLASSENFUNK_RETENTION_MESSAGES": ""},

@@ -944,6 +944,27 @@ func testLoginHistory(t *testing.T, s storage.Store) {
 
 	success("u2", ev(7), 10)
 	eq(t, "other user", logins("u2"), []storage.LoginEvent{with(ev(7), 5)})
+
+	// Retention: events from before the cutoff go, the rest and the
+	// failure count stay.
+	forget := func(user string, cutoff time.Time, want int) {
+		t.Helper()
+		n, err := s.ForgetLoginsBefore(ctx, user, cutoff)
+		noErr(t, err, "ForgetLoginsBefore "+user)
+		eq(t, "events forgotten of "+user, n, want)
+	}
+	forget("u1", at(4*time.Hour), 0) // the oldest is at 4h: not before
+	forget("u1", at(5*time.Hour+time.Minute), 2)
+	eq(t, "after forgetting", logins("u1"), []storage.LoginEvent{with(ev(6), n)})
+	forget("u1", at(5*time.Hour+time.Minute), 0)
+	fail("u1", 1)
+	forget("u1", at(time.Hour*24), 1)
+	eq(t, "all forgotten", len(logins("u1")), 0)
+	success("u1", ev(8), 10)
+	eq(t, "failures counted before forgetting", logins("u1"), []storage.LoginEvent{with(ev(8), 1)})
+	forget("u3", at(time.Hour*24), 0) // no history
+	forget("nobody", at(time.Hour*24), 0)
+	eq(t, "another user's events stay", logins("u2"), []storage.LoginEvent{with(ev(7), 5)})
 }
 
 // Device keys.
