@@ -2,6 +2,7 @@ package messenger_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net/http"
 	"strings"
@@ -362,6 +363,51 @@ func TestFrameLengths(t *testing.T) {
 		b.Send("{" + strings.Repeat(" ", n-1-len(body)) + body)
 		if f := b.Read(); f.Type != proto.TypePong || f.Ref != ref {
 			t.Fatalf("a ping of %d bytes: got %q with ref %q", n, f.Type, f.Ref)
+		}
+	}
+}
+
+// maskedFrame builds a client frame (RFC 6455, 5.2) with first byte b0 and
+// a short payload, masked as clients must.
+func maskedFrame(b0 byte, payload string) []byte {
+	key := []byte{0x37, 0xfa, 0x21, 0x3d}
+	f := []byte{b0, 0x80 | byte(len(payload))}
+	if len(payload) > 125 {
+		f[1] = 0x80 | 126
+		f = binary.BigEndian.AppendUint16(f, uint16(len(payload)))
+	}
+	f = append(f, key...)
+	for i := range len(payload) {
+		f = append(f, payload[i]^key[i&3])
+	}
+	return f
+}
+
+// TestNoPongOnceClosing: pings that follow the frame that makes the
+// server close (here the third invalid one: 4400) are not answered, as
+// no frame after a close has begun is; the close frame ends the stream.
+func TestNoPongOnceClosing(t *testing.T) {
+	c := newChat(t)
+	for i := range 5 {
+		b := c.env.Dial(c.b1)
+		var burst []byte
+		for range 3 {
+			burst = append(burst, maskedFrame(0x81, `{"type":"nonsense"}`)...)
+		}
+		for range 20 {
+			burst = append(burst, maskedFrame(0x89, "late")...)
+		}
+		pongs := 0
+		b.Conn.SetPongHandler(func(string) error { pongs++; return nil })
+		if _, err := b.Conn.NetConn().Write(burst); err != nil {
+			t.Fatal(err)
+		}
+		frames, code := b.FramesUntilClose(5 * time.Second)
+		if code != int(proto.CloseMalformed) || len(frames) != 3 {
+			t.Fatalf("round %d: %d frames, close %d; want 3 error frames, then 4400", i, len(frames), code)
+		}
+		if pongs != 0 {
+			t.Fatalf("round %d: %d pongs after the close began", i, pongs)
 		}
 	}
 }

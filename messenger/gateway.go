@@ -97,7 +97,14 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 	}
 	c.enqueue(outItem{frame: proto.AppendReady(nil, c.userID, c.deviceID)})
 	c.extend()
-	ws.SetPongHandler(func(string) error { c.extend(); return nil }) // in readBlocking
+	// In readBlocking. A ping is answered through the queue, as the poller
+	// does it: by the one writer, and not once a close has begun (frames
+	// after that are ignored; gorilla's own handler answered them).
+	ws.SetPongHandler(func(string) error { c.extend(); return nil })
+	ws.SetPingHandler(func(data string) error {
+		c.enqueue(outItem{pong: append([]byte{}, data...)}) // never nil: nil is no pong
+		return nil
+	})
 	// The handler returns: net/http's buffers and this goroutine's grown
 	// stack are freed. The connection lives on in the poller, or in a
 	// reader goroutine where its reads cannot be polled.
