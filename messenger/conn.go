@@ -80,6 +80,7 @@ type conn struct {
 	opened    int64       // when the socket opened (Unix ms, the node's clock): a catch-up's floor
 	holdUntil time.Time   // live messages before the first sync wait until then (holdLive)
 	present   atomic.Bool // the node's Presence counts this socket (Hub.add; leavePresence)
+	peerDone  atomic.Bool // the poller saw the client end its side (or the socket fail): read to the end
 
 	mu         sync.Mutex
 	queue      []outItem       // guarded by mu
@@ -879,8 +880,11 @@ func (c *conn) readAvailable() bool {
 			}
 			continue
 		}
-		if drained {
-			return true // the last read emptied the socket: a new event comes with more
+		if drained && !c.peerDone.Load() {
+			// The last read emptied the socket: a new event comes with
+			// more. Not after the client's FIN, whose one event may have
+			// come with the last data: the next read finds the end.
+			return true
 		}
 		full, err := fc.readNow(size)
 		if err == errWouldBlock {

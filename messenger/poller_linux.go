@@ -111,6 +111,9 @@ func (p *poller) wait() {
 			// A stale event (a socket closed since, its descriptor reused)
 			// at worst wakes a connection that finds nothing to read.
 			if c := p.conns[ev.Fd]; c != nil {
+				if ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+					c.peerDone.Store(true)
+				}
 				ready = append(ready, c)
 			}
 		}
