@@ -58,10 +58,10 @@ const (
 // while the socket has something to read (serveReadable); a writer (one of
 // the node's pool) runs only while the queue has something (or a close is
 // due). A closing connection, and one whose reads cannot be polled, has a
-// reader goroutine for the rest of its life (readBlocking). All fields under mu
-// are guarded by it; written is owned by whichever writer runs (there is
-// at most one); reads, and the fields owned by the reader, by whichever
-// goroutine holds the reads (rstate: there is at most one).
+// reader goroutine for the rest of its life (readBlocking). All fields
+// under mu are guarded by it; written is owned by whichever writer runs
+// (there is at most one); reads, and the fields owned by the reader, by
+// whichever goroutine holds the reads (rstate: there is at most one).
 type conn struct {
 	n  *Node
 	ws *websocket.Conn

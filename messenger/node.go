@@ -268,8 +268,9 @@ func New(cfg Config) (*Node, error) {
 
 // Close stops the node's background work and waits for it (the pinger,
 // country re-checks), and stops the poller: sockets still open then get a
-// reader goroutine each. Writers still busy end when their queue is empty. Safe to call twice. Drain first to close the
-// sockets, and stop the broker first so that no event starts new work.
+// reader goroutine each. Writers still busy end when their queue is
+// empty. Safe to call twice. Drain first to close the sockets, and stop
+// the broker first so that no event starts new work.
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
 		close(n.stop)
