@@ -109,7 +109,8 @@ func (p *poller) wait() {
 				return
 			}
 			// A stale event (a socket closed since, its descriptor reused)
-			// at worst wakes a connection that finds nothing to read.
+			// at worst wakes a connection that finds nothing to read, and
+			// with peerDone costs it one more read per wake.
 			if c := p.conns[ev.Fd]; c != nil {
 				if ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
 					c.peerDone.Store(true)
