@@ -2,7 +2,6 @@ package messenger_test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/http"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"klassenfunk/internal/testenv"
+	"klassenfunk/messenger"
 	"klassenfunk/proto"
 )
 
@@ -367,22 +367,6 @@ func TestFrameLengths(t *testing.T) {
 	}
 }
 
-// maskedFrame builds a client frame (RFC 6455, 5.2) with first byte b0 and
-// a short payload, masked as clients must.
-func maskedFrame(b0 byte, payload string) []byte {
-	key := []byte{0x37, 0xfa, 0x21, 0x3d}
-	f := []byte{b0, 0x80 | byte(len(payload))}
-	if len(payload) > 125 {
-		f[1] = 0x80 | 126
-		f = binary.BigEndian.AppendUint16(f, uint16(len(payload)))
-	}
-	f = append(f, key...)
-	for i := range len(payload) {
-		f = append(f, payload[i]^key[i&3])
-	}
-	return f
-}
-
 // TestNoPongOnceClosing: pings that follow the frame that makes the
 // server close (here the third invalid one: 4400) are not answered, as
 // no frame after a close has begun is; the close frame ends the stream.
@@ -392,10 +376,10 @@ func TestNoPongOnceClosing(t *testing.T) {
 		b := c.env.Dial(c.b1)
 		var burst []byte
 		for range 3 {
-			burst = append(burst, maskedFrame(0x81, `{"type":"nonsense"}`)...)
+			burst = append(burst, messenger.MaskedFrame(0x81, `{"type":"nonsense"}`)...)
 		}
 		for range 20 {
-			burst = append(burst, maskedFrame(0x89, "late")...)
+			burst = append(burst, messenger.MaskedFrame(0x89, "late")...)
 		}
 		pongs := 0
 		b.Conn.SetPongHandler(func(string) error { pongs++; return nil })

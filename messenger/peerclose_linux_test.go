@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"klassenfunk/messenger"
 )
 
 // TestHalfCloseWithLastFrame: when a client sends a frame and ends its
@@ -23,7 +25,7 @@ func TestHalfCloseWithLastFrame(t *testing.T) {
 			t.Fatal(err)
 		}
 		raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1) })
-		if _, err := tcp.Write(maskedFrame(0x81, `{"type":"ping","ref":"last"}`)); err != nil {
+		if _, err := tcp.Write(messenger.MaskedFrame(0x81, `{"type":"ping","ref":"last"}`)); err != nil {
 			t.Fatal(err)
 		}
 		if err := tcp.CloseWrite(); err != nil {
