@@ -392,7 +392,7 @@ func (s *Session) connect(ctx context.Context) (healthy bool, err error) {
 		case proto.TypeSent:
 			s.onSent(f)
 		case proto.TypeError:
-			s.onError(f)
+			s.onError(c, f)
 		case proto.TypeSynced:
 			s.onSynced()
 			healthy = true
@@ -537,7 +537,7 @@ func (s *Session) onSent(f *proto.ServerFrame) {
 	}
 }
 
-func (s *Session) onError(f *proto.ServerFrame) {
+func (s *Session) onError(c *wsConn, f *proto.ServerFrame) {
 	ae := &APIError{Status: f.Code.HTTPStatus(), Code: f.Code, Message: f.ErrMessage}
 	s.mu.Lock()
 	p, ok := s.sends[f.Ref]
@@ -546,6 +546,7 @@ func (s *Session) onError(f *proto.ServerFrame) {
 	}
 	if !ok && (f.Code == proto.CodeInternal || f.Code == proto.CodeRateLimited) {
 		s.syncing = false // the server gives up a failed or refused sync with an error frame
+		time.AfterFunc(syncRetry, func() { s.resync(c) })
 	}
 	s.mu.Unlock()
 	if ok && f.Ref != "" {
@@ -553,6 +554,26 @@ func (s *Session) onError(f *proto.ServerFrame) {
 		return
 	}
 	s.event(Event{Kind: EventError, Err: ae})
+}
+
+// syncRetry is how long a session waits before it asks again for a sync
+// that the server failed or refused (the device's read bucket: a long
+// replay just before, or history paged meanwhile).
+const syncRetry = 2 * time.Second
+
+// resync asks for a sync on c again, unless c is no longer the connection
+// or a sync is under way.
+func (s *Session) resync(c *wsConn) {
+	s.mu.Lock()
+	if s.conn != c || s.syncing {
+		s.mu.Unlock()
+		return
+	}
+	s.syncing = true
+	frame := proto.AppendSync(nil, s.snapshotLocked())
+	s.mu.Unlock()
+	s.cfg.Log.Debug("session: sync again after a refused one")
+	c.enqueue(frame)
 }
 
 // onSynced ends a sync. The server has replayed every stored message after

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -456,4 +457,35 @@ func TestDeliverOncePerID(t *testing.T) {
 	if len(c.queue) != 1 {
 		t.Fatalf("second sync queued while one is pending: %q", c.queue)
 	}
+}
+
+// TestSessionSyncsAgainAfterRefusal: a sync the server refuses (the
+// device's read bucket is empty: here one history page took its only
+// token) is asked for again after syncRetry, and what was missed arrives.
+func TestSessionSyncsAgainAfterRefusal(t *testing.T) {
+	w := newWorld(t, func(c *server.Config) { c.Messenger.ReadRate, c.Messenger.ReadBurst = 0.7, 1 })
+	w.user(t, "alice", "teacher", fastHash("alice"))
+	bobID := w.user(t, "bob", "parent", fastHash("bob"))
+	alice, _, _ := w.device(t, "alice")
+	bob, bobAcc, bobState := w.device(t, "bob")
+	ctx := context.Background()
+	conv, err := alice.API.Direct(ctx, bobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := alice.Send(ctx, conv.ID, "verpasst", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.env.JSON("GET", "/api/v1/conversations/"+conv.ID+"/messages", bobAcc.Credential.Token, nil, http.StatusOK, nil)
+
+	l := startListener(t, w.env.URL, bobAcc.Credential.Token, bobState)
+	var ae *APIError
+	if e := l.waitEvent(EventError); !errors.As(e.Err, &ae) || ae.Code != proto.CodeRateLimited {
+		t.Fatalf("error event %+v, want the refused sync", e)
+	}
+	if got := l.next(); got.ID != res.Message.ID || mustText(t, bob, got) != "verpasst" {
+		t.Fatalf("got seq %d, want the missed message", got.Seq)
+	}
+	l.waitEvent(EventSynced)
 }
