@@ -135,20 +135,38 @@ func mustText(t *testing.T, c *Chat, m *proto.Message) string {
 	return content.Text
 }
 
-func TestSessionReconnectsAndSyncsFromPersistedCursors(t *testing.T) {
-	w := newWorld(t)
-	w.user(t, "alice", "teacher", fastHash("alice"))
-	bobID := w.user(t, "bob", "parent", fastHash("bob"))
-	alice, _, _ := w.device(t, "alice")
-	bob, bobAcc, bobState := w.device(t, "bob")
-	ctx := context.Background()
-	conv, err := alice.API.Direct(ctx, bobID)
+// pair is alice (a teacher) and bob (a parent) with one device each, in a
+// direct conversation.
+type pair struct {
+	w                *world
+	alice, bob       *Chat
+	aliceAcc, bobAcc *Account
+	bobState         *State
+	conv             string
+}
+
+func newPair(t *testing.T, opts ...testenv.Option) *pair {
+	t.Helper()
+	p := &pair{w: newWorld(t, opts...)}
+	p.w.user(t, "alice", "teacher", fastHash("alice"))
+	bobID := p.w.user(t, "bob", "parent", fastHash("bob"))
+	p.alice, p.aliceAcc, _ = p.w.device(t, "alice")
+	p.bob, p.bobAcc, p.bobState = p.w.device(t, "bob")
+	conv, err := p.alice.API.Direct(context.Background(), bobID)
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.conv = conv.ID
+	return p
+}
+
+func TestSessionReconnectsAndSyncsFromPersistedCursors(t *testing.T) {
+	p := newPair(t)
+	w, alice, bob, bobAcc, bobState := p.w, p.alice, p.bob, p.bobAcc, p.bobState
+	ctx := context.Background()
 	send := func(text string) *proto.Message {
 		t.Helper()
-		res, err := alice.Send(ctx, conv.ID, text, nil)
+		res, err := alice.Send(ctx, p.conv, text, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +181,7 @@ func TestSessionReconnectsAndSyncsFromPersistedCursors(t *testing.T) {
 	if got := l.next(); got.ID != m1.ID || mustText(t, bob, got) != "eins" {
 		t.Fatalf("got seq %d", got.Seq)
 	}
-	eventually(t, "cursor 1 on disk", func() bool { c, _ := bobState.LoadCursors(); return c[conv.ID] == 1 })
+	eventually(t, "cursor 1 on disk", func() bool { c, _ := bobState.LoadCursors(); return c[p.conv] == 1 })
 
 	// Cut the connection; what is sent meanwhile arrives after the
 	// reconnect, through sync or live, exactly once.
@@ -174,7 +192,7 @@ func TestSessionReconnectsAndSyncsFromPersistedCursors(t *testing.T) {
 		t.Fatalf("after reconnect: got seq %d", got.Seq)
 	}
 	l.waitEvent(EventSynced)
-	eventually(t, "cursor 2 on disk", func() bool { c, _ := bobState.LoadCursors(); return c[conv.ID] == 2 })
+	eventually(t, "cursor 2 on disk", func() bool { c, _ := bobState.LoadCursors(); return c[p.conv] == 2 })
 	l.none()
 
 	// A new session (a restarted process) starts from the cursors on disk:
@@ -186,30 +204,23 @@ func TestSessionReconnectsAndSyncsFromPersistedCursors(t *testing.T) {
 	if got := l2.next(); got.ID != m3.ID {
 		t.Fatalf("restarted session delivered seq %d first, want the new seq 3", got.Seq)
 	}
-	eventually(t, "cursor 3", func() bool { return l2.sess.Cursors()[conv.ID] == 3 })
+	eventually(t, "cursor 3", func() bool { return l2.sess.Cursors()[p.conv] == 3 })
 }
 
 // TestSessionFillsGapFromOwnDevice: messages that this device sent through
 // another channel (POST, another process) are not delivered live to it;
 // the gap they leave is noticed at the next message and filled by a sync.
 func TestSessionFillsGapFromOwnDevice(t *testing.T) {
-	w := newWorld(t)
-	w.user(t, "alice", "teacher", fastHash("alice"))
-	bobID := w.user(t, "bob", "parent", fastHash("bob"))
-	alice, aliceAcc, _ := w.device(t, "alice")
-	bob, _, _ := w.device(t, "bob")
+	p := newPair(t)
+	w, alice, aliceAcc, bob := p.w, p.alice, p.aliceAcc, p.bob
 	ctx := context.Background()
-	conv, err := alice.API.Direct(ctx, bobID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	l := startListener(t, w.env.URL, aliceAcc.Credential.Token, nil)
 	l.waitEvent(EventSynced)
 
-	if _, err := alice.Send(ctx, conv.ID, "von mir", nil); err != nil {
+	if _, err := alice.Send(ctx, p.conv, "von mir", nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Send(ctx, conv.ID, "von bob", nil); err != nil {
+	if _, err := bob.Send(ctx, p.conv, "von bob", nil); err != nil {
 		t.Fatal(err)
 	}
 	got := map[uint64]string{}
@@ -220,28 +231,21 @@ func TestSessionFillsGapFromOwnDevice(t *testing.T) {
 	if got[1] != "von mir" || got[2] != "von bob" {
 		t.Fatalf("got %v", got)
 	}
-	eventually(t, "contiguous cursor 2", func() bool { return l.sess.Cursors()[conv.ID] == 2 })
+	eventually(t, "contiguous cursor 2", func() bool { return l.sess.Cursors()[p.conv] == 2 })
 	l.none()
 }
 
 func TestSessionSend(t *testing.T) {
-	w := newWorld(t)
-	w.user(t, "alice", "teacher", fastHash("alice"))
-	bobID := w.user(t, "bob", "parent", fastHash("bob"))
-	alice, aliceAcc, _ := w.device(t, "alice")
-	bob, bobAcc, _ := w.device(t, "bob")
+	p := newPair(t)
+	w, alice, aliceAcc, bob, bobAcc := p.w, p.alice, p.aliceAcc, p.bob, p.bobAcc
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conv, err := alice.API.Direct(ctx, bobID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	la := startListener(t, w.env.URL, aliceAcc.Credential.Token, nil)
 	lb := startListener(t, w.env.URL, bobAcc.Credential.Token, nil)
 	la.waitEvent(EventSynced)
 	lb.waitEvent(EventSynced)
 
-	snd, _, err := alice.Prepare(ctx, conv.ID, &Content{Text: "über den Socket"}, nil)
+	snd, _, err := alice.Prepare(ctx, p.conv, &Content{Text: "über den Socket"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +259,7 @@ func TestSessionSend(t *testing.T) {
 	if m := lb.next(); m.ID != sent.ID || mustText(t, bob, m) != "über den Socket" {
 		t.Fatalf("bob got %s", m.ID)
 	}
-	if c := la.sess.Cursors()[conv.ID]; c != 1 {
+	if c := la.sess.Cursors()[p.conv]; c != 1 {
 		t.Fatalf("sender's cursor %d after sent, want 1", c)
 	}
 
@@ -276,20 +280,13 @@ func TestSessionSend(t *testing.T) {
 }
 
 func TestSessionSendWhileDisconnected(t *testing.T) {
-	w := newWorld(t)
-	w.user(t, "alice", "teacher", fastHash("alice"))
-	bobID := w.user(t, "bob", "parent", fastHash("bob"))
-	alice, aliceAcc, _ := w.device(t, "alice")
-	w.device(t, "bob")
+	p := newPair(t)
+	w, alice, aliceAcc := p.w, p.alice, p.aliceAcc
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conv, err := alice.API.Direct(ctx, bobID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The session has not connected yet when Send is called: the send
 	// waits and goes out after the connection's sync.
-	snd, _, err := alice.Prepare(ctx, conv.ID, &Content{Text: "später"}, nil)
+	snd, _, err := alice.Prepare(ctx, p.conv, &Content{Text: "später"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,21 +460,14 @@ func TestDeliverOncePerID(t *testing.T) {
 // device's read bucket is empty: here one history page took its only
 // token) is asked for again after syncRetry, and what was missed arrives.
 func TestSessionSyncsAgainAfterRefusal(t *testing.T) {
-	w := newWorld(t, func(c *server.Config) { c.Messenger.ReadRate, c.Messenger.ReadBurst = 0.7, 1 })
-	w.user(t, "alice", "teacher", fastHash("alice"))
-	bobID := w.user(t, "bob", "parent", fastHash("bob"))
-	alice, _, _ := w.device(t, "alice")
-	bob, bobAcc, bobState := w.device(t, "bob")
+	p := newPair(t, func(c *server.Config) { c.Messenger.ReadRate, c.Messenger.ReadBurst = 0.7, 1 })
+	w, alice, bob, bobAcc, bobState := p.w, p.alice, p.bob, p.bobAcc, p.bobState
 	ctx := context.Background()
-	conv, err := alice.API.Direct(ctx, bobID)
+	res, err := alice.Send(ctx, p.conv, "verpasst", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := alice.Send(ctx, conv.ID, "verpasst", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.env.JSON("GET", "/api/v1/conversations/"+conv.ID+"/messages", bobAcc.Credential.Token, nil, http.StatusOK, nil)
+	w.env.JSON("GET", "/api/v1/conversations/"+p.conv+"/messages", bobAcc.Credential.Token, nil, http.StatusOK, nil)
 
 	l := startListener(t, w.env.URL, bobAcc.Credential.Token, bobState)
 	var ae *APIError
