@@ -91,6 +91,8 @@ type conn struct {
 	writing    bool            // guarded by mu; a writer goroutine runs
 	finished   bool            // guarded by mu; the writer is done for good
 	readerDone bool            // guarded by mu; the reader has returned
+	pongAt     int             // guarded by mu; 1 + the queue index of the last control pong queued (enqueuePong)
+	jsonPongAt int             // guarded by mu; the same for the last JSON pong
 
 	// Owned by the running writer.
 	written    map[string]seqSpan // per conversation: what the socket has been sent
@@ -148,6 +150,10 @@ func (c *conn) kick() {
 func (c *conn) enqueue(it outItem) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.enqueueLocked(it)
+}
+
+func (c *conn) enqueueLocked(it outItem) {
 	if c.closeCode != 0 || c.readerDone || c.finished {
 		return
 	}
@@ -159,6 +165,37 @@ func (c *conn) enqueue(it outItem) {
 		c.queue = append(c.queue, it)
 	}
 	c.kick()
+}
+
+// enqueuePong is enqueue for the answer to a ping: a control pong
+// (it.pong) or a JSON pong (it.frame). While a pong of its kind is still
+// queued, that one answers the new ping too: a control pong takes the
+// newest ping's payload (RFC 6455, 5.5.3, lets an endpoint answer only the
+// latest of several pings), a JSON pong joins only an identical one (the
+// same ref). So a client that sends pings faster than the socket carries
+// them gets fewer pongs, not a 4429 for the server's own answers.
+func (c *conn) enqueuePong(it outItem) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at := &c.jsonPongAt
+	if it.pong != nil {
+		at = &c.pongAt
+	}
+	// The index is checked against what it points at: the writer takes
+	// the queue without resetting it, and any queued pong of the same
+	// kind and content can answer.
+	if i := *at - 1; i >= 0 && i < len(c.queue) {
+		q := &c.queue[i]
+		if it.pong != nil && q.pong != nil {
+			q.pong = it.pong
+			return
+		}
+		if it.frame != nil && bytes.Equal(q.frame, it.frame) {
+			return
+		}
+	}
+	c.enqueueLocked(it)
+	*at = len(c.queue)
 }
 
 // send writes it on the calling goroutine (the reader) when no writer
@@ -854,7 +891,7 @@ func (c *conn) readAvailable() bool {
 			fc.skip(size)
 			continue
 		case framePing:
-			c.enqueue(outItem{pong: fc.pingPayload(size)})
+			c.enqueuePong(outItem{pong: fc.pingPayload(size)})
 			fc.skip(size)
 			continue
 		case frameOther, frameHuge:
@@ -1072,7 +1109,7 @@ func (c *conn) handle(data []byte) {
 		c.enqueue(outItem{sync: &syncJob{cursors: f.Cursors, ref: f.Ref}})
 	case proto.TypePing:
 		c.invalidInRow = 0
-		c.enqueue(outItem{frame: proto.AppendPong(nil, f.Ref)})
+		c.enqueuePong(outItem{frame: proto.AppendPong(nil, f.Ref)})
 	default: // auth after auth
 		c.reject(f.Ref, proto.Errorf(proto.CodeInvalidRequest, "unexpected %q frame", f.Type))
 	}

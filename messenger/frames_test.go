@@ -395,3 +395,49 @@ func TestNoPongOnceClosing(t *testing.T) {
 		}
 	}
 }
+
+// TestPingFloodAnswered: a client that sends far more pings at once than
+// its send queue holds (here 8), of both kinds, is answered, not closed
+// as a slow reader for the server's own pongs: while a pong is queued it
+// answers the pings after it too, a control pong with the newest ping's
+// payload.
+func TestPingFloodAnswered(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) { cfg.Messenger.SendQueue = 8 })
+	b := c.env.Dial(c.b1)
+	var last string
+	pongs := 0
+	b.Conn.SetPongHandler(func(data string) error { pongs++; last = data; return nil })
+	var burst []byte
+	const n = 600
+	for i := range n {
+		burst = append(burst, messenger.MaskedFrame(0x89, fmt.Sprintf("p%d", i))...)
+		burst = append(burst, messenger.MaskedFrame(0x81, `{"type":"ping"}`)...)
+	}
+	burst = append(burst, messenger.MaskedFrame(0x81, `{"type":"ping","ref":"last"}`)...)
+	if _, err := b.Conn.NetConn().Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	frames := 0
+	for {
+		f := b.Read() // fails the test on a close
+		if f.Type != proto.TypePong {
+			t.Fatalf("got %q, want only pongs", f.Type)
+		}
+		frames++
+		if f.Ref == "last" {
+			break
+		}
+	}
+	if pongs == 0 || pongs > n || frames > n+1 {
+		t.Fatalf("%d control pongs and %d pong frames for %d pings of each kind", pongs, frames, n)
+	}
+	// The last control pong answers the last ping; it may come after
+	// the pong frame "last", so a frame round trip makes sure it is in.
+	b.Send(`{"type":"ping","ref":"after"}`)
+	if f := b.Read(); f.Ref != "after" {
+		t.Fatalf("got %q with ref %q, want the pong of the next ping", f.Type, f.Ref)
+	}
+	if last != fmt.Sprintf("p%d", n-1) {
+		t.Fatalf("the last control pong carries %q, want p%d", last, n-1)
+	}
+}

@@ -102,7 +102,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 	// after that are ignored; gorilla's own handler answered them).
 	ws.SetPongHandler(func(string) error { c.extend(); return nil })
 	ws.SetPingHandler(func(data string) error {
-		c.enqueue(outItem{pong: append([]byte{}, data...)}) // never nil: nil is no pong
+		c.enqueuePong(outItem{pong: append([]byte{}, data...)}) // never nil: nil is no pong
 		return nil
 	})
 	// The handler returns: net/http's buffers and this goroutine's grown
