@@ -171,9 +171,11 @@ func (c *conn) enqueueLocked(it outItem) {
 // (it.pong) or a JSON pong (it.frame). While a pong of its kind is still
 // queued, that one answers the new ping too: a control pong takes the
 // newest ping's payload (RFC 6455, 5.5.3, lets an endpoint answer only the
-// latest of several pings), a JSON pong joins only an identical one (the
-// same ref). So a client that sends pings faster than the socket carries
-// them gets fewer pongs, not a 4429 for the server's own answers.
+// latest of several pings), a JSON pong joins an identical one (the same
+// ref) that no other frame follows yet, so that the pongs keep their
+// order among the other frames. So a client that sends pings faster than
+// the socket carries them gets fewer pongs, not a 4429 for the server's
+// own answers.
 func (c *conn) enqueuePong(it outItem) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -190,7 +192,7 @@ func (c *conn) enqueuePong(it outItem) {
 			q.pong = it.pong
 			return
 		}
-		if it.frame != nil && bytes.Equal(q.frame, it.frame) {
+		if it.frame != nil && bytes.Equal(q.frame, it.frame) && onlyControlPongs(c.queue[i+1:]) {
 			return
 		}
 	}
@@ -223,6 +225,17 @@ func (c *conn) send(it outItem) {
 		c.written = nil
 	}
 	c.mu.Unlock()
+}
+
+// onlyControlPongs reports whether items holds nothing but control pongs
+// (enqueuePong keeps them few).
+func onlyControlPongs(items []outItem) bool {
+	for i := range items {
+		if items[i].pong == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // closeWith starts closing the connection with code at once: what is
