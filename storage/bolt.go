@@ -43,21 +43,25 @@ import (
 //	convs        conversation id → Conversation (JSON, without LastSeq)
 //	userconvs    user id+\0+conversation id → nil
 //	directs      school+\0+min(a,b)+\0+max(a,b) → conversation id
-//	msgs         everything of one conversation under its id, so that a
-//	             checkpoint's writes of one conversation land on neighbouring pages:
+//	msgdata      BE(log generation)+conversation id+\0+BE(seq) → T(ExpiresAt)+Message
+//	             (msgcodec.go): the messages, under the generation of the log file that
+//	             brought them, so that each checkpoint appends at the end (msgruns.go)
+//	msgctr       conversation id → BE(last seq in this file)
+//	msgs         the messages of files of schema version 2, never written to any more
+//	             (reads and the sweep still find them; they expire):
 //	               conversation id+\0+BE(seq) → T(ExpiresAt)+Message (msgcodec.go; JSON before it)
 //	               conversation id+\1+sender user+\0+uvarint(len(device))+device+client id → message id
-//	                 (files written before 2026-11: no longer written, and never read; the
-//	                 sweep deletes them with their message)
+//	                 (files written before 2026-11: never read; the sweep deletes them with
+//	                 their message)
 //	               conversation id+\2 → BE(last seq in this file)
-//	msgids       message id → conversation id+\0+BE(seq)
+//	msgids       message id → its msgdata key (or its msgs key: isGenKey tells which)
 //	msgexp       T(ExpiresAt)+message id → nil
 //	attachments  attachment id → Attachment (JSON)
 //	attexp       T(ExpiresAt)+attachment id → nil
 //
-// Messages reach msgs, msgids and msgexp through the message log beside the
-// file (bolt_msglog.go): durable in the log first, moved here by a
-// checkpoint; reads merge both.
+// Messages reach msgdata, msgctr, msgids and msgexp through the message log
+// beside the file (bolt_msglog.go): durable in the log first, moved here by
+// a checkpoint; reads merge both.
 //
 // Record IDs (schools, users, credentials, conversations, messages,
 // attachments) must be non-empty and must not contain control bytes (NUL
@@ -84,6 +88,9 @@ type Bolt struct {
 	db  *bolt.DB
 	gc  groupCommit
 	log *msgLog // AppendMessage's write-ahead log (bolt_msglog.go)
+	// runs: which generations of msgdata hold a conversation's messages
+	// (msgruns.go).
+	runs *msgRuns
 	// Decoded hot records, validated against the stored bytes on every
 	// read (decodecache.go): Authenticate reads both on every request.
 	credCache *decodeCache[Credential]
@@ -133,7 +140,11 @@ const (
 	defaultMaxBatchSize = 1000
 	lockTimeout         = time.Second
 	decodeCacheSize     = 50000
-	schemaVersion       = 2 // 2: seq counters and client ids moved into msgs
+	// 2: seq counters and client ids moved into msgs. 3: messages
+	// checkpointed since are in msgdata under their log generation, the
+	// counters in msgctr (a file of version 2 is read as it is: its
+	// messages stay in msgs until they expire).
+	schemaVersion = 3
 )
 
 // OpenBolt opens or creates the database file at path (mode 0600). nil opt
@@ -181,6 +192,7 @@ func OpenBolt(path string, opt *BoltOptions) (*Bolt, error) {
 		db:        db,
 		gc:        groupCommit{db: db, maxSize: o.MaxBatchSize},
 		log:       newMsgLog(path, o),
+		runs:      newMsgRuns(),
 		credCache: newDecodeCache[Credential](decodeCacheSize),
 		userCache: newDecodeCache[User](decodeCacheSize),
 		convs:     newMemo[*Conversation](decodeCacheSize),
@@ -212,6 +224,8 @@ var (
 	bktMsgs        = []byte("msgs")
 	bktMsgIDs      = []byte("msgids")
 	bktMsgExp      = []byte("msgexp")
+	bktMsgData     = []byte("msgdata") // BE(log generation)+conversation+\0+BE(seq) → message (bolt_msgs.go)
+	bktMsgCtr      = []byte("msgctr")  // conversation → BE(last allocated seq)
 	bktAttachments = []byte("attachments")
 	bktAttExp      = []byte("attexp")
 	bktAttUp       = []byte("attup") // uploader+\0+attachment id → nil
@@ -220,7 +234,7 @@ var (
 		bktSys, bktMeta, bktSchools, bktUsers, bktLogins, bktCreds, bktCredIDs,
 		bktUserCreds, bktSessions, bktLoginHist, bktDevKeys, bktConvs,
 		bktUserConvs, bktDirects, bktMsgs, bktMsgIDs,
-		bktMsgExp, bktAttachments, bktAttExp, bktAttUp,
+		bktMsgExp, bktAttachments, bktAttExp, bktAttUp, bktMsgData, bktMsgCtr,
 	}
 
 	keyVersion = []byte("version")
@@ -240,10 +254,12 @@ func initBuckets(tx *bolt.Tx) error {
 	}
 	sys := tx.Bucket(bktSys)
 	if v := sys.Get(keyVersion); v != nil {
-		if len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion {
-			return fmt.Errorf("unsupported schema version %x (want %d)", v, schemaVersion)
+		if len(v) != 8 || binary.BigEndian.Uint64(v) < schemaVersion-1 || binary.BigEndian.Uint64(v) > schemaVersion {
+			return fmt.Errorf("unsupported schema version %x (want %d or %d)", v, schemaVersion-1, schemaVersion)
 		}
-		return nil
+		if binary.BigEndian.Uint64(v) == schemaVersion {
+			return nil
+		}
 	}
 	return sys.Put(keyVersion, be64(schemaVersion))
 }
@@ -392,6 +408,43 @@ func counterKey(conv string) []byte {
 	k = append(k, conv...)
 	return append(k, 2)
 }
+
+// genKey returns BE(gen)+conv+\0+BE(seq), the msgdata key of a message
+// that came through log generation gen. Generations start at 1, so a
+// genKey starts with a zero byte, and a seqKey (an id) never does: the
+// msgids values tell the two layouts apart by it (isGenKey).
+func genKey(gen uint64, conv string, seq uint64) []byte {
+	k := make([]byte, 0, 8+len(conv)+9)
+	k = binary.BigEndian.AppendUint64(k, gen)
+	k = append(k, conv...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// genPrefix returns BE(gen)+conv+\0: the msgdata keys of conv's messages
+// of generation gen start with it.
+func genPrefix(gen uint64, conv string) []byte {
+	k := make([]byte, 0, 8+len(conv)+1)
+	k = binary.BigEndian.AppendUint64(k, gen)
+	k = append(k, conv...)
+	return append(k, 0)
+}
+
+// parseGenKey splits a msgdata key; ok is false for anything else.
+func parseGenKey(k []byte) (gen uint64, conv []byte, seq uint64, ok bool) {
+	if len(k) < 8+1+1+8 || k[len(k)-9] != 0 {
+		return 0, nil, 0, false
+	}
+	conv = k[8 : len(k)-9]
+	if bytes.IndexByte(conv, 0) >= 0 {
+		return 0, nil, 0, false
+	}
+	return binary.BigEndian.Uint64(k), conv, binary.BigEndian.Uint64(k[len(k)-8:]), true
+}
+
+// isGenKey reports whether a msgids value is a msgdata key (else it is a
+// msgs key of the layout before it).
+func isGenKey(loc []byte) bool { return len(loc) > 0 && loc[0] == 0 }
 
 // seqKey returns conv+\0+BE(seq).
 func seqKey(conv string, seq uint64) []byte {

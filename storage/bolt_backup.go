@@ -188,6 +188,25 @@ func checkBoltSize(path string, size int64) error {
 // for whatever holds it (a conversation's history, a user's every
 // request).
 func checkRecords(tx *bolt.Tx) error {
+	if data := tx.Bucket(bktMsgData); data != nil { // a file of schema version 2 has none
+		err := data.ForEach(func(k, v []byte) error {
+			_, conv, seq, ok := parseGenKey(k)
+			if !ok {
+				return fmt.Errorf("msgdata: malformed key %x", k)
+			}
+			if len(v) < timeKeyLen {
+				return fmt.Errorf("message %d of conversation %s: cut short", seq, conv)
+			}
+			var m Message
+			if err := decodeMessageValue(v[timeKeyLen:], &m); err != nil {
+				return fmt.Errorf("message %d of conversation %s: %w", seq, conv, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
 	err := tx.Bucket(bktMsgs).ForEach(func(k, v []byte) error {
 		i := bytes.IndexAny(k, "\x00\x01")
 		if i < 0 || k[i] != 0 || len(k) != i+9 {

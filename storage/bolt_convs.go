@@ -11,16 +11,19 @@ import (
 )
 
 // Conversations live in convs (without LastSeq, which is the counter in
-// msgs).
+// msgctr, or in msgs in a file of schema version 2).
 // userconvs is the membership index; directs maps a pair of users to their
 // direct conversation.
 
 func lastSeq(tx *bolt.Tx, conv string) uint64 {
-	v := tx.Bucket(bktMsgs).Get(counterKey(conv))
-	if len(v) != 8 {
-		return 0
+	var n uint64
+	if v := tx.Bucket(bktMsgCtr).Get([]byte(conv)); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
 	}
-	return binary.BigEndian.Uint64(v)
+	if v := tx.Bucket(bktMsgs).Get(counterKey(conv)); len(v) == 8 {
+		n = max(n, binary.BigEndian.Uint64(v))
+	}
+	return n
 }
 
 // getConv returns the conversation with LastSeq filled, or ok=false.

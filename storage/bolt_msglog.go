@@ -83,6 +83,7 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // each garbage-collection cycle, which on one core stalls the senders.
 type memEntry struct {
 	seq  uint64
+	gen  uint64 // the log file's generation: its msgdata key's first part (set by the writer)
 	conv string
 	id   string
 	val  []byte // msgs value: T(ExpiresAt)+Message without its seq (msgcodec.go)
@@ -199,7 +200,10 @@ func (b *Bolt) openLog() error {
 		if err != nil {
 			return fmt.Errorf("read message log: %w", err)
 		}
-		recs = append(recs, decodeLog(data)...)
+		for _, e := range decodeLog(data) {
+			e.gen = g
+			recs = append(recs, e)
+		}
 	}
 	for len(recs) > 0 {
 		chunk := recs[:min(len(recs), checkpointChunk)]
@@ -208,10 +212,13 @@ func (b *Bolt) openLog() error {
 		}
 		recs = recs[len(chunk):]
 	}
+	var lastGen uint64
 	err = b.db.View(func(tx *bolt.Tx) error {
 		k, _ := tx.Bucket(bktMsgIDs).Cursor().Last()
 		l.maxID = string(k)
-		return nil
+		var err error
+		lastGen, err = b.loadRuns(tx)
+		return err
 	})
 	if err != nil {
 		return err
@@ -224,7 +231,9 @@ func (b *Bolt) openLog() error {
 	if len(gens) > 0 {
 		l.gen = gens[len(gens)-1]
 	}
-	l.gen++
+	// New generations follow those in msgdata (their log files are
+	// gone), so that checkpoints go on appending.
+	l.gen = max(l.gen, lastGen) + 1
 	if l.f, err = l.create(l.gen); err != nil {
 		return err
 	}
@@ -336,10 +345,11 @@ func decodeRecord(p []byte) (*memEntry, bool) {
 // commit, so random inserts into a young bucket (a fresh file, a new
 // conversation) would cost quadratic time; ascending inserts append.
 
-// applyLog writes entries (from a log replay) in one transaction.
+// applyLog writes entries (from a log replay) in one transaction. Their
+// runs are read from msgdata after the replay (loadRuns).
 func applyLog(tx *bolt.Tx, entries []*memEntry) error {
 	for _, part := range byConversation(entries, 1) {
-		if err := applyMsgs(tx, part); err != nil {
+		if _, err := applyMsgs(tx, part); err != nil {
 			return err
 		}
 	}
@@ -390,31 +400,49 @@ func putSorted(bk *bolt.Bucket, kvs []kv, sorted bool) error {
 	return nil
 }
 
-// applyMsgs writes the messages and seq counters of the conversation
-// groups convs (from byConversation) into msgs, in key order:
-// conversations in order (no id holds a byte below \x20, so conv+\0...
-// sorts before any longer id), and within one its messages and counter.
+// applyMsgs writes the messages of the conversation groups convs (from
+// byConversation) into msgdata and their seq counters into msgctr, in key
+// order: generation, then conversation (no id holds a byte below \x20, so
+// conv+\0... sorts before any longer id), then seq. It returns the runs
+// they make (msgRuns), for the caller to add once the transaction has
+// committed.
 //
 // Client ids get no index entry of their own: they are in the message
 // values, where findClientID looks when the Bloom filter cannot rule a key
 // out. An entry per message put a random insert into every conversation's
 // client-id range: 40 % of a checkpoint's CPU.
-func applyMsgs(tx *bolt.Tx, convs [][]*memEntry) error {
-	msgs := tx.Bucket(bktMsgs)
-	// Keys arrive at the end of a conversation's range: full pages stay
-	// full. bbolt's default (half full at a split) doubled the file.
-	msgs.FillPercent = 0.9
-	var kvs []kv
+func applyMsgs(tx *bolt.Tx, convs [][]*memEntry) ([]convRun, error) {
+	data, ctr := tx.Bucket(bktMsgData), tx.Bucket(bktMsgCtr)
+	// Keys arrive at the end (a new generation): full pages stay full.
+	data.FillPercent = 1
+	var kvs, counters []kv
+	var runs []convRun
 	for _, es := range convs {
 		conv := es[0].conv
-		for _, e := range es {
-			kvs = append(kvs, kv{seqKey(conv, e.seq), e.val})
+		for i, e := range es {
+			kvs = append(kvs, kv{genKey(e.gen, conv, e.seq), e.val})
+			if i == 0 || e.gen != es[i-1].gen {
+				runs = append(runs, convRun{conv, msgRun{e.gen, e.seq, e.seq}})
+			}
+			runs[len(runs)-1].last = e.seq
 		}
 		if last := es[len(es)-1].seq; lastSeq(tx, conv) < last {
-			kvs = append(kvs, kv{counterKey(conv), be64(last)})
+			counters = append(counters, kv{[]byte(conv), be64(last)})
 		}
 	}
-	return putSorted(msgs, kvs, true)
+	// One generation (the usual case) is in order already; entries of a
+	// failed checkpoint retried with the next one span two.
+	sorted := slices.IsSortedFunc(kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+	if err := putSorted(data, kvs, sorted); err != nil {
+		return nil, err
+	}
+	return runs, putSorted(ctr, counters, true)
+}
+
+// convRun is a run of one conversation's messages (applyMsgs).
+type convRun struct {
+	conv string
+	msgRun
 }
 
 // applyIndexes writes the msgids and msgexp entries of entries and links
@@ -426,7 +454,7 @@ func applyIndexes(tx *bolt.Tx, entries []*memEntry) error {
 	exps := make([]kv, 0, len(entries))
 	for _, e := range entries {
 		id := []byte(e.id)
-		idx = append(idx, kv{id, seqKey(e.conv, e.seq)})
+		idx = append(idx, kv{id, genKey(e.gen, e.conv, e.seq)})
 		ek := make([]byte, 0, timeKeyLen+len(id))
 		exps = append(exps, kv{append(append(ek, e.val[:timeKeyLen]...), id...), nil})
 	}
@@ -458,14 +486,37 @@ func applyIndexes(tx *bolt.Tx, entries []*memEntry) error {
 // expired at sentAt. It reads the conversation from its end: a retry is
 // for a recent message, and a miss (a Bloom false positive, 1 in 1,000
 // appends) reads all of it.
-func findClientID(tx *bolt.Tx, m *Message, sentAt *[timeKeyLen]byte) (*Message, error) {
+func (b *Bolt) findClientID(tx *bolt.Tx, m *Message, sentAt *[timeKeyLen]byte) (*Message, error) {
+	f := clientFinder{m: m, client: []byte(m.ClientID), sentAt: sentAt}
+	runs := b.runs.of(m.Conversation)
+	data := tx.Bucket(bktMsgData).Cursor()
+	for i := len(runs) - 1; i >= 0; i-- {
+		p := genPrefix(runs[i].gen, m.Conversation)
+		if found, done, err := f.scanBack(data, p, genKey(runs[i].gen, m.Conversation, runs[i].last)); done || err != nil {
+			return found, err
+		}
+	}
+	// A file of schema version 2 holds the older messages in msgs.
 	p := prefix(m.Conversation)
-	client := []byte(m.ClientID)
-	c := tx.Bucket(bktMsgs).Cursor()
-	k, v := c.Seek(seqKey(m.Conversation, math.MaxUint64))
+	found, _, err := f.scanBack(tx.Bucket(bktMsgs).Cursor(), p, seqKey(m.Conversation, math.MaxUint64))
+	return found, err
+}
+
+// clientFinder is findClientID's search.
+type clientFinder struct {
+	m      *Message
+	client []byte
+	sentAt *[timeKeyLen]byte
+}
+
+// scanBack reads the messages under prefix p from key from (or the last
+// one before it) backwards. done tells that the search is over: found, or
+// found expired (a newer message may take the client id again).
+func (f *clientFinder) scanBack(c *bolt.Cursor, p, from []byte) (found *Message, done bool, err error) {
+	k, v := c.Seek(from)
 	if k == nil {
 		k, v = c.Last()
-	} else if !bytes.Equal(k, seqKey(m.Conversation, math.MaxUint64)) {
+	} else if !bytes.Equal(k, from) {
 		k, v = c.Prev()
 	}
 	for ; k != nil && bytes.HasPrefix(k, p); k, v = c.Prev() {
@@ -473,23 +524,23 @@ func findClientID(tx *bolt.Tx, m *Message, sentAt *[timeKeyLen]byte) (*Message, 
 			continue
 		}
 		body := v[timeKeyLen:]
-		if len(body) > 0 && body[0] == binaryMessage && !bytes.Contains(body, client) {
+		if len(body) > 0 && body[0] == binaryMessage && !bytes.Contains(body, f.client) {
 			continue // cheaper than reading its fields
 		}
 		user, device, cid, err := senderFields(body)
 		if err != nil {
-			return nil, fmt.Errorf("storage: message %x: %w", k, err)
+			return nil, true, fmt.Errorf("storage: message %x: %w", k, err)
 		}
-		if string(cid) != m.ClientID || string(user) != m.SenderUser || string(device) != m.SenderDevice {
+		if string(cid) != f.m.ClientID || string(user) != f.m.SenderUser || string(device) != f.m.SenderDevice {
 			continue
 		}
-		if expiredAt(v, sentAt) {
-			return nil, nil // a newer message may take the client id again
+		if expiredAt(v, f.sentAt) {
+			return nil, true, nil
 		}
 		pm, err := decodeMsg(k, v)
-		return &pm, err
+		return &pm, true, err
 	}
-	return nil, nil
+	return nil, false, nil
 }
 
 // boltLookup is what AppendMessage reads from bbolt before it takes the
@@ -506,7 +557,7 @@ type boltLookup struct {
 // a newer one), idFresh the message id (greater than any in bbolt: ids
 // are time-ordered, so this is the rule).
 // ck is nil when the client key cannot be in bbolt.
-func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLen]byte, convKnown, seqKnown, idFresh bool) error {
+func (r *boltLookup) read(b *Bolt, tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLen]byte, convKnown, seqKnown, idFresh bool) error {
 	*r = boltLookup{}
 	if !convKnown && tx.Bucket(bktConvs).Get([]byte(m.Conversation)) == nil {
 		return nil
@@ -514,7 +565,7 @@ func (r *boltLookup) read(tx *bolt.Tx, m *Message, ck []byte, sentAt *[timeKeyLe
 	r.convFound = true
 	msgIDs := tx.Bucket(bktMsgIDs)
 	if ck != nil {
-		prev, err := findClientID(tx, m, sentAt)
+		prev, err := b.findClientID(tx, m, sentAt)
 		if err != nil {
 			return err
 		}
@@ -570,7 +621,7 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 		} else {
 			mr := m // the closure's copy: capturing m would put it on the heap for every append
 			read := func(tx *bolt.Tx) error {
-				return look.read(tx, &mr, lookCK, sentAt, convKnown != nil, seqKnown, idFresh)
+				return look.read(b, tx, &mr, lookCK, sentAt, convKnown != nil, seqKnown, idFresh)
 			}
 			if err := mapErr(b.db.View(read)); err != nil {
 				return Message{}, false, err
@@ -730,6 +781,9 @@ func (l *msgLog) writeLoop() {
 			return
 		}
 		f := l.f
+		for _, e := range batch {
+			e.gen = l.gen
+		}
 		l.mu.Unlock()
 
 		if l.onSync != nil {
@@ -1048,22 +1102,30 @@ func (l *msgLog) behind(moving int) bool {
 // transaction.
 //
 // The senders share the core with this work, so it comes in small slices
-// with gaps between them: each part of the msgs bucket is a range of
-// conversations (every leaf is still written once), each part of the
+// with gaps between them: each part of msgdata is a range of
+// conversations of the generation (appended at the end), each part of the
 // indexes a run of the log (their keys are time-ordered, so each part
-// appends at the end). A crash between parts loses nothing: the log files
+// appends at the end too). A crash between parts loses nothing: the log files
 // go only after the last part, and replaying them puts the same keys.
 func (b *Bolt) applyChunk(chunk []*memEntry, n int, pace time.Duration) error {
 	parts := byConversation(chunk, n)
 	if n == 1 {
-		return b.db.Update(func(tx *bolt.Tx) error {
+		var runs []convRun
+		err := b.db.Update(func(tx *bolt.Tx) error {
+			runs = runs[:0]
 			for _, p := range parts {
-				if err := applyMsgs(tx, p); err != nil {
+				rs, err := applyMsgs(tx, p)
+				if err != nil {
 					return err
 				}
+				runs = append(runs, rs...)
 			}
 			return applyIndexes(tx, chunk)
 		})
+		if err == nil {
+			b.addRuns(runs)
+		}
+		return err
 	}
 	var idx [][]*memEntry
 	for rest, per := chunk, (len(chunk)+n-1)/n; len(rest) > 0; rest = rest[min(len(rest), per):] {
@@ -1087,9 +1149,15 @@ func (b *Bolt) applyChunk(chunk []*memEntry, n int, pace time.Duration) error {
 		return nil
 	}
 	for i, p := range parts {
-		if err := step(i, func(tx *bolt.Tx) error { return applyMsgs(tx, p) }); err != nil {
+		var runs []convRun
+		err := step(i, func(tx *bolt.Tx) (err error) {
+			runs, err = applyMsgs(tx, p)
+			return err
+		})
+		if err != nil {
 			return err
 		}
+		b.addRuns(runs)
 	}
 	for i, p := range idx {
 		if err := step(len(parts)+i, func(tx *bolt.Tx) error { return applyIndexes(tx, p) }); err != nil {

@@ -383,13 +383,18 @@ func TestMessageLogCheckpointCutShort(t *testing.T) {
 		at      int
 		indexes bool
 	}{{1, false}, {0, true}, {1, true}, {19, true}} {
-		t.Run(fmt.Sprintf("at=%d,indexes=%v", cut.at, cut.indexes), func(t *testing.T) {
-			checkpointCutShort(t, cut.at, cut.indexes)
-		})
+		for _, crash := range []bool{true, false} {
+			t.Run(fmt.Sprintf("at=%d,indexes=%v,crash=%v", cut.at, cut.indexes, crash), func(t *testing.T) {
+				checkpointCutShort(t, cut.at, cut.indexes, crash)
+			})
+		}
 	}
 }
 
-func checkpointCutShort(t *testing.T, at int, indexes bool) {
+// checkpointCutShort cuts a paced checkpoint short; then the store
+// crashes, or (crash false) the next checkpoint writes the same
+// generation again, whose runs must not be read twice.
+func checkpointCutShort(t *testing.T, at int, indexes, crash bool) {
 	ctx := t.Context()
 	b, path := openSeeded(t, &storage.BoltOptions{CheckpointInterval: time.Hour})
 	convs := []string{"g1", "g2", "g3", "g4"}
@@ -425,6 +430,19 @@ func checkpointCutShort(t *testing.T, at int, indexes bool) {
 		t.Fatal("the checkpoint did not fail")
 	}
 	check(b)
+	if !crash {
+		if err := storage.CheckpointPaced(b, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		check(b)
+		if n := storage.RunCount(b); n != len(convs) {
+			t.Fatalf("%d runs after the retry, want %d (one per conversation)", n, len(convs))
+		}
+		b = reopen(t, b, path)
+		defer b.Close()
+		check(b)
+		return
+	}
 	if err := storage.CrashBolt(b); err != nil {
 		t.Fatal(err)
 	}

@@ -14,14 +14,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// A message is stored under conversation+\0+BE(seq) as T(ExpiresAt)
-// followed by the message without its seq (the seq is in the key) in the
+// A message is stored under BE(log generation)+conversation+\0+BE(seq)
+// in msgdata (conversation+\0+BE(seq) in msgs, in a file of schema
+// version 2) as T(ExpiresAt) followed by the message without its seq (the seq is in the key) in the
 // binary form of msgcodec.go (JSON where that cannot carry it, and in
 // files written before it). The expiry prefix lets reads skip expired
 // messages without decoding them, and leaving the seq out lets
 // AppendMessage encode the record before the seq is allocated.
 
-// decodeMsg decodes a msgs value stored under key loc.
+// decodeMsg decodes a msgdata or msgs value stored under key loc.
 func decodeMsg(loc, v []byte) (Message, error) {
 	var m Message
 	if len(v) < timeKeyLen || len(loc) < 8 {
@@ -32,6 +33,15 @@ func decodeMsg(loc, v []byte) (Message, error) {
 	}
 	m.Seq = binary.BigEndian.Uint64(loc[len(loc)-8:])
 	return m, nil
+}
+
+// msgBucket returns the bucket that holds the message under loc (a msgids
+// value): msgdata, or msgs in a file of schema version 2.
+func msgBucket(tx *bolt.Tx, loc []byte) *bolt.Bucket {
+	if isGenKey(loc) {
+		return tx.Bucket(bktMsgData)
+	}
+	return tx.Bucket(bktMsgs)
 }
 
 // AppendMessage implements Messages. It writes through the message log
@@ -115,7 +125,7 @@ func (b *Bolt) Message(ctx context.Context, id string, now time.Time) (Message, 
 		if loc == nil {
 			return ErrNotFound
 		}
-		v := tx.Bucket(bktMsgs).Get(loc)
+		v := msgBucket(tx, loc).Get(loc)
 		if v == nil || len(v) < timeKeyLen || expiredAt(v, &nowKey) {
 			return ErrNotFound
 		}
@@ -152,7 +162,7 @@ func (b *Bolt) MessageByClientID(ctx context.Context, conv, user, device, client
 	var found *Message
 	err := b.view(ctx, func(tx *bolt.Tx) error {
 		var err error
-		found, err = findClientID(tx, &Message{Conversation: conv, SenderUser: user, SenderDevice: device, ClientID: clientID}, &nowKey)
+		found, err = b.findClientID(tx, &Message{Conversation: conv, SenderUser: user, SenderDevice: device, ClientID: clientID}, &nowKey)
 		return err
 	})
 	switch {
@@ -211,26 +221,48 @@ func (b *Bolt) scanAfter(ctx context.Context, conv string, afterSeq uint64, want
 		return nil
 	}
 	mem, memFirst := b.log.memAfter(conv, afterSeq, want, now)
+	// After the memtable: a checkpoint adds its runs before its messages
+	// leave the memtable.
+	runs := b.runs.after(conv, afterSeq)
 	nowKey := timeKey(now)
 	n := 0
 	err := b.view(ctx, func(tx *bolt.Tx) error {
-		p := prefix(conv)
-		c := tx.Bucket(bktMsgs).Cursor()
-		for k, v := c.Seek(seqKey(conv, afterSeq+1)); k != nil && bytes.HasPrefix(k, p) && n < want; k, v = c.Next() {
-			if len(k) != len(p)+8 {
-				continue
+		// A file of schema version 2 holds a conversation's older
+		// messages in msgs, then msgdata the newer ones, run by run;
+		// each read starts after the last seq visited.
+		at, inMem := afterSeq, false
+		scan := func(c *bolt.Cursor, p, from []byte) error {
+			for k, v := c.Seek(from); k != nil && bytes.HasPrefix(k, p) && n < want && !inMem; k, v = c.Next() {
+				if len(k) != len(p)+8 {
+					continue
+				}
+				seq := binary.BigEndian.Uint64(k[len(p):])
+				if memFirst != 0 && seq >= memFirst {
+					inMem = true // the memtable has the rest
+					break
+				}
+				if len(v) < timeKeyLen || expiredAt(v, &nowKey) {
+					continue
+				}
+				if err := visit(seq, v[timeKeyLen:]); err != nil {
+					return err
+				}
+				at = seq
+				n++
 			}
-			seq := binary.BigEndian.Uint64(k[len(p):])
-			if memFirst != 0 && seq >= memFirst {
+			return nil
+		}
+		if err := scan(tx.Bucket(bktMsgs).Cursor(), prefix(conv), seqKey(conv, afterSeq+1)); err != nil {
+			return err
+		}
+		data := tx.Bucket(bktMsgData).Cursor()
+		for _, r := range runs {
+			if n >= want || inMem {
 				break
 			}
-			if len(v) < timeKeyLen || expiredAt(v, &nowKey) {
-				continue
-			}
-			if err := visit(seq, v[timeKeyLen:]); err != nil {
+			if err := scan(data, genPrefix(r.gen, conv), genKey(r.gen, conv, max(at+1, r.first))); err != nil {
 				return err
 			}
-			n++
 		}
 		return nil
 	})
@@ -258,14 +290,16 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 		}
 	}
 	var n int
+	var emptied map[convGen]bool // the msgdata runs the sweep removed messages from
 	err := b.update(ctx, func(tx *bolt.Tx) error {
-		n = 0
+		n, emptied = 0, make(map[convGen]bool)
 		exp, msgIDs, msgs := tx.Bucket(bktMsgExp), tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgs)
 		for _, k := range collectExpired(exp, now, max) {
 			id := k[timeKeyLen:]
 			if loc := msgIDs.Get(id); loc != nil {
 				loc = bytes.Clone(loc)
-				if v := msgs.Get(loc); v != nil {
+				bk := msgBucket(tx, loc)
+				if v := bk.Get(loc); v != nil {
 					m, err := decodeMsg(loc, v)
 					if err != nil {
 						return err
@@ -278,8 +312,11 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 							}
 						}
 					}
-					if err := msgs.Delete(loc); err != nil {
+					if err := bk.Delete(loc); err != nil {
 						return err
+					}
+					if gen, conv, _, ok := parseGenKey(loc); ok && isGenKey(loc) {
+						emptied[convGen{string(conv), gen}] = true
 					}
 				}
 				if err := msgIDs.Delete(id); err != nil {
@@ -295,6 +332,9 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 	})
 	if err != nil {
 		return 0, err
+	}
+	if err := b.dropEmptyRuns(ctx, emptied); err != nil {
+		return n, err
 	}
 	return n, nil
 }

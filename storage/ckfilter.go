@@ -56,19 +56,32 @@ func (f *ckFilter) add(ck []byte) {
 // build runs).
 func (f *ckFilter) full() bool { return f.cur != nil && f.next == nil && f.added > f.capacity }
 
-// messageClientKey returns the client key of the msgs entry k, v, nil if
-// it is not a message (ids hold no byte below \x20: a message key is
-// conversation id+\0+BE(seq)), has no client id or cannot be read.
-func messageClientKey(k, v []byte) []byte {
-	i := bytes.IndexFunc(k, func(r rune) bool { return r < 0x20 })
-	if i < 0 || k[i] != 0 || len(k) != i+9 || len(v) < timeKeyLen {
+// messageClientKey returns the client key of the msgdata entry k, v (or
+// the msgs entry, legacy), nil if it is not a message (ids hold no byte
+// below \x20: a msgs message key is conversation id+\0+BE(seq)), has no
+// client id or cannot be read.
+func messageClientKey(k, v []byte, legacy bool) []byte {
+	var conv []byte
+	if legacy {
+		i := bytes.IndexFunc(k, func(r rune) bool { return r < 0x20 })
+		if i < 0 || k[i] != 0 || len(k) != i+9 {
+			return nil
+		}
+		conv = k[:i]
+	} else {
+		var ok bool
+		if _, conv, _, ok = parseGenKey(k); !ok {
+			return nil
+		}
+	}
+	if len(v) < timeKeyLen {
 		return nil
 	}
 	user, device, client, err := senderFields(v[timeKeyLen:])
 	if err != nil || len(client) == 0 {
 		return nil
 	}
-	return clientKey(string(k[:i]), string(user), string(device), string(client))
+	return clientKey(string(conv), string(user), string(device), string(client))
 }
 
 // buildCKFilter starts building a filter in the background. l.mu is held.
@@ -94,12 +107,25 @@ func (b *Bolt) buildCKFilter() {
 	}()
 }
 
-// scanClientKeys adds every client key in msgs to next. It reads in short
-// transactions (a long one would hold off the checkpoints' file growth)
-// and gives up when the store closes. A key a checkpoint adds between two
-// transactions is added to next by the checkpoint.
+// scanClientKeys adds every client key in msgdata and msgs to next. It
+// reads in short transactions (a long one would hold off the checkpoints'
+// file growth) and gives up when the store closes. A key a checkpoint adds
+// between two transactions is added to next by the checkpoint.
 func (b *Bolt) scanClientKeys(next *bloom.BloomFilter) (uint, error) {
+	var n uint
+	for _, bkt := range [][]byte{bktMsgData, bktMsgs} {
+		m, err := b.scanBucketClientKeys(next, bkt)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (b *Bolt) scanBucketClientKeys(next *bloom.BloomFilter, bkt []byte) (uint, error) {
 	l := b.log
+	legacy := bytes.Equal(bkt, bktMsgs)
 	var (
 		n     uint
 		after []byte // the last key read; nil: start at the first
@@ -109,7 +135,7 @@ func (b *Bolt) scanClientKeys(next *bloom.BloomFilter) (uint, error) {
 		keys = keys[:0]
 		done := false
 		err := b.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bktMsgs).Cursor()
+			c := tx.Bucket(bkt).Cursor()
 			k, v := c.First()
 			if after != nil {
 				k, v = c.Seek(after)
@@ -121,7 +147,7 @@ func (b *Bolt) scanClientKeys(next *bloom.BloomFilter) (uint, error) {
 			for read := 0; k != nil && read < 65536; read++ {
 				// A corrupt value adds nothing: reads report it, and
 				// no append can be a retry of it.
-				if ck := messageClientKey(k, v); ck != nil {
+				if ck := messageClientKey(k, v, legacy); ck != nil {
 					keys = append(keys, ck)
 				}
 				last = k

@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"runtime"
@@ -144,3 +146,75 @@ func UploadIndex(b *Bolt) ([]string, error) {
 func DropUploadIndex(b *Bolt) error {
 	return b.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bktAttUp) })
 }
+
+// PutV2Message stores m (its Seq set) as a file of schema version 2 held
+// it: in msgs under conversation+\0+BE(seq), with the conversation's
+// counter there, msgids pointing to it and its msgexp entry.
+func PutV2Message(b *Bolt, m Message) error {
+	exp := timeKey(m.ExpiresAt)
+	val, err := appendMessageValue(append([]byte(nil), exp[:]...), &m)
+	if err != nil {
+		return err
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		msgs := tx.Bucket(bktMsgs)
+		loc := seqKey(m.Conversation, m.Seq)
+		if err := msgs.Put(loc, val); err != nil {
+			return err
+		}
+		if v := msgs.Get(counterKey(m.Conversation)); len(v) != 8 || binary.BigEndian.Uint64(v) < m.Seq {
+			if err := msgs.Put(counterKey(m.Conversation), be64(m.Seq)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bktMsgIDs).Put([]byte(m.ID), loc); err != nil {
+			return err
+		}
+		return tx.Bucket(bktMsgExp).Put(expKey(m.ExpiresAt, m.ID), nil)
+	})
+}
+
+// SetSchemaVersion writes v as the file's schema version.
+func SetSchemaVersion(b *Bolt, v uint64) error {
+	return b.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bktSys).Put(keyVersion, be64(v)) })
+}
+
+// SchemaVersion reads the file's schema version.
+func SchemaVersion(b *Bolt) (v uint64, err error) {
+	err = b.db.View(func(tx *bolt.Tx) error {
+		v = binary.BigEndian.Uint64(tx.Bucket(bktSys).Get(keyVersion))
+		return nil
+	})
+	return v, err
+}
+
+// LastMsgData returns the conversation and seq of the last key in msgdata.
+func LastMsgData(b *Bolt) (conv string, seq uint64, err error) {
+	err = b.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bktMsgData).Cursor().Last()
+		_, c, s, ok := parseGenKey(k)
+		if !ok {
+			return errors.New("no message in msgdata")
+		}
+		conv, seq = string(c), s
+		return nil
+	})
+	return conv, seq, err
+}
+
+// MsgDataCount returns the number of messages in msgdata, and in msgs.
+func MsgDataCount(b *Bolt) (data, legacy int, err error) {
+	err = b.db.View(func(tx *bolt.Tx) error {
+		data = tx.Bucket(bktMsgData).Stats().KeyN
+		return tx.Bucket(bktMsgs).ForEach(func(k, _ []byte) error {
+			if i := bytes.IndexByte(k, 0); i >= 0 && len(k) == i+9 {
+				legacy++
+			}
+			return nil
+		})
+	})
+	return data, legacy, err
+}
+
+// RunCount returns how many runs the store keeps in memory.
+func RunCount(b *Bolt) int { return b.runs.count() }
