@@ -143,7 +143,8 @@ const (
 	// 2: seq counters and client ids moved into msgs. 3: messages
 	// checkpointed since are in msgdata under their log generation, the
 	// counters in msgctr (a file of version 2 is read as it is: its
-	// messages stay in msgs until they expire).
+	// messages stay in msgs until they expire; it becomes version 3 with
+	// the first checkpoint that writes msgdata, markSchema).
 	schemaVersion = 3
 )
 
@@ -254,12 +255,28 @@ func initBuckets(tx *bolt.Tx) error {
 	}
 	sys := tx.Bucket(bktSys)
 	if v := sys.Get(keyVersion); v != nil {
-		if len(v) != 8 || binary.BigEndian.Uint64(v) < schemaVersion-1 || binary.BigEndian.Uint64(v) > schemaVersion {
-			return fmt.Errorf("unsupported schema version %x (want %d or %d)", v, schemaVersion-1, schemaVersion)
-		}
-		if binary.BigEndian.Uint64(v) == schemaVersion {
-			return nil
-		}
+		return checkSchema(v)
+	}
+	return sys.Put(keyVersion, be64(schemaVersion))
+}
+
+// checkSchema reports whether v (sys/version) is a schema this binary
+// reads: this one, or the one before it.
+func checkSchema(v []byte) error {
+	if len(v) != 8 || binary.BigEndian.Uint64(v) < schemaVersion-1 || binary.BigEndian.Uint64(v) > schemaVersion {
+		return fmt.Errorf("unsupported schema version %x (want %d or %d)", v, schemaVersion-1, schemaVersion)
+	}
+	return nil
+}
+
+// markSchema records that the file now holds what only this schema
+// reads. A file of the version before keeps its number until then, so
+// that the binary before can still open it: an offline backup or a start
+// that wrote no message leaves it as it was.
+func markSchema(tx *bolt.Tx) error {
+	sys := tx.Bucket(bktSys)
+	if v := sys.Get(keyVersion); len(v) == 8 && binary.BigEndian.Uint64(v) == schemaVersion {
+		return nil
 	}
 	return sys.Put(keyVersion, be64(schemaVersion))
 }

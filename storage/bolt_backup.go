@@ -100,6 +100,11 @@ func readDatabaseFile(path string, records bool) (ts []Tombstone, err error) {
 				return fmt.Errorf("%s: %w (no %s bucket)", path, ErrNotDatabase, name)
 			}
 		}
+		// Before the restore puts it in place: this binary could not open
+		// a file of another schema afterwards.
+		if err := checkSchema(tx.Bucket(bktSys).Get(keyVersion)); err != nil {
+			return fmt.Errorf("%s: %w (%v)", path, ErrNotDatabase, err)
+		}
 		var first error
 		for cerr := range tx.Check() { // read to the end: the checker stops only then
 			if first == nil {

@@ -347,7 +347,20 @@ func decodeRecord(p []byte) (*memEntry, bool) {
 
 // applyLog writes entries (from a log replay) in one transaction. Their
 // runs are read from msgdata after the replay (loadRuns).
+//
+// The log of a binary of schema version 2 may come with part of its
+// checkpoint done: those messages are in msgs too. They move: the copy in
+// msgs goes, or nothing would point to it any more and the sweep would
+// never find it.
 func applyLog(tx *bolt.Tx, entries []*memEntry) error {
+	msgs := tx.Bucket(bktMsgs)
+	for _, e := range entries {
+		if k := seqKey(e.conv, e.seq); msgs.Get(k) != nil {
+			if err := msgs.Delete(k); err != nil {
+				return err
+			}
+		}
+	}
 	for _, part := range byConversation(entries, 1) {
 		if _, err := applyMsgs(tx, part); err != nil {
 			return err
@@ -412,6 +425,9 @@ func putSorted(bk *bolt.Bucket, kvs []kv, sorted bool) error {
 // out. An entry per message put a random insert into every conversation's
 // client-id range: 40 % of a checkpoint's CPU.
 func applyMsgs(tx *bolt.Tx, convs [][]*memEntry) ([]convRun, error) {
+	if err := markSchema(tx); err != nil {
+		return nil, err
+	}
 	data, ctr := tx.Bucket(bktMsgData), tx.Bucket(bktMsgCtr)
 	// Keys arrive at the end (a new generation): full pages stay full.
 	data.FillPercent = 1

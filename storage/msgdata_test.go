@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,8 +31,11 @@ func TestSchemaV2MessagesRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	b = reopen(t, b, path)
-	if v, err := storage.SchemaVersion(b); err != nil || v != 3 {
-		t.Fatalf("schema version %d, %v after opening a file of version 2; want 3", v, err)
+	// Opened and closed without a new message, the file is still one
+	// that the binary before can open.
+	b = reopen(t, b, path)
+	if v, err := storage.SchemaVersion(b); err != nil || v != 2 {
+		t.Fatalf("schema version %d, %v after opening a file of version 2 without writing a message; want 2", v, err)
 	}
 	storage.WaitClientKeyFilter(b)
 	retryAll(t, b, old, logMsg)
@@ -63,6 +67,9 @@ func TestSchemaV2MessagesRead(t *testing.T) {
 	b = reopen(t, b, path) // the new messages in msgdata now, their runs read from it
 	defer b.Close()
 	check(b)
+	if v, err := storage.SchemaVersion(b); err != nil || v != 3 {
+		t.Fatalf("schema version %d, %v once msgdata holds messages; want 3", v, err)
+	}
 	data, legacy, err := storage.MsgDataCount(b)
 	if err != nil || data != added || legacy != old {
 		t.Fatalf("%d messages in msgdata and %d in msgs, %v; want %d and %d", data, legacy, err, added, old)
@@ -98,7 +105,8 @@ func TestSchemaV2MessagesRead(t *testing.T) {
 }
 
 // TestSchemaVersionTooNew: a file of a later schema is refused, not read
-// without the data this version does not know.
+// without the data this version does not know, and fails the check a
+// restore makes before it puts a backup in place.
 func TestSchemaVersionTooNew(t *testing.T) {
 	b, path := openSeeded(t, nil)
 	if err := storage.SetSchemaVersion(b, 4); err != nil {
@@ -112,6 +120,56 @@ func TestSchemaVersionTooNew(t *testing.T) {
 			b.Close()
 		}
 		t.Fatalf("open of a file of schema version 4: %v", err)
+	}
+	if err := storage.CheckDatabaseFile(path); !errors.Is(err, storage.ErrNotDatabase) || !strings.Contains(err.Error(), "schema version") {
+		t.Fatalf("check of a file of schema version 4: %v", err)
+	}
+}
+
+// TestReplayMovesV2Checkpoint: the log of a binary of schema version 2
+// that crashed in the middle of a checkpoint comes with some of its
+// messages in msgs already. The replay moves them into msgdata, so that
+// the sweep finds and removes every copy.
+func TestReplayMovesV2Checkpoint(t *testing.T) {
+	ctx := t.Context()
+	b, path := openSeeded(t, &storage.BoltOptions{CheckpointInterval: time.Hour})
+	const n = 6
+	for i := range n {
+		if _, _, err := b.AppendMessage(ctx, logMsg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n / 2 { // the part of the checkpoint done before the crash
+		m := logMsg(i)
+		m.Seq = uint64(i + 1)
+		if err := storage.PutV2Message(b, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := storage.SetSchemaVersion(b, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := storage.CrashBolt(b); err != nil {
+		t.Fatal(err)
+	}
+	b, err := storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	msgs, _, err := b.MessagesAfter(ctx, "g1", 0, 100, logBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, msgs, n)
+	if data, legacy, err := storage.MsgDataCount(b); err != nil || data != n || legacy != 0 {
+		t.Fatalf("after the replay: %d in msgdata, %d in msgs, %v; want %d and 0", data, legacy, err, n)
+	}
+	if got, err := b.DeleteExpiredMessages(ctx, logBase.Add(2*time.Hour), 1000); err != nil || got != n {
+		t.Fatalf("swept %d, %v; want %d", got, err, n)
+	}
+	if data, legacy, err := storage.MsgDataCount(b); err != nil || data+legacy != 0 {
+		t.Fatalf("after the sweep: %d in msgdata, %d in msgs, %v", data, legacy, err)
 	}
 }
 
