@@ -47,6 +47,8 @@ import (
 //	             (msgcodec.go): the messages, under the generation of the log file that
 //	             brought them, so that each checkpoint appends at the end (msgruns.go)
 //	msgctr       conversation id → BE(last seq in this file)
+//	msgruns      BE(log generation)+conversation id+\0 → BE(first seq)+BE(last seq): which
+//	             generations of msgdata hold a conversation's messages
 //	msgs         the messages of files of schema version 2, never written to any more
 //	             (reads and the sweep still find them; they expire):
 //	               conversation id+\0+BE(seq) → T(ExpiresAt)+Message (msgcodec.go; JSON before it)
@@ -227,6 +229,7 @@ var (
 	bktMsgExp      = []byte("msgexp")
 	bktMsgData     = []byte("msgdata") // BE(log generation)+conversation+\0+BE(seq) → message (bolt_msgs.go)
 	bktMsgCtr      = []byte("msgctr")  // conversation → BE(last allocated seq)
+	bktMsgRuns     = []byte("msgruns") // BE(log generation)+conversation+\0 → BE(first seq)+BE(last seq) (msgruns.go)
 	bktAttachments = []byte("attachments")
 	bktAttExp      = []byte("attexp")
 	bktAttUp       = []byte("attup") // uploader+\0+attachment id → nil
@@ -236,6 +239,7 @@ var (
 		bktUserCreds, bktSessions, bktLoginHist, bktDevKeys, bktConvs,
 		bktUserConvs, bktDirects, bktMsgs, bktMsgIDs,
 		bktMsgExp, bktAttachments, bktAttExp, bktAttUp, bktMsgData, bktMsgCtr,
+		bktMsgRuns,
 	}
 
 	keyVersion = []byte("version")

@@ -346,7 +346,7 @@ func decodeRecord(p []byte) (*memEntry, bool) {
 // conversation) would cost quadratic time; ascending inserts append.
 
 // applyLog writes entries (from a log replay) in one transaction. Their
-// runs are read from msgdata after the replay (loadRuns).
+// runs are read from msgruns after the replay (loadRuns).
 //
 // The log of a binary of schema version 2 may come with part of its
 // checkpoint done: those messages are in msgs too. They move: the copy in
@@ -445,6 +445,9 @@ func applyMsgs(tx *bolt.Tx, convs [][]*memEntry) ([]convRun, error) {
 		if last := es[len(es)-1].seq; lastSeq(tx, conv) < last {
 			counters = append(counters, kv{[]byte(conv), be64(last)})
 		}
+	}
+	if err := putRuns(tx, runs); err != nil {
+		return nil, err
 	}
 	// One generation (the usual case) is in order already; entries of a
 	// failed checkpoint retried with the next one span two.

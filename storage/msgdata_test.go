@@ -197,8 +197,7 @@ func TestCheckpointsAppend(t *testing.T) {
 // sweep removed go, those with messages left stay and are read.
 func TestSweepDropsEmptyRuns(t *testing.T) {
 	ctx := t.Context()
-	b, _ := openSeeded(t, nil)
-	defer b.Close()
+	b, path := openSeeded(t, nil)
 	const n = 4
 	for round := range 3 {
 		for i := range n {
@@ -221,13 +220,23 @@ func TestSweepDropsEmptyRuns(t *testing.T) {
 	if got := storage.RunCount(b); got != 1 {
 		t.Fatalf("%d runs after two of three were emptied", got)
 	}
-	msgs, _, err := b.MessagesAfter(ctx, "g1", 0, 100, logBase.Add(150*time.Minute))
-	if err != nil || len(msgs) != n || msgs[0].Seq != 2*n+1 {
-		t.Fatalf("after the sweep: %d messages, %v; want seqs %d..%d", len(msgs), err, 2*n+1, 3*n)
-	}
-	for i, m := range msgs {
-		if want := logMsg(2*n + i).ID; m.ID != want {
-			t.Fatalf("message %d: %s, want %s", i, m.ID, want)
+	check := func(b *storage.Bolt) {
+		t.Helper()
+		msgs, _, err := b.MessagesAfter(ctx, "g1", 0, 100, logBase.Add(150*time.Minute))
+		if err != nil || len(msgs) != n || msgs[0].Seq != 2*n+1 {
+			t.Fatalf("after the sweep: %d messages, %v; want seqs %d..%d", len(msgs), err, 2*n+1, 3*n)
+		}
+		for i, m := range msgs {
+			if want := logMsg(2*n + i).ID; m.ID != want {
+				t.Fatalf("message %d: %s, want %s", i, m.ID, want)
+			}
 		}
 	}
+	check(b)
+	b = reopen(t, b, path) // the runs as msgruns keeps them
+	defer b.Close()
+	if got := storage.RunCount(b); got != 1 {
+		t.Fatalf("%d runs after a restart, want the 1 left", got)
+	}
+	check(b)
 }

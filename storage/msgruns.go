@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -25,9 +26,10 @@ import (
 // not look) and a sweep that empties one replaces the slice. So a reader
 // may use the slice it got without the lock.
 //
-// OpenBolt builds the runs from the keys of msgdata; checkpoints add
-// theirs after their transaction commits and before the messages leave
-// the memtable, so a reader finds every message in one of the two.
+// They are kept in msgruns too, written with the messages, where OpenBolt
+// reads them. Checkpoints add theirs in memory after their transaction
+// commits and before the messages leave the memtable, so a reader finds
+// every message in one of the two.
 type msgRuns struct {
 	mu sync.RWMutex
 	m  map[string][]msgRun
@@ -111,34 +113,39 @@ func (b *Bolt) addRuns(runs []convRun) {
 	}
 }
 
-// loadRuns fills b.runs from the keys of msgdata (OpenBolt) and returns
-// the last generation in it.
-func (b *Bolt) loadRuns(tx *bolt.Tx) (lastGen uint64, err error) {
-	var (
-		cur            []byte // genPrefix of the run being read
-		conv           string
-		gen, first, at uint64
-	)
-	flush := func() {
-		if cur != nil {
-			b.runs.add(conv, gen, first, at)
+// putRuns records runs in msgruns, in the transaction that writes their
+// messages: a start reads them there (loadRuns) instead of every key of
+// msgdata. A run of the same generation and conversation there already
+// (a retried checkpoint, or one in two chunks) is widened.
+func putRuns(tx *bolt.Tx, runs []convRun) error {
+	bk := tx.Bucket(bktMsgRuns)
+	bk.FillPercent = 1 // new generations: appends
+	for _, r := range runs {
+		k := genPrefix(r.gen, r.conv)
+		first, last := r.first, r.last
+		if v := bk.Get(k); len(v) == 16 {
+			first = min(first, binary.BigEndian.Uint64(v))
+			last = max(last, binary.BigEndian.Uint64(v[8:]))
+		}
+		if err := bk.Put(k, binary.BigEndian.AppendUint64(be64(first), last)); err != nil {
+			return err
 		}
 	}
-	err = tx.Bucket(bktMsgData).ForEach(func(k, _ []byte) error {
-		g, c, seq, ok := parseGenKey(k)
-		if !ok {
-			return fmt.Errorf("storage: msgdata: malformed key %x", k)
+	return nil
+}
+
+// loadRuns fills b.runs from msgruns (OpenBolt) and returns the last
+// generation in msgdata.
+func (b *Bolt) loadRuns(tx *bolt.Tx) (lastGen uint64, err error) {
+	err = tx.Bucket(bktMsgRuns).ForEach(func(k, v []byte) error {
+		if len(k) < 8+2 || k[len(k)-1] != 0 || len(v) != 16 {
+			return fmt.Errorf("storage: msgruns: malformed entry %x", k)
 		}
-		if cur == nil || !bytes.HasPrefix(k, cur) {
-			flush()
-			cur = k[: len(k)-8 : len(k)-8]
-			conv, gen, first = string(c), g, seq
-		}
-		at = seq
-		lastGen = g
+		gen := binary.BigEndian.Uint64(k)
+		b.runs.add(string(k[8:len(k)-1]), gen, binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:]))
+		lastGen = max(lastGen, gen)
 		return nil
 	})
-	flush()
 	return lastGen, err
 }
 
@@ -165,6 +172,21 @@ func (b *Bolt) dropEmptyRuns(ctx context.Context, cands map[convGen]bool) error 
 			p := genPrefix(cg.gen, cg.conv)
 			if k, _ := c.Seek(p); k == nil || !bytes.HasPrefix(k, p) {
 				empty = append(empty, cg)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(empty) == 0 {
+		return nil
+	}
+	err = b.update(ctx, func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bktMsgRuns)
+		for _, cg := range empty {
+			if err := bk.Delete(genPrefix(cg.gen, cg.conv)); err != nil {
+				return err
 			}
 		}
 		return nil
