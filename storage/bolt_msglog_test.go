@@ -58,6 +58,20 @@ func openSeeded(t *testing.T, opt *storage.BoltOptions) (*storage.Bolt, string) 
 	return b, path
 }
 
+// crashReopen crashes b (CrashBolt) and opens its file at path again with
+// the defaults: the log is replayed.
+func crashReopen(t *testing.T, b *storage.Bolt, path string) *storage.Bolt {
+	t.Helper()
+	if err := storage.CrashBolt(b); err != nil {
+		t.Fatal(err)
+	}
+	b, err := storage.OpenBolt(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // reopen closes b and opens its file at path again with the defaults.
 func reopen(t *testing.T, b *storage.Bolt, path string) *storage.Bolt {
 	t.Helper()
@@ -86,6 +100,17 @@ func logFiles(t *testing.T, dbPath string) []string {
 		t.Fatal(err)
 	}
 	return names
+}
+
+// checkHistory fails unless g1's history is exactly the messages 1..n of
+// logMsg.
+func checkHistory(t *testing.T, b *storage.Bolt, n int) {
+	t.Helper()
+	msgs, _, err := b.MessagesAfter(t.Context(), "g1", 0, 100, logBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, msgs, n)
 }
 
 // checkSeqs fails unless msgs are exactly the messages 1..n in order.
@@ -212,11 +237,7 @@ func TestMessageLogReplayTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	msgs, _, err := b.MessagesAfter(ctx, "g1", 0, 100, logBase)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSeqs(t, msgs, n)
+	checkHistory(t, b, n)
 	if got, err := b.CountMessages(ctx); err != nil || got != n {
 		t.Fatalf("CountMessages = %d, %v; want %d", got, err, n)
 	}
@@ -357,13 +378,7 @@ func TestMessageLogWriteFailureUndone(t *testing.T) {
 	if err != nil || m.Seq != 2 {
 		t.Fatalf("retry: seq %d, %v; want 2", m.Seq, err)
 	}
-	if err := storage.CrashBolt(b); err != nil {
-		t.Fatal(err)
-	}
-	b, err = storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b = crashReopen(t, b, path)
 	defer b.Close()
 	msgs, _, err := b.MessagesAfter(ctx, "g1", 0, 10, logBase)
 	if err != nil {
@@ -443,13 +458,7 @@ func checkpointCutShort(t *testing.T, at int, indexes, crash bool) {
 		check(b)
 		return
 	}
-	if err := storage.CrashBolt(b); err != nil {
-		t.Fatal(err)
-	}
-	b, err := storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b = crashReopen(t, b, path)
 	defer b.Close()
 	check(b)
 	if got, err := b.DeleteExpiredMessages(ctx, logBase.Add(2*time.Hour), 1000); err != nil || got != n {

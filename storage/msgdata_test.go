@@ -20,16 +20,7 @@ func TestSchemaV2MessagesRead(t *testing.T) {
 	ctx := t.Context()
 	b, path := openSeeded(t, nil)
 	const old, added = 5, 3
-	for i := range old {
-		m := logMsg(i)
-		m.Seq = uint64(i + 1)
-		if err := storage.PutV2Message(b, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := storage.SetSchemaVersion(b, 2); err != nil {
-		t.Fatal(err)
-	}
+	putV2(t, b, old)
 	b = reopen(t, b, path)
 	// Opened and closed without a new message, the file is still one
 	// that the binary before can open.
@@ -139,29 +130,10 @@ func TestReplayMovesV2Checkpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i := range n / 2 { // the part of the checkpoint done before the crash
-		m := logMsg(i)
-		m.Seq = uint64(i + 1)
-		if err := storage.PutV2Message(b, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := storage.SetSchemaVersion(b, 2); err != nil {
-		t.Fatal(err)
-	}
-	if err := storage.CrashBolt(b); err != nil {
-		t.Fatal(err)
-	}
-	b, err := storage.OpenBolt(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	putV2(t, b, n/2) // the part of the checkpoint done before the crash
+	b = crashReopen(t, b, path)
 	defer b.Close()
-	msgs, _, err := b.MessagesAfter(ctx, "g1", 0, 100, logBase)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSeqs(t, msgs, n)
+	checkHistory(t, b, n)
 	if data, legacy, err := storage.MsgDataCount(b); err != nil || data != n || legacy != 0 {
 		t.Fatalf("after the replay: %d in msgdata, %d in msgs, %v; want %d and 0", data, legacy, err, n)
 	}
@@ -239,4 +211,20 @@ func TestSweepDropsEmptyRuns(t *testing.T) {
 		t.Fatalf("%d runs after a restart, want the 1 left", got)
 	}
 	check(b)
+}
+
+// putV2 stores messages 0..n-1 of logMsg as a file of schema version 2
+// holds them, and marks the file as one.
+func putV2(t *testing.T, b *storage.Bolt, n int) {
+	t.Helper()
+	for i := range n {
+		m := logMsg(i)
+		m.Seq = uint64(i + 1)
+		if err := storage.PutV2Message(b, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := storage.SetSchemaVersion(b, 2); err != nil {
+		t.Fatal(err)
+	}
 }
