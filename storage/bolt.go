@@ -116,7 +116,7 @@ type BoltOptions struct {
 	// Zero means 1000.
 	MaxBatchSize int
 	// CheckpointInterval is how often the message log is moved into the
-	// B+tree (bolt_msglog.go). Zero means 5s.
+	// B+tree (bolt_msglog.go). Zero means 30s.
 	CheckpointInterval time.Duration
 	// CheckpointSize is how many logged messages start a checkpoint before
 	// the interval is over; twice as many make appends wait for it.
