@@ -290,9 +290,14 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 		}
 	}
 	var n int
-	var emptied map[convGen]bool // the msgdata runs the sweep removed messages from
+	var emptied []convGen // the runs the sweep removed the last message of
+	// A checkpoint adding to a run waits: the runs the sweep empties go
+	// from msgruns in its transaction and from memory after it.
+	b.log.ckMu.Lock()
+	defer b.log.ckMu.Unlock()
 	err := b.update(ctx, func(tx *bolt.Tx) error {
-		n, emptied = 0, make(map[convGen]bool)
+		n = 0
+		touched := make(map[convGen]bool)
 		exp, msgIDs, msgs := tx.Bucket(bktMsgExp), tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgs)
 		for _, k := range collectExpired(exp, now, max) {
 			id := k[timeKeyLen:]
@@ -316,7 +321,7 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 						return err
 					}
 					if gen, conv, _, ok := parseGenKey(loc); ok && isGenKey(loc) {
-						emptied[convGen{string(conv), gen}] = true
+						touched[convGen{string(conv), gen}] = true
 					}
 				}
 				if err := msgIDs.Delete(id); err != nil {
@@ -328,13 +333,15 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 			}
 			n++
 		}
-		return nil
+		var err error
+		emptied, err = deleteEmptyRuns(tx, touched)
+		return err
 	})
 	if err != nil {
 		return 0, err
 	}
-	if err := b.dropEmptyRuns(ctx, emptied); err != nil {
-		return n, err
+	for _, cg := range emptied {
+		b.runs.drop(cg.conv, cg.gen)
 	}
 	return n, nil
 }

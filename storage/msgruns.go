@@ -3,7 +3,6 @@ package storage
 import (
 	"bytes"
 	"cmp"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -155,47 +154,23 @@ type convGen struct {
 	gen  uint64
 }
 
-// dropEmptyRuns forgets the runs of cands that no longer hold a message
-// (the sweep removed their last). It holds off checkpoints meanwhile: one
-// may be adding to the same run.
-func (b *Bolt) dropEmptyRuns(ctx context.Context, cands map[convGen]bool) error {
-	if len(cands) == 0 {
-		return nil
-	}
-	b.log.ckMu.Lock()
-	defer b.log.ckMu.Unlock()
+// deleteEmptyRuns deletes from msgruns those of cands whose generation
+// holds no message of their conversation any more (the sweep removed the
+// last) and returns them, for the caller to drop from memory once tx has
+// committed.
+func deleteEmptyRuns(tx *bolt.Tx, cands map[convGen]bool) ([]convGen, error) {
 	var empty []convGen
-	err := b.view(ctx, func(tx *bolt.Tx) error {
-		empty = empty[:0]
-		c := tx.Bucket(bktMsgData).Cursor()
-		for cg := range cands {
-			p := genPrefix(cg.gen, cg.conv)
-			if k, _ := c.Seek(p); k == nil || !bytes.HasPrefix(k, p) {
-				empty = append(empty, cg)
-			}
+	c := tx.Bucket(bktMsgData).Cursor()
+	runs := tx.Bucket(bktMsgRuns)
+	for cg := range cands {
+		p := genPrefix(cg.gen, cg.conv)
+		if k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p) {
+			continue
 		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if len(empty) == 0 {
-		return nil
-	}
-	err = b.update(ctx, func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bktMsgRuns)
-		for _, cg := range empty {
-			if err := bk.Delete(genPrefix(cg.gen, cg.conv)); err != nil {
-				return err
-			}
+		if err := runs.Delete(p); err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
+		empty = append(empty, cg)
 	}
-	for _, cg := range empty {
-		b.runs.drop(cg.conv, cg.gen)
-	}
-	return nil
+	return empty, nil
 }
