@@ -510,7 +510,7 @@ func applyIndexes(tx *bolt.Tx, entries []*memEntry) error {
 // appends) reads all of it.
 func (b *Bolt) findClientID(tx *bolt.Tx, m *Message, sentAt *[timeKeyLen]byte) (*Message, error) {
 	f := clientFinder{m: m, client: []byte(m.ClientID), sentAt: sentAt}
-	runs := b.runs.of(m.Conversation)
+	runs := slices.Collect(b.runs.of(m.Conversation).all())
 	data := tx.Bucket(bktMsgData).Cursor()
 	for i := len(runs) - 1; i >= 0; i-- {
 		p := genPrefix(runs[i].gen, m.Conversation)

@@ -256,7 +256,7 @@ func (b *Bolt) scanAfter(ctx context.Context, conv string, afterSeq uint64, want
 			return err
 		}
 		data := tx.Bucket(bktMsgData).Cursor()
-		for _, r := range runs {
+		for r := range runs {
 			if n >= want || inMem {
 				break
 			}

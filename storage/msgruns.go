@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"slices"
 	"sync"
 
@@ -20,10 +21,15 @@ import (
 // the runs say where to seek.
 //
 // A conversation's runs are in ascending order of generation and seq
-// (a later generation holds only later seqs). A run is never changed in
-// place: a checkpoint appends runs (where a reader holding the slice does
-// not look) and a sweep that empties one replaces the slice. So a reader
-// may use the slice it got without the lock.
+// (a later generation holds only later seqs). They are kept encoded
+// (convRuns): a run costs about 3 bytes of memory instead of the 24 of
+// three integers and a slice's spare room, and an install keeps about one
+// run per message at low traffic, until the messages expire.
+//
+// An encoding is never changed where a reader may look: a checkpoint
+// appends after its end and anything else (a retried checkpoint's run
+// before a later one, a sweep that empties one) encodes a new one. So a
+// reader may use the runList it got without the lock.
 //
 // They are kept in msgruns too, written with the messages, where OpenBolt
 // reads them. Checkpoints add theirs in memory after their transaction
@@ -31,13 +37,85 @@ import (
 // every message in one of the two.
 type msgRuns struct {
 	mu sync.RWMutex
-	m  map[string][]msgRun
+	m  map[string]convRuns
 }
 
 // msgRun is a range of seqs of one conversation in one generation.
 type msgRun struct{ gen, first, last uint64 }
 
-func newMsgRuns() *msgRuns { return &msgRuns{m: make(map[string][]msgRun)} }
+// convRuns is one conversation's runs: each is encoded as its
+// generation's difference from the previous run's and its first seq's
+// from the previous run's last (both varints, usually 1 byte each), then
+// its length (last-first, a uvarint). Every runMarkEvery runs a mark keeps
+// where a run starts and the run before it, so that a reader of recent
+// messages does not decode a month of runs (after). The last run is kept
+// decoded too, for appends.
+type convRuns struct {
+	enc   []byte
+	marks []runMark
+	n     int
+	tail  msgRun
+}
+
+// runMark is where in an encoding a run starts, and the run before it.
+type runMark struct {
+	off  int
+	prev msgRun
+}
+
+// runMarkEvery runs get a mark: half a byte per run.
+const runMarkEvery = 64
+
+// runList is a conversation's runs as a reader holds them.
+type runList struct {
+	enc   []byte
+	marks []runMark
+}
+
+// all yields the runs in order.
+func (rl runList) all() iter.Seq[msgRun] { return rl.from(runMark{}) }
+
+// from yields the runs from mark m on.
+func (rl runList) from(m runMark) iter.Seq[msgRun] {
+	return func(yield func(msgRun) bool) {
+		run := m.prev
+		for b := rl.enc[m.off:]; len(b) > 0; {
+			dg, n1 := binary.Varint(b)
+			gap, n2 := binary.Varint(b[n1:])
+			ln, n3 := binary.Uvarint(b[n1+n2:])
+			b = b[n1+n2+n3:]
+			run.gen += uint64(dg)
+			run.first = run.last + uint64(gap)
+			run.last = run.first + ln
+			if !yield(run) {
+				return
+			}
+		}
+	}
+}
+
+// push encodes run after the last one.
+func (cr *convRuns) push(run msgRun) {
+	if cr.n > 0 && cr.n%runMarkEvery == 0 {
+		cr.marks = append(cr.marks, runMark{len(cr.enc), cr.tail})
+	}
+	cr.enc = binary.AppendVarint(cr.enc, int64(run.gen-cr.tail.gen))
+	cr.enc = binary.AppendVarint(cr.enc, int64(run.first-cr.tail.last))
+	cr.enc = binary.AppendUvarint(cr.enc, run.last-run.first)
+	cr.n++
+	cr.tail = run
+}
+
+// encodeRuns encodes rs afresh.
+func encodeRuns(rs []msgRun) convRuns {
+	var cr convRuns
+	for _, run := range rs {
+		cr.push(run)
+	}
+	return cr
+}
+
+func newMsgRuns() *msgRuns { return &msgRuns{m: make(map[string]convRuns)} }
 
 // add records that generation gen holds seqs first..last of conv. A
 // checkpoint retried after a failure adds some runs again: those are
@@ -45,40 +123,58 @@ func newMsgRuns() *msgRuns { return &msgRuns{m: make(map[string][]msgRun)} }
 func (r *msgRuns) add(conv string, gen, first, last uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rs := r.m[conv]
-	for i := len(rs) - 1; i >= 0 && rs[i].gen >= gen; i-- {
-		if rs[i].gen == gen && rs[i].first <= first && last <= rs[i].last {
+	cr := r.m[conv]
+	run := msgRun{gen, first, last}
+	if cr.n == 0 || cr.tail.last < first {
+		// After every run there (the usual case): appended in place, after
+		// what readers hold.
+		cr.push(run)
+		r.m[conv] = cr
+		return
+	}
+	rs := slices.Collect(runList{cr.enc, cr.marks}.all())
+	for _, o := range rs {
+		if o.gen == gen && o.first <= first && last <= o.last {
 			return
 		}
 	}
-	if n := len(rs); n == 0 || rs[n-1].last < first {
-		r.m[conv] = append(rs, msgRun{gen, first, last})
-		return
-	}
 	// Before a later run (a retried checkpoint whose later parts had
-	// committed): a new slice, in order.
-	rs = append(slices.Clone(rs), msgRun{gen, first, last})
+	// committed): a new encoding, in order.
+	rs = append(rs, run)
 	slices.SortFunc(rs, func(a, b msgRun) int { return cmp.Compare(a.first, b.first) })
-	r.m[conv] = rs
+	r.m[conv] = encodeRuns(rs)
 }
 
-// of returns the runs of conv, not to be modified.
-func (r *msgRuns) of(conv string) []msgRun {
+// of returns the runs of conv.
+func (r *msgRuns) of(conv string) runList {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.m[conv]
+	cr := r.m[conv]
+	return runList{cr.enc, cr.marks}
 }
 
-// after returns the runs of conv that may hold a seq above seq.
-func (r *msgRuns) after(conv string, seq uint64) []msgRun {
-	rs := r.of(conv)
-	i, _ := slices.BinarySearchFunc(rs, seq, func(run msgRun, seq uint64) int {
-		if run.last <= seq {
+// after yields the runs of conv that may hold a seq above seq, from the
+// runs there at the call.
+func (r *msgRuns) after(conv string, seq uint64) iter.Seq[msgRun] {
+	rl := r.of(conv)
+	// The last mark with only runs up to seq before it.
+	i, _ := slices.BinarySearchFunc(rl.marks, seq, func(m runMark, seq uint64) int {
+		if m.prev.last <= seq {
 			return -1
 		}
 		return 1
 	})
-	return rs[i:]
+	var m runMark
+	if i > 0 {
+		m = rl.marks[i-1]
+	}
+	return func(yield func(msgRun) bool) {
+		for run := range rl.from(m) {
+			if run.last > seq && !yield(run) {
+				return
+			}
+		}
+	}
 }
 
 // drop forgets the runs of conv in generation gen (a sweep removed their
@@ -86,12 +182,13 @@ func (r *msgRuns) after(conv string, seq uint64) []msgRun {
 func (r *msgRuns) drop(conv string, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rs := slices.DeleteFunc(slices.Clone(r.m[conv]), func(run msgRun) bool { return run.gen == gen })
+	cr := r.m[conv]
+	rs := slices.DeleteFunc(slices.Collect(runList{cr.enc, cr.marks}.all()), func(run msgRun) bool { return run.gen == gen })
 	if len(rs) == 0 {
 		delete(r.m, conv)
 		return
 	}
-	r.m[conv] = rs
+	r.m[conv] = encodeRuns(rs)
 }
 
 // count returns the number of runs (tests).
@@ -99,8 +196,8 @@ func (r *msgRuns) count() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	n := 0
-	for _, rs := range r.m {
-		n += len(rs)
+	for _, cr := range r.m {
+		n += cr.n
 	}
 	return n
 }
