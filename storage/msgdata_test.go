@@ -228,3 +228,58 @@ func putV2(t *testing.T, b *storage.Bolt, n int) {
 		t.Fatal(err)
 	}
 }
+
+// TestManyRunsRead: a conversation with a message in each of 300
+// checkpoints (300 runs, past several of msgRuns' marks) reads any page
+// from any seq, after a restart (the runs from msgruns) and after a sweep
+// that emptied the first 100 runs.
+func TestManyRunsRead(t *testing.T) {
+	ctx := t.Context()
+	b, path := openSeeded(t, &storage.BoltOptions{NoSync: true})
+	const n, swept = 300, 100
+	for i := range n {
+		m := logMsg(i)
+		if i < swept {
+			m.ExpiresAt = logBase.Add(30 * time.Minute)
+		}
+		if _, _, err := b.AppendMessage(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.CountMessages(ctx); err != nil { // a checkpoint: a generation per message
+			t.Fatal(err)
+		}
+	}
+	check := func(b *storage.Bolt, from int, now time.Time) {
+		t.Helper()
+		for _, after := range []int{0, 1, 62, 63, 64, 65, 99, 100, 127, 128, 129, 200, 255, 256, 299} {
+			msgs, _, err := b.MessagesAfter(ctx, "g1", uint64(after), 50, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := max(after, from)
+			if want := min(50, n-first); len(msgs) != want {
+				t.Fatalf("after %d: %d messages, want %d", after, len(msgs), want)
+			}
+			for j, m := range msgs {
+				if m.Seq != uint64(first+j+1) || m.ID != logMsg(first+j).ID {
+					t.Fatalf("after %d: message %d is seq %d %s, want seq %d", after, j, m.Seq, m.ID, first+j+1)
+				}
+			}
+		}
+	}
+	check(b, 0, logBase)
+	if got := storage.RunCount(b); got != n {
+		t.Fatalf("%d runs, want %d", got, n)
+	}
+	b = reopen(t, b, path)
+	defer func() { b.Close() }()
+	check(b, 0, logBase)
+	later := logBase.Add(45 * time.Minute)
+	if got, err := b.DeleteExpiredMessages(ctx, later, 1000); err != nil || got != swept {
+		t.Fatalf("swept %d, %v; want %d", got, err, swept)
+	}
+	if got := storage.RunCount(b); got != n-swept {
+		t.Fatalf("%d runs after the sweep, want %d", got, n-swept)
+	}
+	check(b, swept, later)
+}
