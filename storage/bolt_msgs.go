@@ -340,9 +340,7 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 	if err != nil {
 		return 0, err
 	}
-	for _, cg := range emptied {
-		b.runs.drop(cg.conv, cg.gen)
-	}
+	b.runs.drop(emptied)
 	return n, nil
 }
 

@@ -177,18 +177,28 @@ func (r *msgRuns) after(conv string, seq uint64) iter.Seq[msgRun] {
 	}
 }
 
-// drop forgets the runs of conv in generation gen (a sweep removed their
-// last message).
-func (r *msgRuns) drop(conv string, gen uint64) {
+// drop forgets the runs that a sweep removed the last message of: one new
+// encoding per conversation, however many of its runs went.
+func (r *msgRuns) drop(emptied []convGen) {
+	gens := make(map[string][]uint64)
+	for _, cg := range emptied {
+		gens[cg.conv] = append(gens[cg.conv], cg.gen)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	cr := r.m[conv]
-	rs := slices.DeleteFunc(slices.Collect(runList{cr.enc, cr.marks}.all()), func(run msgRun) bool { return run.gen == gen })
-	if len(rs) == 0 {
-		delete(r.m, conv)
-		return
+	for conv, gs := range gens {
+		slices.Sort(gs)
+		cr := r.m[conv]
+		rs := slices.DeleteFunc(slices.Collect(runList{cr.enc, cr.marks}.all()), func(run msgRun) bool {
+			_, found := slices.BinarySearch(gs, run.gen)
+			return found
+		})
+		if len(rs) == 0 {
+			delete(r.m, conv)
+			continue
+		}
+		r.m[conv] = encodeRuns(rs)
 	}
-	r.m[conv] = encodeRuns(rs)
 }
 
 // count returns the number of runs (tests).

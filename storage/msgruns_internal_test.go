@@ -40,7 +40,7 @@ func TestMsgRuns(t *testing.T) {
 		}
 	}
 	held = r.of("c")
-	r.drop("c", 2)
+	r.drop([]convGen{{"c", 2}})
 	if got := runsOf(r, "c"); !slices.Equal(got, []msgRun{{1, 1, 5}, {3, 11, 15}}) {
 		t.Fatalf("after dropping generation 2: %v", got)
 	}
@@ -51,9 +51,7 @@ func TestMsgRuns(t *testing.T) {
 	if got := runsOf(r, "c"); !slices.Equal(got, []msgRun{{1, 1, 5}, {3, 11, 15}, {4, 16, 16}}) {
 		t.Fatalf("after an append to a dropped one: %v", got)
 	}
-	r.drop("c", 1)
-	r.drop("c", 3)
-	r.drop("c", 4)
+	r.drop([]convGen{{"c", 3}, {"other", 1}, {"c", 1}, {"c", 4}}) // several at once, one of a conversation without runs
 	if _, ok := r.m["c"]; ok || r.count() != 0 {
 		t.Fatalf("%d runs left after dropping all", r.count())
 	}
@@ -86,10 +84,18 @@ func TestMsgRunsModel(t *testing.T) {
 		case op < 7 && len(model[conv]) > 0: // a run added again
 			o := model[conv][rng.IntN(len(model[conv]))]
 			r.add(conv, o.gen, o.first, o.last)
-		case op < 8 && len(model[conv]) > 0: // a sweep emptied one
-			g := model[conv][rng.IntN(len(model[conv]))].gen
-			r.drop(conv, g)
-			model[conv] = slices.DeleteFunc(model[conv], func(run msgRun) bool { return run.gen == g })
+		case op < 8 && len(model[conv]) > 0: // a sweep emptied some
+			var emptied []convGen
+			for range 1 + rng.IntN(3) {
+				c := fmt.Sprintf("c%d", rng.IntN(20))
+				if len(model[c]) > 0 {
+					emptied = append(emptied, convGen{c, model[c][rng.IntN(len(model[c]))].gen})
+				}
+			}
+			r.drop(emptied)
+			for _, cg := range emptied {
+				model[cg.conv] = slices.DeleteFunc(model[cg.conv], func(run msgRun) bool { return run.gen == cg.gen })
+			}
 		default:
 			gen++
 		}
@@ -105,7 +111,11 @@ func TestMsgRunsModel(t *testing.T) {
 	for conv, want := range model {
 		slices.SortFunc(want, func(a, b msgRun) int { return cmp.Compare(a.first, b.first) })
 		if got := runsOf(r, conv); !slices.Equal(got, want) {
-			t.Fatalf("%s: runs %v, want %v", conv, got, want)
+			i := 0
+			for i < min(len(got), len(want)) && got[i] == want[i] {
+				i++
+			}
+			t.Fatalf("%s: %d runs, want %d; they differ from run %d: %v, want %v", conv, len(got), len(want), i, got[i:min(i+3, len(got))], want[i:min(i+3, len(want))])
 		}
 		for j, run := range want { // around every mark (runMarkEvery) too
 			for _, c := range []struct {
