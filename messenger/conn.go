@@ -81,6 +81,8 @@ type conn struct {
 	holdUntil time.Time   // live messages before the first sync wait until then (holdLive)
 	present   atomic.Bool // the node's Presence counts this socket (Hub.add; leavePresence)
 	peerDone  atomic.Bool // the poller saw the client end its side (or the socket fail): read to the end
+	closeSeen atomic.Bool // a close frame went either way: the socket lingers when it closes (closeSocket)
+	sockDone  atomic.Bool // the socket is closed, or lingering (closeSocket)
 
 	mu         sync.Mutex
 	queue      []outItem       // guarded by mu
@@ -335,7 +337,7 @@ func (c *conn) writeLoop() {
 			c.finished, c.writing, c.queue = true, false, nil
 			c.mu.Unlock()
 			if readerDone {
-				c.ws.Close()
+				c.closeSocket()
 			} else {
 				c.sendClose(code, why, abrupt)
 			}
@@ -402,7 +404,7 @@ func (c *conn) writeFailed() {
 		// follow the write that failed; the connection ends all the same.
 		c.n.metrics.closes.WithLabelValues(why).Inc()
 	}
-	c.ws.NetConn().Close()
+	c.closeSocket() // after the client's close: its echo went out and refuses the rest (ErrCloseSent)
 	c.wakeBlocking()
 }
 
@@ -813,15 +815,39 @@ func (c *conn) sendClose(code proto.CloseCode, why string, abrupt bool) {
 	}
 	msg := websocket.FormatCloseMessage(int(code), why) // why: the code's name, or rate_limited
 	if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil || abrupt {
-		c.ws.NetConn().Close()
+		c.closeSocketNow()
 		c.wakeBlocking()
 		return
 	}
+	c.closeSeen.Store(true)
 	c.ws.SetReadDeadline(time.Now().Add(closeGrace))
 	c.wakeBlocking()
 }
 
 const closeGrace = 2 * time.Second
+
+// closeSocket closes the socket, once. After a close frame either way it
+// lingers (lingerClose): the close frame may still wait in the socket
+// behind a replay, and a socket closed with the client's later frames
+// unread makes Linux send an RST, which throws away what is queued, the
+// close frame with it.
+func (c *conn) closeSocket() {
+	if c.closeSeen.Load() && c.fc != nil {
+		if c.sockDone.CompareAndSwap(false, true) {
+			lingerClose(c.fc.Conn, closeGrace)
+		}
+		return
+	}
+	c.closeSocketNow()
+}
+
+// closeSocketNow closes the socket at once, once: no close frame went
+// out, or the client is not to be waited for (closeAbruptly).
+func (c *conn) closeSocketNow() {
+	if c.sockDone.CompareAndSwap(false, true) {
+		c.ws.Close()
+	}
+}
 
 // readTimeout is how long a connection may stay silent: two ping
 // intervals and a margin (10 s; shorter only for intervals below it, as in
@@ -1000,6 +1026,9 @@ func (c *conn) readBlocking() {
 func (c *conn) readMessage() bool {
 	mt, r, err := c.ws.NextReader()
 	if err != nil {
+		if _, ok := err.(*websocket.CloseError); ok {
+			c.closeSeen.Store(true) // the client's close frame; gorilla has answered it
+		}
 		return false
 	}
 	if c.closing() {
@@ -1049,7 +1078,7 @@ func (c *conn) readerExit() {
 	c.finished = c.finished || !writing
 	c.mu.Unlock()
 	if !writing {
-		c.ws.Close()
+		c.closeSocket()
 	}
 }
 

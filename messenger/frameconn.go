@@ -434,3 +434,26 @@ func (f *frameConn) release() {
 	}
 	f.buf, f.off, f.limit = nil, 0, 0
 }
+
+// lingerClose closes nc gracefully: it ends the sending side (a FIN after
+// what is still queued), reads and drops what the peer still sends until
+// it ends its side too or d has passed, and then closes. So what was
+// queued reaches a peer that keeps writing (a ping timer after its close
+// frame): a close with unread data in the socket is an RST in Linux, which
+// discards the queue. Without a sending side to end, it closes at once.
+func lingerClose(nc net.Conn, d time.Duration) {
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil || nc.SetReadDeadline(time.Now().Add(d)) != nil {
+		nc.Close()
+		return
+	}
+	go func() {
+		var buf [512]byte
+		for {
+			if _, err := nc.Read(buf[:]); err != nil {
+				break
+			}
+		}
+		nc.Close()
+	}()
+}

@@ -81,7 +81,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 		if code != 0 {
 			n.metrics.closes.WithLabelValues(code.String()).Inc()
 			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.String()), time.Now().Add(time.Second))
-			ws.Close()
+			lingerClose(hj.fc.Conn, closeGrace) // the client may have sent more frames: no RST over the close frame
 			return
 		}
 	}
@@ -92,7 +92,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 			n.log.Error("register connection", "err", err)
 		}
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.String()), time.Now().Add(time.Second))
-		ws.Close()
+		lingerClose(hj.fc.Conn, closeGrace)
 		return
 	}
 	c.enqueue(outItem{frame: proto.AppendReady(nil, c.userID, c.deviceID)})

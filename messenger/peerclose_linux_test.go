@@ -1,12 +1,18 @@
 package messenger_test
 
 import (
+	"errors"
+	"fmt"
 	"net"
+	"net/http"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"klassenfunk/messenger"
+	"klassenfunk/proto"
 )
 
 // TestHalfCloseWithLastFrame: when a client sends a frame and ends its
@@ -39,6 +45,62 @@ func TestHalfCloseWithLastFrame(t *testing.T) {
 		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Fatalf("round %d: the server held the half-closed socket for %v", i, d)
+		}
+	}
+}
+
+// TestCloseEchoBehindReplay: a client that closes while a replay fills
+// the server's socket and then writes a ping (a timer's, say) gets the
+// server's close frame after the replay's frames, not a reset. The server
+// answers the close behind what it has queued; a socket closed with the
+// ping unread made Linux send an RST, which threw away the queue, echo
+// and all.
+func TestCloseEchoBehindReplay(t *testing.T) {
+	c := newChat(t)
+	big := string(make([]byte, 48<<10))
+	for i := range 80 {
+		c.post(c.alice1, fmt.Sprint("big", i), big)
+	}
+	for round := range 3 {
+		d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+			nc, err := net.Dial(network, addr)
+			if err == nil {
+				nc.(*net.TCPConn).SetReadBuffer(128 << 10) // the replay waits in the server's socket
+			}
+			return nc, err
+		}}
+		b, _, err := c.env.DialWith(http.Header{"Authorization": {"Bearer " + c.b1}}, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := b.Read(); f.Type != proto.TypeReady {
+			t.Fatalf("first frame %q", f.Type)
+		}
+		tcp := b.Conn.NetConn()
+		write := func(frame []byte) {
+			if _, err := tcp.Write(frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(messenger.MaskedFrame(0x81, `{"type":"sync","cursors":{}}`))
+		if f := b.Read(); f.Type != proto.TypeMessage {
+			t.Fatalf("round %d: replay starts with %q", round, f.Type)
+		}
+		write(messenger.MaskedFrame(0x88, "\x03\xe8")) // close, 1000
+		frames := 0
+		for {
+			write(messenger.MaskedFrame(0x89, "tick")) // a ping after the close, in a segment of its own
+			_, _, err := b.Conn.ReadMessage()
+			if err == nil {
+				frames++
+				continue
+			}
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure {
+				t.Fatalf("round %d: after %d more frames the connection ended with %v, want the close frame 1000\n%s", round, frames, err, c.env.Logs())
+			}
+			t.Logf("round %d: the close frame after %d more frames", round, frames)
+			break
 		}
 	}
 }
