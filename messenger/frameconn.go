@@ -441,19 +441,24 @@ func (f *frameConn) release() {
 // queued reaches a peer that keeps writing (a ping timer after its close
 // frame): a close with unread data in the socket is an RST in Linux, which
 // discards the queue. Without a sending side to end, it closes at once.
+// It returns at once: the rest runs on a goroutine of its own (a TLS
+// connection's CloseWrite writes an alert, which may wait).
 func lingerClose(nc net.Conn, d time.Duration) {
 	cw, ok := nc.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil || nc.SetReadDeadline(time.Now().Add(d)) != nil {
+	if !ok {
 		nc.Close()
 		return
 	}
 	go func() {
+		defer nc.Close()
+		if cw.CloseWrite() != nil || nc.SetReadDeadline(time.Now().Add(d)) != nil {
+			return
+		}
 		var buf [512]byte
 		for {
 			if _, err := nc.Read(buf[:]); err != nil {
-				break
+				return
 			}
 		}
-		nc.Close()
 	}()
 }
