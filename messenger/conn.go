@@ -404,7 +404,7 @@ func (c *conn) writeFailed() {
 		// follow the write that failed; the connection ends all the same.
 		c.n.metrics.closes.WithLabelValues(why).Inc()
 	}
-	c.closeSocket() // after the client's close: its echo went out and refuses the rest (ErrCloseSent)
+	c.closeSocket() // after the client's close (closeHandler), whose echo refuses the rest: ErrCloseSent
 	c.wakeBlocking()
 }
 
@@ -814,12 +814,12 @@ func (c *conn) sendClose(code proto.CloseCode, why string, abrupt bool) {
 		deadline = time.Now().Add(min(time.Second, c.n.cfg.Gateway.WriteTimeout)) // a dead peer's full buffer
 	}
 	msg := websocket.FormatCloseMessage(int(code), why) // why: the code's name, or rate_limited
+	c.closeSeen.Store(true)
 	if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil || abrupt {
 		c.closeSocketNow()
 		c.wakeBlocking()
 		return
 	}
-	c.closeSeen.Store(true)
 	c.ws.SetReadDeadline(time.Now().Add(closeGrace))
 	c.wakeBlocking()
 }
@@ -834,11 +834,21 @@ const closeGrace = 2 * time.Second
 func (c *conn) closeSocket() {
 	if c.closeSeen.Load() && c.fc != nil {
 		if c.sockDone.CompareAndSwap(false, true) {
-			lingerClose(c.fc.Conn, closeGrace)
+			lingerClose(c.fc.Conn, closeGrace, c.n.cfg.Gateway.WriteTimeout)
 		}
 		return
 	}
 	c.closeSocketNow()
+}
+
+// closeHandler answers the client's close frame, as gorilla's own handler
+// does (its code, within a second), once it has marked the connection
+// for closeSocket: a writer that the echo stops (ErrCloseSent) may close
+// the socket before the reader returns from the frame.
+func (c *conn) closeHandler(code int, _ string) error {
+	c.closeSeen.Store(true)
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+	return nil
 }
 
 // closeSocketNow closes the socket at once, once: no close frame went
@@ -1026,9 +1036,6 @@ func (c *conn) readBlocking() {
 func (c *conn) readMessage() bool {
 	mt, r, err := c.ws.NextReader()
 	if err != nil {
-		if _, ok := err.(*websocket.CloseError); ok {
-			c.closeSeen.Store(true) // the client's close frame; gorilla has answered it
-		}
 		return false
 	}
 	if c.closing() {

@@ -437,13 +437,16 @@ func (f *frameConn) release() {
 
 // lingerClose closes nc gracefully: it ends the sending side (a FIN after
 // what is still queued), reads and drops what the peer still sends until
-// it ends its side too or d has passed, and then closes. So what was
-// queued reaches a peer that keeps writing (a ping timer after its close
-// frame): a close with unread data in the socket is an RST in Linux, which
-// discards the queue. Without a sending side to end, it closes at once.
-// It returns at once: the rest runs on a goroutine of its own (a TLS
-// connection's CloseWrite writes an alert, which may wait).
-func lingerClose(nc net.Conn, d time.Duration) {
+// it ends its side too, and then closes. So what was queued (a close frame
+// behind a replay) reaches a peer that keeps writing, a ping timer's
+// frames after its close frame: a close with unread data in the socket is
+// an RST in Linux, which discards the queue. It waits d; then, as long as
+// the queue is not yet delivered and shrank during the last d, d more, up
+// to limit in all (a slow reader behind a backlog). Without a sending
+// side to end, it closes at once. It returns at once: the rest runs on a
+// goroutine of its own (a TLS connection's CloseWrite writes an alert,
+// which may wait).
+func lingerClose(nc net.Conn, d, limit time.Duration) {
 	cw, ok := nc.(interface{ CloseWrite() error })
 	if !ok {
 		nc.Close()
@@ -451,14 +454,28 @@ func lingerClose(nc net.Conn, d time.Duration) {
 	}
 	go func() {
 		defer nc.Close()
-		if cw.CloseWrite() != nil || nc.SetReadDeadline(time.Now().Add(d)) != nil {
+		if cw.CloseWrite() != nil {
 			return
 		}
+		end := time.Now().Add(limit)
+		last := -1
 		var buf [512]byte
 		for {
-			if _, err := nc.Read(buf[:]); err != nil {
+			if nc.SetReadDeadline(time.Now().Add(d)) != nil {
 				return
 			}
+			var err error
+			for err == nil {
+				_, err = nc.Read(buf[:])
+			}
+			if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+				return // the peer's end, or a broken socket
+			}
+			n, ok := unsentBytes(nc)
+			if !ok || n == 0 || last >= 0 && n >= last || time.Now().Add(d).After(end) {
+				return
+			}
+			last = n
 		}
 	}()
 }

@@ -81,7 +81,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 		if code != 0 {
 			n.metrics.closes.WithLabelValues(code.String()).Inc()
 			ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.String()), time.Now().Add(time.Second))
-			lingerClose(hj.fc.Conn, closeGrace) // the client may have sent more frames: no RST over the close frame
+			lingerClose(hj.fc.Conn, closeGrace, n.cfg.Gateway.WriteTimeout) // the client may have sent more frames: no RST over the close frame
 			return
 		}
 	}
@@ -92,7 +92,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 			n.log.Error("register connection", "err", err)
 		}
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), code.String()), time.Now().Add(time.Second))
-		lingerClose(hj.fc.Conn, closeGrace)
+		lingerClose(hj.fc.Conn, closeGrace, n.cfg.Gateway.WriteTimeout)
 		return
 	}
 	c.enqueue(outItem{frame: proto.AppendReady(nil, c.userID, c.deviceID)})
@@ -101,6 +101,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request, h *auth.HTTP) {
 	// does it: by the one writer, and not once a close has begun (frames
 	// after that are ignored; gorilla's own handler answered them).
 	ws.SetPongHandler(func(string) error { c.extend(); return nil })
+	ws.SetCloseHandler(c.closeHandler)
 	ws.SetPingHandler(func(data string) error {
 		c.enqueuePong(outItem{pong: append([]byte{}, data...)}) // never nil: nil is no pong
 		return nil

@@ -61,7 +61,7 @@ func TestCloseEchoBehindReplay(t *testing.T) {
 	for i := range 80 {
 		c.post(c.alice1, fmt.Sprint("big", i), big)
 	}
-	for round := range 3 {
+	for round := range 20 {
 		d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
 			nc, err := net.Dial(network, addr)
 			if err == nil {

@@ -4,10 +4,12 @@ package messenger
 
 import (
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // poller watches the node's sockets on an epoll instance of its own and
@@ -202,4 +204,28 @@ func (p *poller) close() {
 			c.wakeBlocking()
 		}
 	})
+}
+
+// unsentBytes returns how many bytes nc's socket holds that the peer has
+// not acknowledged yet (SIOCOUTQ), and whether it could tell.
+func unsentBytes(nc net.Conn) (int, bool) {
+	if tc, ok := nc.(interface{ NetConn() net.Conn }); ok { // TLS: its TCP connection
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var n int32
+	var errno syscall.Errno
+	if err := raw.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCOUTQ, uintptr(unsafe.Pointer(&n)))
+	}); err != nil || errno != 0 {
+		return 0, false
+	}
+	return int(n), true
 }

@@ -2,7 +2,10 @@
 
 package messenger
 
-import "errors"
+import (
+	"errors"
+	"net"
+)
 
 // poller is Linux only (epoll): elsewhere every connection keeps a reader
 // goroutine (conn.readBlocking).
@@ -14,3 +17,7 @@ func (p *poller) register(*conn) error { return errors.New("messenger: no poller
 func (p *poller) forget(*conn)         {}
 func (p *poller) close()               {}
 func (p *poller) stopping() bool       { return false }
+
+// unsentBytes cannot tell here (lingerClose then waits its first period
+// only).
+func unsentBytes(net.Conn) (int, bool) { return 0, false }
