@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -216,7 +217,7 @@ func (c *conn) send(it outItem) {
 	c.writing = true // this goroutine is the writer until it hands back
 	c.mu.Unlock()
 	if err := c.writeOut(&it); err != nil {
-		c.writeFailed()
+		c.writeFailed(err)
 		return
 	}
 	c.mu.Lock()
@@ -358,7 +359,7 @@ func (c *conn) writeLoop() {
 			bp = bufPool.Get().(*[]byte)
 		}
 		if err := c.writeItems(items, bp); err != nil {
-			c.writeFailed()
+			c.writeFailed(err)
 			return
 		}
 	}
@@ -393,8 +394,9 @@ func (c *conn) writeItems(items []outItem, bp *[]byte) error {
 }
 
 // writeFailed ends the writing after a failed write: the reader fails on
-// the closed socket and cleans up.
-func (c *conn) writeFailed() {
+// the closed socket and cleans up. A write that timed out closes at once:
+// the client takes nothing in, so lingering would only hold the socket.
+func (c *conn) writeFailed(err error) {
 	c.mu.Lock()
 	c.finished, c.writing = true, false
 	code, why := c.closeCode, c.closeWhy
@@ -404,7 +406,11 @@ func (c *conn) writeFailed() {
 		// follow the write that failed; the connection ends all the same.
 		c.n.metrics.closes.WithLabelValues(why).Inc()
 	}
-	c.closeSocket() // after the client's close (closeHandler), whose echo refuses the rest: ErrCloseSent
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		c.closeSocketNow()
+	} else {
+		c.closeSocket() // after the client's close (closeHandler), whose echo refuses the rest: ErrCloseSent
+	}
 	c.wakeBlocking()
 }
 
@@ -815,7 +821,15 @@ func (c *conn) sendClose(code proto.CloseCode, why string, abrupt bool) {
 	}
 	msg := websocket.FormatCloseMessage(int(code), why) // why: the code's name, or rate_limited
 	c.closeSeen.Store(true)
-	if err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline); err != nil || abrupt {
+	err := c.ws.WriteControl(websocket.CloseMessage, msg, deadline)
+	if errors.Is(err, websocket.ErrCloseSent) && !abrupt {
+		// The client's close came first and was answered (closeHandler):
+		// the handshake is over.
+		c.closeSocket()
+		c.wakeBlocking()
+		return
+	}
+	if err != nil || abrupt {
 		c.closeSocketNow()
 		c.wakeBlocking()
 		return

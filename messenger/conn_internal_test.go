@@ -1,7 +1,9 @@
 package messenger
 
 import (
+	"io"
 	"math"
+	"os"
 	"testing"
 	"time"
 
@@ -35,7 +37,7 @@ func TestStuckReaderCountsAsTooSlow(t *testing.T) {
 	}
 	_, srv := catchUpPair(t)
 	c := &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1"}
-	c.writeFailed() // the client went away
+	c.writeFailed(io.ErrClosedPipe) // the client went away
 	if got := counted(); got != 0 {
 		t.Fatalf("closes{too_slow} = %v after a failed write with no close due, want 0", got)
 	}
@@ -43,7 +45,7 @@ func TestStuckReaderCountsAsTooSlow(t *testing.T) {
 	_, srv = catchUpPair(t)
 	c = &conn{n: n, ws: srv, userID: "u1", deviceID: "d1", deviceKey: "u1/d1"}
 	c.closeCode, c.closeWhy = proto.CloseTooSlow, proto.CloseTooSlow.String() // what enqueue decides on a full queue
-	c.writeFailed()                                                           // then the writer's blocked write fails
+	c.writeFailed(os.ErrDeadlineExceeded)                                     // then the writer's blocked write fails
 	if got := counted(); got != 1 {
 		t.Fatalf("closes{too_slow} = %v after the stuck reader's connection ended, want 1", got)
 	}

@@ -440,12 +440,12 @@ func (f *frameConn) release() {
 // it ends its side too, and then closes. So what was queued (a close frame
 // behind a replay) reaches a peer that keeps writing, a ping timer's
 // frames after its close frame: a close with unread data in the socket is
-// an RST in Linux, which discards the queue. It waits d; then, as long as
-// the queue is not yet delivered and shrank during the last d, d more, up
-// to limit in all (a slow reader behind a backlog). Without a sending
-// side to end, it closes at once. It returns at once: the rest runs on a
-// goroutine of its own (a TLS connection's CloseWrite writes an alert,
-// which may wait).
+// an RST in Linux, which discards the queue. It waits d, and then d more
+// at a time as long as the peer still takes in what is queued (a slow
+// reader behind a backlog), up to limit in all. Without a sending side to
+// end, it closes at once. It returns at once: the rest runs on a goroutine
+// of its own (a TLS connection's CloseWrite writes an alert, which may
+// wait).
 func lingerClose(nc net.Conn, d, limit time.Duration) {
 	cw, ok := nc.(interface{ CloseWrite() error })
 	if !ok {
@@ -458,10 +458,14 @@ func lingerClose(nc net.Conn, d, limit time.Duration) {
 			return
 		}
 		end := time.Now().Add(limit)
-		last := -1
+		last, _ := unsentBytes(nc)
 		var buf [512]byte
 		for {
-			if nc.SetReadDeadline(time.Now().Add(d)) != nil {
+			step := time.Now().Add(d)
+			if step.After(end) {
+				step = end
+			}
+			if nc.SetReadDeadline(step) != nil {
 				return
 			}
 			var err error
@@ -472,7 +476,7 @@ func lingerClose(nc net.Conn, d, limit time.Duration) {
 				return // the peer's end, or a broken socket
 			}
 			n, ok := unsentBytes(nc)
-			if !ok || n == 0 || last >= 0 && n >= last || time.Now().Add(d).After(end) {
+			if !ok || n == 0 || n >= last || !time.Now().Before(end) {
 				return
 			}
 			last = n
