@@ -510,11 +510,10 @@ func applyIndexes(tx *bolt.Tx, entries []*memEntry) error {
 // appends) reads all of it.
 func (b *Bolt) findClientID(tx *bolt.Tx, m *Message, sentAt *[timeKeyLen]byte) (*Message, error) {
 	f := clientFinder{m: m, client: []byte(m.ClientID), sentAt: sentAt}
-	runs := slices.Collect(b.runs.of(m.Conversation).all())
 	data := tx.Bucket(bktMsgData).Cursor()
-	for i := len(runs) - 1; i >= 0; i-- {
-		p := genPrefix(runs[i].gen, m.Conversation)
-		if found, done, err := f.scanBack(data, p, genKey(runs[i].gen, m.Conversation, runs[i].last)); done || err != nil {
+	for run := range b.runs.of(m.Conversation).backward() {
+		p := genPrefix(run.gen, m.Conversation)
+		if found, done, err := f.scanBack(data, p, genKey(run.gen, m.Conversation, run.last)); done || err != nil {
 			return found, err
 		}
 	}

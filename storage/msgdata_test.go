@@ -231,8 +231,9 @@ func putV2(t *testing.T, b *storage.Bolt, n int) {
 
 // TestManyRunsRead: a conversation with a message in each of 300
 // checkpoints (300 runs, past several of msgRuns' marks) reads any page
-// from any seq, after a restart (the runs from msgruns) and after a sweep
-// that emptied the first 100 runs.
+// from any seq, finds the messages of client-id retries, after a restart
+// (the runs from msgruns) and after a sweep that emptied the first 100
+// runs.
 func TestManyRunsRead(t *testing.T) {
 	ctx := t.Context()
 	b, path := openSeeded(t, &storage.BoltOptions{NoSync: true})
@@ -274,6 +275,12 @@ func TestManyRunsRead(t *testing.T) {
 	b = reopen(t, b, path)
 	defer func() { b.Close() }()
 	check(b, 0, logBase)
+	for _, i := range []int{298, 200, 130, 10} { // retries found in runs across the marks, from the end
+		m, created, err := b.AppendMessage(ctx, logMsg(i))
+		if err != nil || created || m.Seq != uint64(i+1) || m.ID != logMsg(i).ID {
+			t.Fatalf("retry of message %d: seq %d %s, created %v, %v; want the original, seq %d", i, m.Seq, m.ID, created, err, i+1)
+		}
+	}
 	later := logBase.Add(45 * time.Minute)
 	if got, err := b.DeleteExpiredMessages(ctx, later, 1000); err != nil || got != swept {
 		t.Fatalf("swept %d, %v; want %d", got, err, swept)

@@ -94,6 +94,29 @@ func (rl runList) from(m runMark) iter.Seq[msgRun] {
 	}
 }
 
+// backward yields the runs from the last to the first, decoding one mark's
+// stretch (at most runMarkEvery runs) at a time: a search from the end
+// that stops early decodes only the end.
+func (rl runList) backward() iter.Seq[msgRun] {
+	return func(yield func(msgRun) bool) {
+		var stretch []msgRun
+		end := len(rl.enc)
+		for i := len(rl.marks); i >= 0; i-- {
+			var m runMark
+			if i > 0 {
+				m = rl.marks[i-1]
+			}
+			stretch = slices.AppendSeq(stretch[:0], runList{enc: rl.enc[:end]}.from(m))
+			for j := len(stretch) - 1; j >= 0; j-- {
+				if !yield(stretch[j]) {
+					return
+				}
+			}
+			end = m.off
+		}
+	}
+}
+
 // push encodes run after the last one.
 func (cr *convRuns) push(run msgRun) {
 	if cr.n > 0 && cr.n%runMarkEvery == 0 {

@@ -117,6 +117,11 @@ func TestMsgRunsModel(t *testing.T) {
 			}
 			t.Fatalf("%s: %d runs, want %d; they differ from run %d: %v, want %v", conv, len(got), len(want), i, got[i:min(i+3, len(got))], want[i:min(i+3, len(want))])
 		}
+		back := slices.Collect(r.of(conv).backward())
+		slices.Reverse(back)
+		if !slices.Equal(back, want) {
+			t.Fatalf("%s: backward gives %d runs, not the %d forward ones reversed", conv, len(back), len(want))
+		}
 		for j, run := range want { // around every mark (runMarkEvery) too
 			for _, c := range []struct {
 				seq  uint64
