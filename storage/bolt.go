@@ -410,6 +410,14 @@ func timeKey(t time.Time) [timeKeyLen]byte {
 	return k
 }
 
+// maxTimeKey is above every timeKey.
+var maxTimeKey = func() (k [timeKeyLen]byte) {
+	for i := range k {
+		k[i] = 0xff
+	}
+	return k
+}()
+
 // expiredAt reports whether an encoded expiry is not after now.
 func expiredAt(exp []byte, now *[timeKeyLen]byte) bool {
 	return bytes.Compare(exp[:timeKeyLen], now[:]) <= 0

@@ -141,6 +141,7 @@ type msgLog struct {
 	order    []*memEntry   // written, oldest first: what the next checkpoint moves
 	convs    map[string]*memConv
 	ids      map[string]*memEntry
+	expLow   [timeKeyLen]byte // no entry of ids expires before it (holdsExpired); zero: unknown
 	clients  map[string]*memEntry
 	seqs     map[string]uint64 // last visible seq of the conversations seen (seq)
 	maxID    string            // no message id in bbolt is greater
@@ -703,6 +704,9 @@ func (b *Bolt) appendLogged(ctx context.Context, m Message, val, ck []byte, sent
 		mc.entries = append(mc.entries, e)
 		mc.last = m.Seq
 		l.ids[m.ID] = e
+		if bytes.Compare(val[:timeKeyLen], l.expLow[:]) < 0 {
+			copy(l.expLow[:], val[:timeKeyLen])
+		}
 		if ck != nil {
 			l.clients[string(ck)] = e
 		}
@@ -1222,15 +1226,29 @@ func (b *Bolt) closeLog() error {
 
 // holdsExpired reports whether a message in the memtable has expired at
 // now.
+//
+// It reads the memtable only when now has reached expLow, the lower bound
+// of its expiry times, and then raises the bound: a sweep that deletes in
+// batches asks before each one, and with a retention of days the bound is
+// days ahead, so the memtable (and its lock, which every send takes) is
+// not read at all.
 func (l *msgLog) holdsExpired(now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	nowKey := timeKey(now)
+	if bytes.Compare(nowKey[:], l.expLow[:]) < 0 {
+		return false
+	}
+	low := maxTimeKey
 	for _, e := range l.ids {
 		if expiredAt(e.val, &nowKey) {
 			return true
 		}
+		if bytes.Compare(e.val[:timeKeyLen], low[:]) < 0 {
+			copy(low[:], e.val[:timeKeyLen])
+		}
 	}
+	l.expLow = low
 	return false
 }
 

@@ -299,19 +299,24 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 		n = 0
 		touched := make(map[convGen]bool)
 		exp, msgIDs, msgs := tx.Bucket(bktMsgExp), tx.Bucket(bktMsgIDs), tx.Bucket(bktMsgs)
+		// Client-id entries are in msgs only in a file of schema version 2
+		// (and its replayed log); a file without them needs no decoding.
+		legacy, _ := msgs.Cursor().First()
 		for _, k := range collectExpired(exp, now, max) {
 			id := k[timeKeyLen:]
 			if loc := msgIDs.Get(id); loc != nil {
 				loc = bytes.Clone(loc)
 				bk := msgBucket(tx, loc)
 				if v := bk.Get(loc); v != nil {
-					m, err := decodeMsg(loc, v)
-					if err != nil {
-						return err
+					if len(v) < timeKeyLen {
+						return fmt.Errorf("storage: corrupt message record %x", loc)
 					}
-					if m.ClientID != "" {
-						ck := clientKey(m.Conversation, m.SenderUser, m.SenderDevice, m.ClientID)
-						if bytes.Equal(msgs.Get(ck), id) {
+					if legacy != nil {
+						if _, _, _, err := senderFields(v[timeKeyLen:]); err != nil {
+							return fmt.Errorf("storage: decode message %x: %w", loc, err)
+						}
+						ck := messageClientKey(loc, v, !isGenKey(loc))
+						if ck != nil && bytes.Equal(msgs.Get(ck), id) {
 							if err := msgs.Delete(ck); err != nil {
 								return err
 							}

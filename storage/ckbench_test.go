@@ -76,3 +76,64 @@ func benchCheckpoint(b *testing.B, convs int) {
 		}
 	}
 }
+
+// BenchmarkSweep measures the retention sweep at a steady state: messages
+// expire in the order they were sent, 5,000 conversations, as the load run
+// writes them, and the sweep deletes them in batches of 1,000 (the
+// messenger's sweepBatch). One op is one message deleted.
+func BenchmarkSweep(b *testing.B) {
+	const batch, convs = 32768, 5000
+	path := filepath.Join(b.TempDir(), "bench.db")
+	db, err := storage.OpenBolt(path, &storage.BoltOptions{NoSync: true, CheckpointSize: 1 << 20, CheckpointInterval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	createBenchConvs(b, db, convs)
+	ctx := context.Background()
+	ciphertext, key := make([]byte, 200), make([]byte, 48)
+	base := time.Now().UTC()
+	var seq int
+	fill := func(count int) {
+		for i := range count {
+			seq++
+			at := base.Add(time.Duration(seq) * time.Millisecond)
+			_, _, err := db.AppendMessage(ctx, storage.Message{
+				ID: ids.NewSortable(at), Conversation: fmt.Sprintf("conv-%04d", seq%convs),
+				SenderUser: "u1", SenderDevice: "device-1", ClientID: ids.New(),
+				SentAt: at, ExpiresAt: at.Add(time.Hour),
+				Ciphertext: ciphertext, Keys: map[string][]byte{"u1/device-1": key, "u2/device-2": key},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = i
+		}
+		if err := storage.CheckpointPaced(db, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range 4 { // messages behind the ones swept, as in a month's store
+		fill(batch)
+	}
+	swept := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for swept < b.N {
+		b.StopTimer()
+		fill(batch)
+		// The oldest batch messages (after the earlier iterations' ones).
+		now := base.Add(time.Hour + time.Duration(swept+batch)*time.Millisecond + time.Millisecond/2)
+		b.StartTimer()
+		for {
+			k, err := db.DeleteExpiredMessages(ctx, now, 1000)
+			if err != nil {
+				b.Fatal(err)
+			}
+			swept += k
+			if k < 1000 {
+				break
+			}
+		}
+	}
+}
