@@ -130,6 +130,12 @@ type msgLog struct {
 	wmu     sync.Mutex     // held by the writer while it writes a batch; rotation takes it first
 	writers sync.WaitGroup // the writer goroutine, while it runs
 
+	// runsMu orders the changes of the runs (msgRuns): a transaction
+	// that writes msgruns and the change in memory after its commit
+	// (a checkpoint's transaction, a sweep's). Held for one transaction,
+	// so a sweep goes between the parts of a paced checkpoint.
+	runsMu sync.Mutex
+
 	mu       sync.Mutex
 	f        *os.File
 	gen      uint64
@@ -1136,6 +1142,8 @@ func (b *Bolt) applyChunk(chunk []*memEntry, n int, pace time.Duration) error {
 	parts := byConversation(chunk, n)
 	if n == 1 {
 		var runs []convRun
+		b.log.runsMu.Lock()
+		defer b.log.runsMu.Unlock()
 		err := b.db.Update(func(tx *bolt.Tx) error {
 			runs = runs[:0]
 			for _, p := range parts {
@@ -1159,13 +1167,20 @@ func (b *Bolt) applyChunk(chunk []*memEntry, n int, pace time.Duration) error {
 	steps, moving := len(parts)+len(idx), len(chunk)
 	gap := time.NewTimer(0)
 	defer gap.Stop()
-	step := func(i int, apply func(*bolt.Tx) error) error {
+	// step runs transaction i, and applied after its commit.
+	step := func(i int, apply func(*bolt.Tx) error, applied func()) error {
 		if hook := b.log.beforeStep; hook != nil {
 			if err := hook(i, len(parts)); err != nil {
 				return err
 			}
 		}
-		if err := b.db.Update(apply); err != nil {
+		b.log.runsMu.Lock()
+		err := b.db.Update(apply)
+		if err == nil {
+			applied()
+		}
+		b.log.runsMu.Unlock()
+		if err != nil {
 			return err
 		}
 		if i < steps-1 && !b.log.behind(moving) {
@@ -1178,14 +1193,13 @@ func (b *Bolt) applyChunk(chunk []*memEntry, n int, pace time.Duration) error {
 		err := step(i, func(tx *bolt.Tx) (err error) {
 			runs, err = applyMsgs(tx, p)
 			return err
-		})
+		}, func() { b.addRuns(runs) })
 		if err != nil {
 			return err
 		}
-		b.addRuns(runs)
 	}
 	for i, p := range idx {
-		if err := step(len(parts)+i, func(tx *bolt.Tx) error { return applyIndexes(tx, p) }); err != nil {
+		if err := step(len(parts)+i, func(tx *bolt.Tx) error { return applyIndexes(tx, p) }, func() {}); err != nil {
 			return err
 		}
 	}

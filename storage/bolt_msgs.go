@@ -291,10 +291,13 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 	}
 	var n int
 	var emptied []convGen // the runs the sweep removed the last message of
-	// A checkpoint adding to a run waits: the runs the sweep empties go
-	// from msgruns in its transaction and from memory after it.
-	b.log.ckMu.Lock()
-	defer b.log.ckMu.Unlock()
+	// A checkpoint's transaction waits (runsMu): the runs the sweep
+	// empties go from msgruns in its transaction and from memory after
+	// it. Between a paced checkpoint's transactions the sweep goes on: it
+	// deletes only expired messages, and none of those is in the memtable
+	// (holdsExpired), so none is in the generation being moved.
+	b.log.runsMu.Lock()
+	defer b.log.runsMu.Unlock()
 	err := b.update(ctx, func(tx *bolt.Tx) error {
 		n = 0
 		touched := make(map[convGen]bool)

@@ -218,3 +218,22 @@ func MsgDataCount(b *Bolt) (data, legacy int, err error) {
 
 // RunCount returns how many runs the store keeps in memory.
 func RunCount(b *Bolt) int { return b.runs.count() }
+
+// HoldCheckpointStep makes the next paced checkpoint wait before its
+// transaction at (counted from the first of the msgs bucket): reached is
+// closed once it waits there, and it goes on once release is closed.
+func HoldCheckpointStep(b *Bolt, at int) (reached, release chan struct{}) {
+	reached, release = make(chan struct{}), make(chan struct{})
+	b.log.ckMu.Lock()
+	defer b.log.ckMu.Unlock()
+	b.log.beforeStep = func(i, _ int) error {
+		if i != at {
+			return nil
+		}
+		b.log.beforeStep = nil // under ckMu, which the checkpoint holds
+		close(reached)
+		<-release
+		return nil
+	}
+	return reached, release
+}
