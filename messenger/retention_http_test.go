@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -119,4 +120,34 @@ func TestHTTPRetentionConfigured(t *testing.T) {
 	}
 	c.env.Clock.Advance(time.Second)
 	httpWantError(t, c.env.Do("GET", "/api/v1/messages/"+m.ID, c.b1, nil), 404, proto.CodeNotFound)
+}
+
+// TestRetentionSweepBatches: a sweep deletes in batches (with a rest after
+// each full one) until nothing expired is left, not one batch per round.
+func TestRetentionSweepBatches(t *testing.T) {
+	c := newChat(t)
+	ctx := context.Background()
+	store := c.env.Srv.Store()
+	const n = 2500 // three batches
+	now := c.env.Clock.Now().UTC()
+	for i := range n {
+		_, _, err := store.AppendMessage(ctx, storage.Message{
+			ID: fmt.Sprintf("sweep-%05d", i), Conversation: c.conv, SenderUser: c.alice, SenderDevice: "a-phone",
+			SentAt: now, ExpiresAt: now.Add(time.Hour), Ciphertext: []byte{1}, Keys: map[string][]byte{c.bob + "/b-phone": {1}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := c.post(c.alice1, "m-fresh", "bleibt") // expires 720 h later
+	before := c.env.Metric("klassenfunk_retention_deleted_total")
+	c.env.Clock.Advance(2 * time.Hour)
+	c.env.Srv.Sweep(ctx)
+	if got, err := store.CountMessages(ctx); err != nil || got != 1 {
+		t.Fatalf("after the sweep %d messages are stored (%v), want the fresh one", got, err)
+	}
+	if got := c.env.Metric("klassenfunk_retention_deleted_total") - before; got != n {
+		t.Fatalf("klassenfunk_retention_deleted_total went up by %v, want %d", got, n)
+	}
+	c.env.JSON("GET", "/api/v1/messages/"+fresh.ID, c.b1, nil, http.StatusOK, nil)
 }
