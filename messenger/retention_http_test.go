@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,4 +151,16 @@ func TestRetentionSweepBatches(t *testing.T) {
 		t.Fatalf("klassenfunk_retention_deleted_total went up by %v, want %d", got, n)
 	}
 	c.env.JSON("GET", "/api/v1/messages/"+fresh.ID, c.b1, nil, http.StatusOK, nil)
+}
+
+// TestSweepCancelled: a sweep ended by its context (the server closing)
+// stops, and is no error in the log.
+func TestSweepCancelled(t *testing.T) {
+	c := newChat(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.env.Srv.Sweep(ctx)
+	if logs := c.env.Logs(); strings.Contains(logs, `"msg":"sweep`) {
+		t.Fatalf("a cancelled sweep logged:\n%s", logs)
+	}
 }

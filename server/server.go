@@ -249,6 +249,18 @@ func (s *Server) Start() {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		// Close ends a sweep under way (it rests between batches, and
+		// one after a long stop has much to delete); the next start
+		// goes on with what is left.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		t := time.NewTicker(s.cfg.Retention.SweepInterval)
 		defer t.Stop()
 		sessions := time.NewTicker(min(s.cfg.Retention.SweepInterval, sessionSweepMax))
@@ -258,9 +270,9 @@ func (s *Server) Start() {
 			case <-s.stop:
 				return
 			case <-t.C:
-				s.Sweep(context.Background())
+				s.Sweep(ctx)
 			case <-sessions.C:
-				s.sweepSessions(context.Background())
+				s.sweepSessions(ctx)
 			}
 		}
 	}()
@@ -269,7 +281,7 @@ func (s *Server) Start() {
 // Sweep runs one round of retention deletes.
 func (s *Server) Sweep(ctx context.Context) {
 	s.sweepSessions(ctx)
-	if err := s.Msg.Sweep(ctx); err != nil {
+	if err := s.Msg.Sweep(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("sweep", "err", err)
 	}
 	s.sweepLogins(ctx)
@@ -295,7 +307,9 @@ func (s *Server) sweepLogins(ctx context.Context) {
 		s.log.Info("logins past retention deleted", "count", n)
 	}
 	if err != nil {
-		s.log.Error("sweep logins", "err", err)
+		if ctx.Err() == nil {
+			s.log.Error("sweep logins", "err", err)
+		}
 		return // again at the next sweep
 	}
 	s.loginsSwept = now
@@ -305,7 +319,9 @@ func (s *Server) sweepLogins(ctx context.Context) {
 // closes their sockets (4401).
 func (s *Server) sweepSessions(ctx context.Context) {
 	if n, err := s.Auth.SweepSessions(ctx); err != nil {
-		s.log.Error("sweep sessions", "err", err)
+		if ctx.Err() == nil {
+			s.log.Error("sweep sessions", "err", err)
+		}
 	} else if n > 0 {
 		s.Msg.CountDeleted("sessions", n)
 		s.log.Info("expired sessions deleted", "count", n)
