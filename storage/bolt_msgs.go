@@ -305,34 +305,44 @@ func (b *Bolt) DeleteExpiredMessages(ctx context.Context, now time.Time, max int
 		// Client-id entries are in msgs only in a file of schema version 2
 		// (and its replayed log); a file without them needs no decoding.
 		legacy, _ := msgs.Cursor().First()
+		// Cursors, so that each key is searched for once: a Get and a
+		// Delete searched twice.
+		ids, data := msgIDs.Cursor(), tx.Bucket(bktMsgData).Cursor()
 		for _, k := range collectExpired(exp, now, max) {
 			id := k[timeKeyLen:]
-			if loc := msgIDs.Get(id); loc != nil {
+			if kk, loc := ids.Seek(id); bytes.Equal(kk, id) {
 				loc = bytes.Clone(loc)
-				bk := msgBucket(tx, loc)
-				if v := bk.Get(loc); v != nil {
+				c := data
+				if !isGenKey(loc) {
+					c = msgs.Cursor()
+				}
+				if kk, v := c.Seek(loc); bytes.Equal(kk, loc) {
 					if len(v) < timeKeyLen {
 						return fmt.Errorf("storage: corrupt message record %x", loc)
 					}
+					var ck []byte
 					if legacy != nil {
 						if _, _, _, err := senderFields(v[timeKeyLen:]); err != nil {
 							return fmt.Errorf("storage: decode message %x: %w", loc, err)
 						}
-						ck := messageClientKey(loc, v, !isGenKey(loc))
-						if ck != nil && bytes.Equal(msgs.Get(ck), id) {
-							if err := msgs.Delete(ck); err != nil {
-								return err
-							}
-						}
+						ck = messageClientKey(loc, v, !isGenKey(loc))
 					}
-					if err := bk.Delete(loc); err != nil {
+					// The message goes before its client-id entry: a
+					// delete through msgs would shift the leaf that c
+					// points into.
+					if err := c.Delete(); err != nil {
 						return err
+					}
+					if ck != nil && bytes.Equal(msgs.Get(ck), id) {
+						if err := msgs.Delete(ck); err != nil {
+							return err
+						}
 					}
 					if gen, conv, _, ok := parseGenKey(loc); ok && isGenKey(loc) {
 						touched[convGen{string(conv), gen}] = true
 					}
 				}
-				if err := msgIDs.Delete(id); err != nil {
+				if err := ids.Delete(); err != nil {
 					return err
 				}
 			}
