@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"klassenfunk/auth"
+	"klassenfunk/internal/ctxtime"
 	"klassenfunk/internal/ids"
 	"klassenfunk/proto"
 	"klassenfunk/storage"
@@ -145,7 +146,14 @@ const sweepBatch = 1000
 
 // Sweep deletes expired messages and attachments (with their blobs). It
 // loops in batches until nothing expired is left, and rests after each
-// full batch as long as the batch took (sweepRest).
+// full batch as long as the batch took.
+//
+// A sweep is background work that shares the store (and, on a small
+// node, the core) with the senders: at a steady state it deletes as many
+// messages as they write. Batches back to back held off the store's
+// checkpoints until appends waited for room (seconds of latency at 15,000
+// msgs/s); the rests leave at least half of the time to them
+// (docs/performance.md).
 func (n *Node) Sweep(ctx context.Context) error {
 	now := n.now()
 	for {
@@ -158,7 +166,7 @@ func (n *Node) Sweep(ctx context.Context) error {
 		if k < sweepBatch {
 			break
 		}
-		if err := sweepRest(ctx, time.Since(start)); err != nil {
+		if err := ctxtime.Sleep(ctx, time.Since(start)); err != nil {
 			return fmt.Errorf("sweep messages: %w", err)
 		}
 	}
@@ -177,26 +185,9 @@ func (n *Node) Sweep(ctx context.Context) error {
 		if len(gone) < sweepBatch {
 			break
 		}
-		if err := sweepRest(ctx, time.Since(start)); err != nil {
+		if err := ctxtime.Sleep(ctx, time.Since(start)); err != nil {
 			return fmt.Errorf("sweep attachments: %w", err)
 		}
 	}
 	return nil
-}
-
-// sweepRest waits d, or until ctx ends. A sweep is background work that
-// shares the store (and, on a small node, the core) with the senders: at
-// a steady state it deletes as many messages as they write. Batches back
-// to back held off the store's checkpoints until appends waited for room
-// (seconds of latency at 15,000 msgs/s); resting as long as each batch
-// took leaves at least half of the time to them (docs/performance.md).
-func sweepRest(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

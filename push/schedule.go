@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"klassenfunk/internal/ctxtime"
 	"klassenfunk/storage"
 )
 
@@ -124,15 +125,8 @@ func (r *Relay) rescan(interval time.Duration) {
 	defer r.rescans.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := ctxtime.Until(r.stop)
 	defer cancel()
-	go func() {
-		select {
-		case <-r.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		select {
 		case <-r.stop:

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"klassenfunk/auth"
+	"klassenfunk/internal/ctxtime"
 	"klassenfunk/internal/httpapi"
 	"klassenfunk/messenger"
 	"klassenfunk/push"
@@ -252,15 +253,8 @@ func (s *Server) Start() {
 		// Close ends a sweep under way (it rests between batches, and
 		// one after a long stop has much to delete); the next start
 		// goes on with what is left.
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := ctxtime.Until(s.stop)
 		defer cancel()
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		t := time.NewTicker(s.cfg.Retention.SweepInterval)
 		defer t.Stop()
 		sessions := time.NewTicker(min(s.cfg.Retention.SweepInterval, sessionSweepMax))

@@ -22,15 +22,22 @@ func BenchmarkCheckpoint(b *testing.B) {
 	}
 }
 
-func benchCheckpoint(b *testing.B, convs int) {
-	const batch = 32768
-	path := filepath.Join(b.TempDir(), "bench.db")
-	db, err := storage.OpenBolt(path, &storage.BoltOptions{NoSync: true, CheckpointSize: 1 << 20, CheckpointInterval: time.Hour})
+// openBenchBolt opens a new store (fsync off) with convs conversations;
+// checkpoints are the benchmark's to call.
+func openBenchBolt(b *testing.B, convs int) *storage.Bolt {
+	b.Helper()
+	db, err := storage.OpenBolt(filepath.Join(b.TempDir(), "bench.db"), &storage.BoltOptions{NoSync: true, CheckpointSize: 1 << 20, CheckpointInterval: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
+	b.Cleanup(func() { db.Close() })
 	createBenchConvs(b, db, convs)
+	return db
+}
+
+func benchCheckpoint(b *testing.B, convs int) {
+	const batch = 32768
+	db := openBenchBolt(b, convs)
 	ctx := context.Background()
 	ciphertext, key := make([]byte, 200), make([]byte, 48)
 	base := time.Now().UTC()
@@ -83,19 +90,13 @@ func benchCheckpoint(b *testing.B, convs int) {
 // messenger's sweepBatch). One op is one message deleted.
 func BenchmarkSweep(b *testing.B) {
 	const batch, convs = 32768, 5000
-	path := filepath.Join(b.TempDir(), "bench.db")
-	db, err := storage.OpenBolt(path, &storage.BoltOptions{NoSync: true, CheckpointSize: 1 << 20, CheckpointInterval: time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	createBenchConvs(b, db, convs)
+	db := openBenchBolt(b, convs)
 	ctx := context.Background()
 	ciphertext, key := make([]byte, 200), make([]byte, 48)
 	base := time.Now().UTC()
 	var seq int
 	fill := func(count int) {
-		for i := range count {
+		for range count {
 			seq++
 			at := base.Add(time.Duration(seq) * time.Millisecond)
 			_, _, err := db.AppendMessage(ctx, storage.Message{
@@ -107,7 +108,6 @@ func BenchmarkSweep(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			_ = i
 		}
 		if err := storage.CheckpointPaced(db, 0); err != nil {
 			b.Fatal(err)

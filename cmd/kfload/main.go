@@ -34,6 +34,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"klassenfunk/internal/ctxtime"
 	"klassenfunk/proto"
 )
 
@@ -264,7 +265,7 @@ func run(ctx context.Context, cfg *config) error {
 	}
 
 	// Let the server close the setup connections before the baseline.
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	if err := ctxtime.Sleep(ctx, time.Second); err != nil {
 		return err
 	}
 	res.Server.BeforeConnect = sample("before connect")
@@ -344,12 +345,12 @@ func run(ctx context.Context, cfg *config) error {
 
 	// --- memory with everything connected ---
 	fmt.Fprintf(os.Stderr, "connected %d sockets; settling %s\n", nConns, cfg.settle)
-	if err := sleepCtx(ctx, cfg.settle); err != nil {
+	if err := ctxtime.Sleep(ctx, cfg.settle); err != nil {
 		closeAll()
 		return err
 	}
 	res.Server.Connected = sample("connected")
-	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+	if err := ctxtime.Sleep(ctx, 2*time.Second); err != nil {
 		closeAll()
 		return err
 	}
@@ -364,7 +365,7 @@ func run(ctx context.Context, cfg *config) error {
 		left := cfg.duration - cfg.settle - 2*time.Second
 		if left > 0 {
 			fmt.Fprintf(os.Stderr, "holding %d idle sockets for %s\n", nConns, left)
-			sleepCtx(ctx, left)
+			ctxtime.Sleep(ctx, left)
 		}
 		res.Server.End = sample("end")
 		res.window(a0, res.Server.End, time.Since(holdStart), selfCPU()-cpu0, runqueueWait(os.Getpid())-wait0)
@@ -459,18 +460,7 @@ func progressUntil(ctx context.Context, rs *runState, t time.Time, interval time
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-func sleepUntil(ctx context.Context, t time.Time) error { return sleepCtx(ctx, time.Until(t)) }
+func sleepUntil(ctx context.Context, t time.Time) error { return ctxtime.Sleep(ctx, time.Until(t)) }
 
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	done := make(chan struct{})
