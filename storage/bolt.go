@@ -308,11 +308,13 @@ func (b *Bolt) Close() error {
 
 // Check runs bbolt's consistency check over the whole file and returns every
 // problem it finds, joined. For tests. bbolt's check reads the freelist
-// without its lock, so Check holds off checkpoints and must not run
-// concurrently with other writes.
+// without its lock, so Check holds off checkpoints and sweeps and must
+// not run concurrently with other writes.
 func (b *Bolt) Check() error {
 	b.log.ckMu.Lock()
 	defer b.log.ckMu.Unlock()
+	b.log.runsMu.Lock()
+	defer b.log.runsMu.Unlock()
 	return mapErr(b.db.View(func(tx *bolt.Tx) error {
 		var errs []error
 		for err := range tx.Check() {
