@@ -166,6 +166,9 @@ func (n *Node) Sweep(ctx context.Context) error {
 		if k < sweepBatch {
 			break
 		}
+		if n.sweptBatch != nil {
+			n.sweptBatch(ctx)
+		}
 		if err := ctxtime.Sleep(ctx, time.Since(start)); err != nil {
 			return fmt.Errorf("sweep messages: %w", err)
 		}

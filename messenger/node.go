@@ -137,6 +137,8 @@ type Node struct {
 	closeOnce sync.Once
 	stop      chan struct{}
 	wg        sync.WaitGroup
+
+	sweptBatch func(context.Context) // tests: called after each full batch of messages a sweep deletes
 }
 
 // New returns a Node.

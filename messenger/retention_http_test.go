@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"klassenfunk/internal/testenv"
+	"klassenfunk/messenger"
 	"klassenfunk/proto"
 	"klassenfunk/storage"
 )
@@ -162,5 +164,68 @@ func TestSweepCancelled(t *testing.T) {
 	c.env.Srv.Sweep(ctx)
 	if logs := c.env.Logs(); strings.Contains(logs, `"msg":"sweep`) {
 		t.Fatalf("a cancelled sweep logged:\n%s", logs)
+	}
+}
+
+// TestCloseEndsSweep: closing the server ends a sweep under way (here one
+// that rests after its first batch until it is told to stop) without an
+// error in the log, and the next start deletes what is left.
+func TestCloseEndsSweep(t *testing.T) {
+	var dataDir string
+	c := newChat(t, httpCaptureDataDir(&dataDir), func(cfg *serverConfig) { cfg.Retention.SweepInterval = time.Second })
+	ctx := context.Background()
+	const n = 1500 // a full batch and a part
+	now := c.env.Clock.Now().UTC()
+	for i := range n {
+		_, _, err := c.env.Srv.Store().AppendMessage(ctx, storage.Message{
+			ID: fmt.Sprintf("close-%05d", i), Conversation: c.conv, SenderUser: c.alice, SenderDevice: "a-phone",
+			SentAt: now, ExpiresAt: now.Add(time.Hour), Ciphertext: []byte{1}, Keys: map[string][]byte{c.bob + "/b-phone": {1}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.env.Clock.Advance(2 * time.Hour)
+	resting, giveUp := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(giveUp) }) // before the server's cleanup, should the test fail
+	messenger.OnSweptBatch(c.env.Srv.Msg, func(ctx context.Context) {
+		close(resting)
+		select {
+		case <-ctx.Done():
+		case <-giveUp:
+		}
+	})
+	c.env.Srv.Start()
+	select {
+	case <-resting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no sweep began")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.env.Srv.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still waits for the sweep")
+	}
+	if logs := c.env.Logs(); strings.Contains(logs, `"msg":"sweep`) {
+		t.Fatalf("the ended sweep logged:\n%s", logs)
+	}
+	if got := c.env.Metric("klassenfunk_retention_deleted_total"); got != 1000 {
+		t.Fatalf("%v messages deleted before the close, want one batch", got)
+	}
+
+	next := testenv.New(t, func(cfg *serverConfig) { cfg.DataDir = dataDir })
+	store := next.Srv.Store()
+	if got, err := store.CountMessages(ctx); err != nil || got != n-1000 {
+		t.Fatalf("after the restart %d messages are stored (%v), want %d", got, err, n-1000)
+	}
+	next.Clock.Advance(2 * time.Hour)
+	next.Srv.Sweep(ctx)
+	if got, err := store.CountMessages(ctx); err != nil || got != 0 {
+		t.Fatalf("after the next sweep %d messages are stored (%v), want none", got, err)
 	}
 }
