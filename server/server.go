@@ -83,7 +83,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			s.checkSharedAttachments(ctx, cfg.attachmentDir())
 		}
 	} else {
-		s.store, err = storage.OpenBolt(filepath.Join(cfg.DataDir, "klassenfunk.db"), &storage.BoltOptions{NoSync: cfg.NoSync})
+		s.store, err = storage.OpenBolt(filepath.Join(cfg.DataDir, "klassenfunk.db"), &storage.BoltOptions{NoSync: cfg.NoSync, Logger: log})
 	}
 	if err != nil {
 		return nil, err

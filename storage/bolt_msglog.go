@@ -204,16 +204,38 @@ func (b *Bolt) openLog() error {
 	if err != nil {
 		return err
 	}
-	var recs []*memEntry
-	for _, g := range gens {
-		data, err := os.ReadFile(l.path(g))
+	var (
+		recs []*memEntry
+		size int
+	)
+	for i, g := range gens {
+		path := l.path(g)
+		data, err := os.ReadFile(path)
 		if err != nil {
 			return fmt.Errorf("read message log: %w", err)
 		}
-		for _, e := range decodeLog(data) {
+		got, end := decodeLog(data)
+		if end.why != "" {
+			// A crash can cut short only the last write to the newest
+			// file, which was never acknowledged: that record is dropped.
+			// Anything else is damage that may hide acknowledged
+			// messages: a replay without them would lose them and leave
+			// gaps in their conversations' seqs.
+			if i < len(gens)-1 || intactAfter(data[end.off:]) {
+				return &errLogDamaged{path: path, off: end.off, len: len(data), why: end.why}
+			}
+			b.logger.Warn("message log: dropped an unfinished write at the end (a crash during a write; it was never acknowledged)",
+				"file", path, "offset", end.off, "bytes", len(data)-end.off, "reason", end.why)
+		}
+		for _, e := range got {
 			e.gen = g
 			recs = append(recs, e)
 		}
+		size += end.off
+	}
+	if len(gens) > 0 {
+		b.logger.Info("message log: replaying the files of the last run (it did not close cleanly)",
+			"files", len(gens), "records", len(recs), "bytes", size)
 	}
 	for len(recs) > 0 {
 		chunk := recs[:min(len(recs), checkpointChunk)]
@@ -306,27 +328,79 @@ func appendRecord(buf []byte, e *memEntry) []byte {
 	return buf
 }
 
-// decodeLog returns the records of one log file up to the first one that
-// is torn or corrupt.
-func decodeLog(data []byte) []*memEntry {
+// decodeLog returns the intact records at the start of one log file and
+// where they end (logEnd).
+func decodeLog(data []byte) ([]*memEntry, logEnd) {
 	var out []*memEntry
-	for len(data) >= logRecordHeader {
-		n := int(binary.LittleEndian.Uint32(data))
-		if n > maxLogRecord || n > len(data)-logRecordHeader {
-			break
-		}
-		payload := data[logRecordHeader : logRecordHeader+n]
-		if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(data[4:]) {
-			break
-		}
-		e, ok := decodeRecord(payload)
-		if !ok {
-			break
+	off := 0
+	for {
+		e, n, why := nextRecord(data[off:])
+		if e == nil {
+			return out, logEnd{off: off, why: why}
 		}
 		out = append(out, e)
-		data = data[logRecordHeader+n:]
+		off += n
 	}
-	return out
+}
+
+// logEnd is where a log file's intact records end.
+type logEnd struct {
+	off int    // bytes of intact records
+	why string // why the record at off is not read; "" at the file's end
+}
+
+// nextRecord decodes the record at the start of data and returns its
+// size; nil and why it cannot be read when it is not whole and intact.
+func nextRecord(data []byte) (e *memEntry, size int, why string) {
+	if len(data) == 0 {
+		return nil, 0, ""
+	}
+	if len(data) < logRecordHeader {
+		return nil, 0, "an incomplete record header"
+	}
+	n := int(binary.LittleEndian.Uint32(data))
+	if n > maxLogRecord {
+		return nil, 0, "an impossible record length"
+	}
+	if n > len(data)-logRecordHeader {
+		return nil, 0, "a record cut short"
+	}
+	payload := data[logRecordHeader : logRecordHeader+n]
+	if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(data[4:]) {
+		return nil, 0, "a record checksum mismatch"
+	}
+	if e, ok := decodeRecord(payload); ok {
+		return e, logRecordHeader + n, ""
+	}
+	return nil, 0, "a record that does not decode"
+}
+
+// intactAfter reports whether an intact record starts anywhere in data
+// after its first byte: then what ends the records at data's start is
+// damage, not a write that a crash cut short (which can only be last).
+// It tries every offset, so it is for the rare damaged file only.
+func intactAfter(data []byte) bool {
+	for i := 1; i+logRecordHeader <= len(data); i++ {
+		if e, _, _ := nextRecord(data[i:]); e != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// errLogDamaged reports a log file that OpenBolt will not replay.
+type errLogDamaged struct {
+	path     string
+	off, len int
+	why      string
+}
+
+func (e *errLogDamaged) Error() string {
+	return fmt.Sprintf("message log %s is damaged at byte %d of %d (%s), and intact data follows: "+
+		"acknowledged messages may be behind it, so nothing was replayed or deleted. "+
+		"Restore the data directory from a backup, or start without what follows byte %d "+
+		"by cutting the file there (truncate -s %d %s; docs/operations.md)",
+		e.path, e.off, e.len, e.why, e.off, e.off, e.path)
 }
 
 func decodeRecord(p []byte) (*memEntry, bool) {
