@@ -77,10 +77,6 @@ func logConfig(log *slog.Logger, path string, cfg server.Config) {
 	log.Info("settings", "data", cfg.DataDir, "retention_messages", cfg.Retention.Messages.String(),
 		"retention_attachments", cfg.Retention.Attachments.String(), "sweep_interval", cfg.Retention.SweepInterval.String(),
 		"backups", backups)
-	if _, err := os.Stat(filepath.Join(cfg.DataDir, operatorTokenFile)); err == nil {
-		log.Warn("the generated operator token is still in a file: read it, then delete the file (backups of the data directory would keep it)",
-			"file", filepath.Join(cfg.DataDir, operatorTokenFile))
-	}
 }
 
 // asksForHelp reports whether args hold -h, -help or --help (before a
@@ -189,6 +185,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer srv.Close()
+	checkOperatorTokenFile(cfg.DataDir, srv.Auth.IsOperator, log)
 	if tok := srv.OperatorTokenGenerated; tok != "" {
 		if err := showOperatorToken(stderr, cfg.DataDir, tok, log); err != nil {
 			return err
@@ -381,6 +378,32 @@ func showOperatorToken(stderr io.Writer, dataDir, tok string, log *slog.Logger) 
 	}
 	log.Warn("operator token generated: stderr is no terminal, so it was written to a file only this user can read; read it, keep it safe, delete the file", "file", path)
 	return nil
+}
+
+// checkOperatorTokenFile looks at a token file that showOperatorToken
+// left in the data directory. While it holds the operator token, the log
+// reminds the operator to read and delete it. Once its token no longer is
+// the operator token (KLASSENFUNK_OPERATOR_TOKEN, a reset or a new
+// database replaced it), it is removed: an operator who found it would
+// only be refused.
+func checkOperatorTokenFile(dataDir string, isOperator func(string) bool, log *slog.Logger) {
+	path := filepath.Join(dataDir, operatorTokenFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		log.Warn("cannot read the operator token file", "file", path, "error", err)
+	case isOperator(strings.TrimSpace(string(b))):
+		log.Warn("the generated operator token is still in a file: read it, then delete the file (backups of the data directory would keep it)",
+			"file", path)
+	default:
+		if err := os.Remove(path); err != nil {
+			log.Warn("the operator token file holds a token that is no longer the operator token, and cannot be removed", "file", path, "error", err)
+			return
+		}
+		log.Warn("removed the operator token file: its token is no longer the operator token (KLASSENFUNK_OPERATOR_TOKEN or operator-token --reset replaced it)",
+			"file", path)
+	}
 }
 
 // operatorTokenFile is where showOperatorToken writes a generated token

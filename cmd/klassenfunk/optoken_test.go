@@ -39,3 +39,42 @@ func TestGeneratedOperatorTokenNotLogged(t *testing.T) {
 		t.Fatalf("missing dir: %v", err)
 	}
 }
+
+// TestOperatorTokenFileChecked: a start reminds the operator of a token
+// file that still holds the operator token, and removes one whose token
+// was replaced (by KLASSENFUNK_OPERATOR_TOKEN or a reset), which would
+// only be refused. The token itself is never logged.
+func TestOperatorTokenFileChecked(t *testing.T) {
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&stderr, nil))
+	const tok = "kfop_generated-token-cccccccccccccc"
+	if err := showOperatorToken(&stderr, dir, tok, log); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, operatorTokenFile)
+	current := tok
+	isOperator := func(s string) bool { return s == current }
+
+	stderr.Reset()
+	checkOperatorTokenFile(dir, isOperator, log)
+	if _, err := os.Stat(path); err != nil || !strings.Contains(stderr.String(), "still in a file") {
+		t.Fatalf("file with the operator token: %v; log:\n%s", err, &stderr)
+	}
+
+	current = "kfop_configured-token-ddddddddddddd"
+	stderr.Reset()
+	checkOperatorTokenFile(dir, isOperator, log)
+	if _, err := os.Stat(path); !os.IsNotExist(err) || !strings.Contains(stderr.String(), "removed the operator token file") {
+		t.Fatalf("file with a replaced token: %v; log:\n%s", err, &stderr)
+	}
+	if strings.Contains(stderr.String(), "kfop_") {
+		t.Fatalf("the log holds a token:\n%s", &stderr)
+	}
+
+	stderr.Reset()
+	checkOperatorTokenFile(dir, isOperator, log)
+	if stderr.Len() != 0 {
+		t.Fatalf("no file, yet the log says:\n%s", &stderr)
+	}
+}
