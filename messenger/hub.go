@@ -89,9 +89,9 @@ func (h *Hub) add(c *conn) error {
 }
 
 // replaceOldest makes room for one more socket of device among a user's
-// open sockets conns (oldest first): when the device has maxPerDevice
-// open, its oldest is closed with 4409, else when the user has
-// maxPerUser, the user's oldest. A device that reconnects keeps working
+// open sockets conns (oldest first): the device's oldest are closed with
+// 4409 until it has fewer than maxPerDevice open, then the user's oldest
+// until the user has fewer than maxPerUser. A device that reconnects keeps working
 // (the newest socket is the one in use; older ones are mostly dead
 // connections not yet noticed), and one account cannot take the last of
 // a node's file descriptors. It applies only once the node holds
@@ -105,7 +105,6 @@ func (h *Hub) add(c *conn) error {
 // node's last file descriptors, which HTTP requests need too. Called with
 // the user's shard locked.
 func (h *Hub) replaceOldest(conns []*conn, device string, crowded bool) {
-	var oldestOfDevice, oldest *conn
 	ofDevice, open := 0, 0
 	for _, o := range conns {
 		if o.closing() {
@@ -116,21 +115,31 @@ func (h *Hub) replaceOldest(conns []*conn, device string, crowded bool) {
 			continue
 		}
 		open++
-		if oldest == nil {
-			oldest = o
-		}
 		if o.deviceKey == device {
 			ofDevice++
-			if oldestOfDevice == nil {
-				oldestOfDevice = o
-			}
 		}
 	}
-	switch {
-	case ofDevice >= h.maxPerDevice:
-		oldestOfDevice.closeWith(proto.CloseReplaced)
-	case open >= h.maxPerUser:
-		oldest.closeWith(proto.CloseReplaced)
+	// Oldest first, as many as it takes for the new socket to fit both
+	// caps: sockets a device opened while the node was below the
+	// threshold count too (one replaced per new one would keep it over).
+	for _, o := range conns {
+		if ofDevice < h.maxPerDevice {
+			break
+		}
+		if o.deviceKey == device && !o.closing() {
+			o.closeWith(proto.CloseReplaced)
+			ofDevice--
+			open--
+		}
+	}
+	for _, o := range conns {
+		if open < h.maxPerUser {
+			break
+		}
+		if !o.closing() {
+			o.closeWith(proto.CloseReplaced)
+			open--
+		}
 	}
 }
 

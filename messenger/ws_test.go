@@ -339,7 +339,8 @@ func TestSocketCaps(t *testing.T) {
 
 // TestSocketCapsOnlyFromThreshold: while the node holds fewer sockets
 // than SocketCapsFrom, a device may hold more than its cap; from there on,
-// its next socket replaces its oldest.
+// its next socket closes its oldest until it holds its cap, the new one
+// included.
 func TestSocketCapsOnlyFromThreshold(t *testing.T) {
 	c := newChat(t, func(cfg *serverConfig) {
 		cfg.Messenger.MaxSocketsPerDevice = 2
@@ -350,10 +351,13 @@ func TestSocketCapsOnlyFromThreshold(t *testing.T) {
 		phone = append(phone, c.env.Dial(c.alice1))
 	}
 	wantAlive(t, phone...) // below the threshold
-	c.env.Dial(c.alice1)   // the node holds five: the caps apply
-	if code := phone[0].CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
-		t.Fatalf("the phone's oldest socket closed with %d, want 4409", code)
+	newest := c.env.Dial(c.alice1) // the node holds five: the caps apply
+	for i, w := range phone[:4] {
+		if code := w.CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
+			t.Fatalf("the phone's socket %d closed with %d, want 4409", i, code)
+		}
 	}
+	wantAlive(t, phone[4], newest)
 }
 
 // TestSocketCapsWhenCrowded: from SocketsCrowdedFrom, a device's new
