@@ -286,7 +286,10 @@ func syncDir(dir string) error {
 // the last 24 hours (a manual one before an upgrade survives the next
 // scheduled one), the newest of each of the daily newest days with a
 // backup, and the newest of each of the weekly newest weeks (ISO) with
-// one. Days and weeks are UTC. It returns those deleted.
+// one. Days and weeks are UTC. The daily rule keeps nothing older than
+// daily days, the weekly one nothing older than weekly weeks (MISSION D4:
+// 14 days, 3 months), also when no backups were made since (a node that
+// was off over the holidays). It returns those deleted.
 func Prune(dir string, daily, weekly int, now time.Time) ([]Backup, error) {
 	all, err := ListBackups(dir)
 	if err != nil {
@@ -299,12 +302,13 @@ func Prune(dir string, daily, weekly int, now time.Time) ([]Backup, error) {
 		if now.Sub(b.Taken) < 24*time.Hour {
 			keep[b.Path] = true
 		}
-		if day := b.Taken.Format("2006-01-02"); !days[day] && len(days) < daily {
+		age := now.Sub(b.Taken)
+		if day := b.Taken.Format("2006-01-02"); !days[day] && len(days) < daily && age < time.Duration(daily)*24*time.Hour {
 			days[day] = true
 			keep[b.Path] = true
 		}
 		y, w := b.Taken.ISOWeek()
-		if wk := [2]int{y, w}; !weeks[wk] && len(weeks) < weekly {
+		if wk := [2]int{y, w}; !weeks[wk] && len(weeks) < weekly && age < time.Duration(weekly)*7*24*time.Hour {
 			weeks[wk] = true
 			keep[b.Path] = true
 		}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -116,6 +117,37 @@ func TestBackupAndRestore(t *testing.T) {
 	res, err = server.Restore(t.Context(), dir, bk.File, server.RestoreOptions{})
 	if err != nil || !strings.HasSuffix(res.Aside, "-2") {
 		t.Fatalf("a restore in the same second: %v, aside in %q", err, res.Aside)
+	}
+}
+
+// TestPruneBackupsByAge: after a gap (a node off over the holidays) the
+// daily rule keeps nothing older than its days and the weekly one nothing
+// older than its weeks, however few backups there are.
+func TestPruneBackupsByAge(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 27, 2, 30, 0, 0, time.UTC)
+	for _, age := range []time.Duration{200 * 24 * time.Hour, 100 * 24 * time.Hour, 60 * 24 * time.Hour, 10 * 24 * time.Hour, time.Hour} {
+		p := filepath.Join(dir, "klassenfunk-"+now.Add(-age).Format("20060102T150405Z")+".db")
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, err := server.Prune(dir, 14, 13, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := server.ListBackups(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ages []string
+	for _, b := range left {
+		ages = append(ages, fmt.Sprint(int(now.Sub(b.Taken).Round(24*time.Hour)/(24*time.Hour))))
+	}
+	// 60 days: the weekly rule (13 weeks, 91 days); 10: the daily rule
+	// (14 days); 0: the last 24 hours.
+	if want := []string{"60", "10", "0"}; !slices.Equal(ages, want) || len(gone) != 2 {
+		t.Fatalf("kept backups aged %v days (%d deleted), want %v (2 deleted)", ages, len(gone), want)
 	}
 }
 
