@@ -20,9 +20,14 @@ import (
 type RestoreResult struct {
 	Erasures int    // accounts erased again
 	Aside    string // where the replaced data went ("" when there was none)
-	// KeptAttachments: the backup has no attachment files (it was
-	// written to another file system), so the node's own stayed.
+	// KeptAttachments: the backup has no attachment directory beside it
+	// (written to another file system, or not copied with it), so the
+	// node's own stayed.
 	KeptAttachments bool
+	// NoCurrent: there was no database to replace, so none of its
+	// erasures could be applied again (only the tombstones beside the
+	// backup and those given).
+	NoCurrent bool
 }
 
 // RestoreOptions are Restore's choices.
@@ -65,7 +70,9 @@ func Restore(ctx context.Context, dataDir, backupFile string, opt RestoreOptions
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return res, err
 	}
-	if _, err := os.Stat(dbPath); err == nil {
+	_, err := os.Stat(dbPath)
+	res.NoCurrent = err != nil
+	if err == nil {
 		current, err := currentTombstones(dbPath)
 		switch {
 		case err == nil:

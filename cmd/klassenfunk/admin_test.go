@@ -421,12 +421,29 @@ func TestAdminBackupRestore(t *testing.T) {
 	if _, _, err := runCLI(t, "", "admin", "--server", "http://127.0.0.1:1", "restore", file); err == nil || !strings.Contains(err.Error(), "--offline") {
 		t.Fatalf("restore without --offline: %v", err)
 	}
-	out, _, err = runCLI(t, "", offline("restore", file)...)
-	if err != nil || !strings.Contains(out, "restored") || !strings.Contains(out, "replaced-") {
-		t.Fatalf("restore: %q %v", out, err)
+	out, stderr, err := runCLI(t, "", offline("restore", file)...)
+	if err != nil || !strings.Contains(out, "restored") || !strings.Contains(out, "replaced-") || strings.Contains(stderr, "warning") {
+		t.Fatalf("restore: %q %q %v", out, stderr, err)
 	}
 	out, _, err = runCLI(t, "", offline("list-schools")...)
 	if err != nil || !strings.Contains(out, "Vorher") || strings.Contains(out, "Nachher") {
 		t.Fatalf("schools after the restore: %q %v", out, err)
+	}
+
+	// Into an empty data directory (the node's disk lost) nothing but the
+	// tombstones beside the backup guard the erasures since: a warning
+	// says so, unless a tombstone export is given.
+	fresh := t.TempDir()
+	_, stderr, err = runCLI(t, "", "admin", "--offline", "--data", fresh, "restore", file)
+	if err != nil || !strings.Contains(stderr, "warning: no database was replaced and no --tombstones given") {
+		t.Fatalf("restore into an empty data directory: %q %v", stderr, err)
+	}
+	tombs := filepath.Join(t.TempDir(), "tombstones.json")
+	if _, _, err := runCLI(t, "", offline("export-tombstones", "--out", tombs)...); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runCLI(t, "", "admin", "--offline", "--data", t.TempDir(), "restore", "--tombstones", tombs, file)
+	if err != nil || strings.Contains(stderr, "warning") {
+		t.Fatalf("restore into an empty data directory with --tombstones: %q %v", stderr, err)
 	}
 }

@@ -73,7 +73,12 @@ func restore(env adminEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "restored %s into %s; %d erasures applied again\n", fs.Arg(0), cfg.DataDir, res.Erasures)
 	if res.KeptAttachments {
-		fmt.Fprintln(env.stdout, "the backup holds no attachment files (it was written to another file system): the node's own attachments stay in place")
+		fmt.Fprintf(env.stdout, "the backup has no attachment directory beside it (%s: a backup written to another file system has none, or it was not copied with the backup): the node's own attachments stay in place\n",
+			server.Backup{Path: fs.Arg(0)}.Attachments())
+	}
+	if res.NoCurrent && *file == "" {
+		fmt.Fprintln(env.stderr, "warning: no database was replaced and no --tombstones given, so only the tombstones.json beside the backup (if any) was applied: "+
+			"accounts erased after it was written are back. Run `klassenfunk admin --offline reapply-erasures --tombstones FILE` with the newest tombstone export now (docs/data-rights.md)")
 	}
 	if res.Aside != "" {
 		fmt.Fprintf(env.stdout, "the replaced data is in %s: delete it once the server runs well\n", res.Aside)
