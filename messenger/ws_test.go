@@ -350,7 +350,7 @@ func TestSocketCapsOnlyFromThreshold(t *testing.T) {
 	for range 5 { // the fifth comes while the node holds four
 		phone = append(phone, c.env.Dial(c.alice1))
 	}
-	wantAlive(t, phone...) // below the threshold
+	wantAlive(t, phone...)         // below the threshold
 	newest := c.env.Dial(c.alice1) // the node holds five: the caps apply
 	for i, w := range phone[:4] {
 		if code := w.CloseCode(5 * time.Second); code != int(proto.CloseReplaced) {
