@@ -430,8 +430,8 @@ func (n *Node) Devices(ctx context.Context, p auth.Principal, convID string) ([]
 
 // Send stores a message and publishes it: the one code path behind the
 // send frame and POST /conversations/{id}/messages. created is false for a
-// repeated client_id (the stored message is returned, nothing is sent
-// again).
+// repeated client_id: the stored message is returned, nothing is stored
+// again, and it is published again (publish).
 func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (storage.Message, bool, error) {
 	start := time.Now()
 	if err := s.Validate(true); err != nil {
@@ -492,31 +492,46 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 			return storage.Message{}, false, err
 		}
 		if !created {
+			// A retry: the node that stored the message may have died
+			// before it published it (cluster: the app retries on another
+			// node), and then no member would get it live or by push.
+			// Published again, it is dropped by the sockets that have it
+			// (a socket's seq span) and deduplicated by id by the apps
+			// (API.md: at least once); a push still undelivered folds
+			// into the first by its collapse key.
+			n.publish(ctx, &c, p, stored)
 			return stored, false, nil
 		}
 		n.metrics.stored.Inc()
-		users := make([]string, len(c.Members))
-		for i, mb := range c.Members {
-			users[i] = mb.UserID
-		}
-		// The event and its message in one allocation.
-		box := &struct {
-			ev Event
-			m  storage.Message
-		}{m: stored}
-		box.ev = Event{Kind: EventMessage, Message: &box.m, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID)}
-		pctx := ctx
-		if _, ok := ctx.Deadline(); ok {
-			pctx = context.WithoutCancel(ctx) // stored: published even if the send's deadline has passed
-		}
-		if err := n.broker.Publish(pctx, users, &box.ev); err != nil {
-			// Stored is what counts: receivers recover through sync.
-			n.log.Warn("publish", "conv", c.ID, "err", err)
-		}
-		n.cfg.OnMessage(&c, &box.m)
+		n.publish(ctx, &c, p, stored)
 		n.metrics.sendLatency.Observe(time.Since(start).Seconds())
 		return stored, true, nil
 	}
+}
+
+// publish hands the stored message m to the member devices of c except
+// the sender's: live through the broker, and to the push relay
+// (OnMessage).
+func (n *Node) publish(ctx context.Context, c *storage.Conversation, p auth.Principal, m storage.Message) {
+	users := make([]string, len(c.Members))
+	for i, mb := range c.Members {
+		users[i] = mb.UserID
+	}
+	// The event and its message in one allocation.
+	box := &struct {
+		ev Event
+		m  storage.Message
+	}{m: m}
+	box.ev = Event{Kind: EventMessage, Message: &box.m, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID)}
+	pctx := ctx
+	if _, ok := ctx.Deadline(); ok {
+		pctx = context.WithoutCancel(ctx) // stored: published even if the send's deadline has passed
+	}
+	if err := n.broker.Publish(pctx, users, &box.ev); err != nil {
+		// Stored is what counts: receivers recover through sync.
+		n.log.Warn("publish", "conv", c.ID, "err", err)
+	}
+	n.cfg.OnMessage(c, &box.m)
 }
 
 // frameContext is the context of the store calls a client's frame makes:
