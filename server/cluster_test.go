@@ -281,7 +281,8 @@ func TestClusterRevocationRightAfterOutage(t *testing.T) {
 
 // TestClusterHungRedis: while Redis hangs (SIGSTOP), a send frame gets an
 // internal error frame once messenger.send_timeout has passed instead of
-// waiting as long as the hang, and /readyz answers 503 within its own 2 s.
+// waiting as long as the hang, and so does an HTTP request; /readyz
+// answers 503 within its own 2 s.
 // Once Redis answers again, the send repeated with its client_id is
 // stored once.
 func TestClusterHungRedis(t *testing.T) {
@@ -307,6 +308,25 @@ func TestClusterHungRedis(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz while Redis hangs: %d, want 503", resp.StatusCode)
+	}
+	// HTTP requests wait no longer than a send frame: the check of the
+	// token, and a send (the same message as the frame's: Redis may carry
+	// it out once it wakes).
+	for _, req := range []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", "/api/v1/me", nil},
+		{"POST", "/api/v1/conversations/" + tn.conv + "/messages", map[string]any{
+			"client_id": "during-hang", "ciphertext": base64.StdEncoding.EncodeToString([]byte("secret during-hang")),
+			"keys": map[string]string{proto.KeyName(tn.bob, "b-phone"): base64.StdEncoding.EncodeToString([]byte("k"))},
+		}},
+	} {
+		start := time.Now()
+		resp := tn.n1.Do(req.method, req.path, tn.aTok, req.body)
+		if d := time.Since(start); resp.Status != http.StatusInternalServerError || resp.ErrorCode() != "internal" || d > sendTimeout*9/5 {
+			t.Fatalf("%s %s while Redis hangs: %d %s after %v, want 500 internal after about %v", req.method, req.path, resp.Status, resp.Body, d, sendTimeout)
+		}
 	}
 
 	tn.redis.Thaw()

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -193,8 +194,33 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	s.handler = s.withLogging(settings.Secure(httpapi.CleanAPIPaths(mux)), proxies)
+	var h http.Handler = mux
+	if d := s.sendTimeout(); d > 0 {
+		h = withRedisDeadline(mux, d)
+	}
+	s.handler = s.withLogging(settings.Secure(httpapi.CleanAPIPaths(h)), proxies)
 	return s, nil
+}
+
+// withRedisDeadline bounds, in cluster mode, how long an API request
+// waits for Redis: as a send frame does (messenger.send_timeout), so that
+// a Redis that hangs gets the app a 500 `internal` after that time, not
+// after the hang. go-redis honours the deadline (ContextTimeoutEnabled).
+// Not for the requests whose own work may take longer: the WebSocket,
+// attachments (their bodies), the export, and the Argon2 checks of login
+// and erasure, which may wait their turn for a hash slot.
+func withRedisDeadline(next http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case !strings.HasPrefix(p, "/api/v1/"), p == "/api/v1/ws", p == "/api/v1/login", p == "/api/v1/me/erase",
+			p == "/api/v1/me/export", p == "/api/v1/admin/backup", strings.HasPrefix(p, "/api/v1/attachments"):
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // Handler is the node's HTTP handler.
