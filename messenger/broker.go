@@ -35,6 +35,11 @@ type Event struct {
 	// CredID and Code are for EventClose.
 	CredID string          `json:"c,omitempty"`
 	Code   proto.CloseCode `json:"cc,omitempty"`
+
+	// remote is set on an event that came from another node: the hub
+	// queues its messages for the sockets' writers, rather than writing
+	// them on the broker's one goroutine (Hub.deliver).
+	remote bool
 }
 
 // Broker carries events to the nodes holding a user's connections.

@@ -331,6 +331,12 @@ func (c *conn) writeLoop() {
 			bufPool.Put(bp)
 		}
 	}()
+	if c.fc != nil {
+		if err := c.fc.flush(time.Now().Add(c.n.cfg.Gateway.WriteTimeout)); err != nil {
+			c.writeFailed(err) // what deliver left of a frame
+			return
+		}
+	}
 	for {
 		c.mu.Lock()
 		if c.readerDone || (c.closeCode != 0 && len(c.queue) == 0) {
@@ -435,13 +441,68 @@ func (c *conn) writeFrame(b []byte) error {
 
 // writeMessage writes one message frame with only this device's key.
 func (c *conn) writeMessage(m *storage.Message, bp *[]byte) error {
-	pm := toProto(m)
-	*bp = proto.AppendMessage((*bp)[:0], &pm, c.deviceKey)
+	c.encodeMessage(m, bp)
 	if err := c.writeFrame(*bp); err != nil {
 		return err
 	}
 	c.n.metrics.delivered.Inc()
 	return nil
+}
+
+func (c *conn) encodeMessage(m *storage.Message, bp *[]byte) {
+	pm := toProto(m)
+	*bp = proto.AppendMessage((*bp)[:0], &pm, c.deviceKey)
+}
+
+// deliver hands the live message m to the socket. When no writer runs,
+// nothing is queued and m is the next seq of its conversation on this
+// socket, the calling goroutine becomes the writer for m and writes it at
+// once, without waiting for the socket (tryText). In one node that is the
+// sender's goroutine right after its durable write, so a delivered
+// message needs no writer goroutine's hand-over and wake-up. What the
+// socket does not take at once, a writer goroutine finishes (writeLoop
+// flushes it first); every other case (a hold before the first sync, a
+// fill, a duplicate, a busy socket) goes through the queue (writeLive).
+func (c *conn) deliver(m *storage.Message) {
+	c.mu.Lock()
+	if !c.nextLive(m) {
+		c.enqueueLocked(outItem{msg: m})
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true // this goroutine is the writer until it hands back
+	c.mu.Unlock()
+	bp := bufPool.Get().(*[]byte)
+	c.encodeMessage(m, bp)
+	err := c.fc.tryText(*bp, time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
+	bufPool.Put(bp)
+	if err != nil {
+		c.writeFailed(err)
+		return
+	}
+	c.n.metrics.delivered.Inc()
+	c.written[m.Conversation] = seqSpan{from: c.written[m.Conversation].from, to: m.Seq}
+	unsent := c.fc.hasUnsent()
+	c.mu.Lock()
+	c.writing = false
+	if unsent || len(c.queue) > 0 || c.closeCode != 0 || c.readerDone {
+		// The rest of m, what came meanwhile, a close, or the socket's
+		// end: a reader that ended meanwhile left that to the writer.
+		c.kick()
+	}
+	c.mu.Unlock()
+}
+
+// nextLive reports whether deliver may write m itself: no writer runs
+// (so, with mu held, the writer's fields can be read), nothing waits, and
+// m follows what the socket has been sent of its conversation.
+func (c *conn) nextLive(m *storage.Message) bool {
+	if c.writing || c.finished || c.closeCode != 0 || c.readerDone || len(c.queue) > 0 ||
+		c.fc == nil || !c.fc.direct || (!c.released && !c.synced) {
+		return false
+	}
+	sp, ok := c.written[m.Conversation]
+	return ok && m.Seq == sp.to+1
 }
 
 // seqSpan is a run of a conversation's seqs, (from, to], that a socket

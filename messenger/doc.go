@@ -23,10 +23,17 @@
 //
 // # Goroutines and ownership
 //
-// Each connection has exactly two goroutines: the reader (the HTTP
-// handler's goroutine, which also runs sends synchronously so a client's
-// sends keep their order) and the writer, which owns the socket's write
-// side, the per-conversation seq map and all store reads for sync and gap
-// filling. Everyone else only enqueues into the connection's bounded queue
-// and never blocks; a full queue disconnects the client with 4429.
+// A connection has at most one reader (a poller worker while the socket
+// has data, or a goroutine of its own while it closes; it runs sends
+// synchronously so a client's sends keep their order) and at most one
+// writer at a time, which owns the socket's write side, the
+// per-conversation seq map and all store reads for sync and gap filling.
+// The writer is a pool goroutine while the queue has work, or, for one
+// frame, the goroutine that had it to send while the socket was idle: the
+// reader for its own "sent" frames (it may wait for its own socket), a
+// local publisher for a live message that is the next of its
+// conversation (conn.deliver; it never waits: a writer finishes what the
+// socket did not take). Everyone else only enqueues into the connection's
+// bounded queue and never blocks; a full queue disconnects the client
+// with 4429.
 package messenger

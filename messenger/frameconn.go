@@ -48,6 +48,7 @@ type frameConn struct {
 	passthrough bool // gorilla reads buf[off:], then the socket
 
 	wmu        sync.Mutex
+	unsent     []byte        // guarded by wmu; the rest of a frame tryText wrote in part: it goes out before anything else
 	closeSent  bool          // guarded by wmu; a close frame has gone out (direct only)
 	wdl        time.Time     // guarded by wmu; the write deadline the socket has
 	wdlSet     bool          // guarded by wmu; wdl was set through this frameConn
@@ -107,6 +108,12 @@ func (f *frameConn) SetDeadline(t time.Time) error {
 func (f *frameConn) Write(p []byte) (int, error) {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
+	if len(f.unsent) > 0 { // gorilla has set the deadline
+		if err := f.writeAll(f.unsent); err != nil {
+			return 0, err
+		}
+		f.unsent = nil
+	}
 	if f.direct && len(p) > 0 && p[0] == 0x80|websocket.CloseMessage { // the handshake's response starts with 'H'
 		f.closeSent = true // set before the write: a close that fails halfway ends the writing too
 	}
@@ -128,9 +135,82 @@ func (f *frameConn) writeText(b []byte, deadline time.Time) error {
 	if err := f.setWriteDeadline(deadline); err != nil {
 		return err
 	}
+	if len(f.unsent) > 0 {
+		if err := f.writeAll(f.unsent); err != nil {
+			return err
+		}
+		f.unsent = nil
+	}
 	bp := writeBufPool.Get().(*[]byte)
-	buf := appendTextHeader((*bp)[:0], len(b))
-	buf = append(buf, b...)
+	buf := append(appendTextHeader((*bp)[:0], len(b)), b...)
+	err := f.writeAll(buf)
+	putWriteBuf(bp, buf)
+	return err
+}
+
+// tryText is writeText without the wait: it writes what the socket takes
+// now and keeps the rest of the frame (unsent) for the next write, or
+// for flush. The deadline only keeps the socket's from having passed.
+func (f *frameConn) tryText(b []byte, deadline time.Time) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.closeSent {
+		return websocket.ErrCloseSent
+	}
+	if err := f.setWriteDeadline(deadline); err != nil {
+		return err
+	}
+	bp := writeBufPool.Get().(*[]byte)
+	buf := append(appendTextHeader((*bp)[:0], len(b)), b...)
+	off := 0
+	var werr error
+	if len(f.unsent) == 0 {
+		werr = f.raw.Write(func(fd uintptr) bool {
+			for off < len(buf) {
+				n, err := writeFD(fd, buf[off:])
+				if err != nil {
+					if err != syscall.EAGAIN {
+						werr = err
+					}
+					return true
+				}
+				off += n
+			}
+			return true
+		})
+	}
+	if werr == nil && off < len(buf) {
+		f.unsent = append(f.unsent, buf[off:]...)
+	}
+	putWriteBuf(bp, buf)
+	return werr
+}
+
+// hasUnsent reports whether tryText left part of a frame.
+func (f *frameConn) hasUnsent() bool {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	return len(f.unsent) > 0
+}
+
+// flush writes what tryText left, waiting for the socket until deadline.
+func (f *frameConn) flush(deadline time.Time) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if len(f.unsent) == 0 {
+		return nil
+	}
+	if err := f.setWriteDeadline(deadline); err != nil {
+		return err
+	}
+	err := f.writeAll(f.unsent)
+	f.unsent = nil
+	return err
+}
+
+// writeAll writes buf to the socket, waiting for room until the write
+// deadline. With wmu held.
+func (f *frameConn) writeAll(buf []byte) error {
 	off := 0
 	var werr error
 	err := f.raw.Write(func(fd uintptr) bool {
@@ -147,14 +227,17 @@ func (f *frameConn) writeText(b []byte, deadline time.Time) error {
 		}
 		return true
 	})
-	if cap(buf) <= maxPooledWriteBuf {
-		*bp = buf[:0]
-		writeBufPool.Put(bp)
-	}
 	if err == nil {
 		err = werr
 	}
 	return err
+}
+
+func putWriteBuf(bp *[]byte, buf []byte) {
+	if cap(buf) <= maxPooledWriteBuf {
+		*bp = buf[:0]
+		writeBufPool.Put(bp)
+	}
 }
 
 // writeBufPool holds the buffers writeText builds frames in; one larger

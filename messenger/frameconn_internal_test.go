@@ -3,10 +3,12 @@ package messenger
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -400,5 +402,126 @@ func TestFrameConnWriteText(t *testing.T) {
 	}
 	if _, _, err := client.ReadMessage(); !websocket.IsCloseError(err, 4401) {
 		t.Fatalf("after the texts: %v, want close 4401", err)
+	}
+}
+
+// TestFrameConnTryText: tryText writes what the socket takes and keeps
+// the rest of its frame; whatever is written next (flush, a control frame
+// through gorilla, writeText) sends that rest first, so the client reads
+// every frame whole and in order.
+func TestFrameConnTryText(t *testing.T) {
+	fcs := make(chan *frameConn, 1)
+	wss := make(chan *websocket.Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hj := &frameHijacker{ResponseWriter: w}
+		ws, err := upgrader.Upgrade(hj, r, nil)
+		if err != nil {
+			return
+		}
+		fcs <- hj.fc
+		wss <- ws
+	}))
+	defer srv.Close()
+	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	fc, ws := <-fcs, <-wss
+	defer ws.Close()
+
+	var (
+		sent  [][]byte // every text frame, in the order written
+		got   [][]byte // every text frame the client read
+		pings []int    // how many text frames came before each ping
+	)
+	frame := func(size int) []byte {
+		return append(fmt.Appendf(nil, "frame %d ", len(sent)), bytes.Repeat([]byte{byte('a' + len(sent)%26)}, size)...)
+	}
+	deadline := func() time.Time { return time.Now().Add(5 * time.Second) }
+	// fill writes with tryText, the client reading nothing, until part
+	// of a frame is left; then one more frame, which must queue behind it.
+	fill := func() {
+		t.Helper()
+		for i := 0; !fc.hasUnsent(); i++ {
+			if i == 10_000 {
+				t.Fatal("the socket took 10,000 frames of 16 KiB without waiting")
+			}
+			p := frame(16 << 10)
+			if err := fc.tryText(p, deadline()); err != nil {
+				t.Fatal(err)
+			}
+			sent = append(sent, p)
+		}
+		// The client takes a few frames, so that the socket has room
+		// again: the next frame must still wait for the rest of the
+		// part-written one.
+		client.SetReadDeadline(deadline())
+		for range 8 {
+			if _, p, err := client.ReadMessage(); err != nil {
+				t.Fatal(err)
+			} else {
+				got = append(got, p)
+			}
+		}
+		p := frame(10)
+		if err := fc.tryText(p, deadline()); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, p)
+	}
+	// Each drain notes what it will write (on another goroutine: the
+	// client must read for it to finish) and returns how.
+	drains := []func() func() error{
+		func() func() error { return func() error { return fc.flush(deadline()) } },
+		func() func() error {
+			pings = append(pings, len(sent))
+			p := frame(5) // after the ping, so that the client's read returns
+			sent = append(sent, p)
+			return func() error {
+				if err := ws.WriteControl(websocket.PingMessage, []byte("p"), deadline()); err != nil {
+					return err
+				}
+				return fc.writeText(p, deadline())
+			}
+		},
+		func() func() error {
+			p := frame(100)
+			sent = append(sent, p)
+			return func() error { return fc.writeText(p, deadline()) }
+		},
+	}
+	var gotPings []int
+	client.SetPingHandler(func(string) error { gotPings = append(gotPings, len(got)); return nil })
+	for _, drain := range drains {
+		fill()
+		run := drain()
+		done := make(chan error, 1)
+		go func() { done <- run() }()
+		client.SetReadDeadline(deadline())
+		for len(got) < len(sent) {
+			mt, p, err := client.ReadMessage()
+			if err != nil {
+				t.Fatalf("after %d of %d frames: %v", len(got), len(sent), err)
+			}
+			if mt != websocket.TextMessage {
+				t.Fatalf("frame %d: type %d", len(got), mt)
+			}
+			got = append(got, p)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range sent {
+		if !bytes.Equal(got[i], sent[i]) {
+			t.Fatalf("frame %d: %.20q… (%d bytes), want %.20q… (%d bytes)", i, got[i], len(got[i]), sent[i], len(sent[i]))
+		}
+	}
+	if !slices.Equal(gotPings, pings) {
+		t.Fatalf("pings came after %v text frames, want after %v", gotPings, pings)
+	}
+	if fc.hasUnsent() {
+		t.Fatal("part of a frame is still unsent")
 	}
 }

@@ -177,7 +177,11 @@ func (h *Hub) deliver(userID string, ev *Event) {
 			if c.deviceKey == ev.ExcludeDevice {
 				continue
 			}
-			c.enqueue(outItem{msg: ev.Message})
+			if ev.remote {
+				c.enqueue(outItem{msg: ev.Message}) // a writer per socket, not all on the broker's goroutine
+			} else {
+				c.deliver(ev.Message)
+			}
 		case EventClose:
 			if ev.CredID == "" || ev.CredID == c.credID {
 				c.closeWith(ev.Code)

@@ -247,6 +247,45 @@ func TestSlowReaderClosedAndRecovers(t *testing.T) {
 	}
 }
 
+// TestSlowReaderCatchesUp: a reader that falls behind by more than its
+// socket holds, but not by the whole queue, gets every message whole and
+// in order once it reads again. Live messages are written by the sending
+// goroutine while the socket takes them (conn.deliver); the part of a
+// frame the full socket did not take goes out first when a writer takes
+// over.
+func TestSlowReaderCatchesUp(t *testing.T) {
+	c := newChat(t, func(cfg *serverConfig) { cfg.Messenger.SendBurst = 1000 })
+	slow, _, err := c.env.DialSlow(http.Header{"Authorization": {"Bearer " + c.b1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow.Send(`{"type":"sync","cursors":{}}`)
+	slow.ReadType(proto.TypeSynced)
+	first := c.post(c.alice1, "small", "hello")
+	if f := slow.Read(); f.Type != proto.TypeMessage || f.Message.ID != first.ID {
+		t.Fatalf("first message: %+v", f)
+	}
+	// 150 frames of ≈ 80 KiB: far more than the socket's buffers, far
+	// fewer than the queue's 256 frames.
+	const n = 150
+	big := make([]byte, 60<<10)
+	var ids []string
+	for i := range n {
+		big[0] = byte(i)
+		ids = append(ids, c.post(c.alice1, fmt.Sprint("big", i), string(big)).ID)
+	}
+	for i := range n {
+		f := slow.Read()
+		if f.Type != proto.TypeMessage || f.Message.ID != ids[i] || f.Message.Seq != first.Seq+1+uint64(i) ||
+			len(f.Message.Ciphertext) != len(big) || f.Message.Ciphertext[0] != byte(i) {
+			t.Fatalf("message %d: %s %s seq %d, want %s seq %d", i, f.Type, f.Message.ID, f.Message.Seq, ids[i], first.Seq+1+uint64(i))
+		}
+	}
+	if got := c.env.Metric("klassenfunk_ws_slow_consumers_total"); got != 0 {
+		t.Fatalf("%v slow-consumer closes, want none", got)
+	}
+}
+
 func TestRevocationClosesSocket(t *testing.T) {
 	c := newChat(t)
 	b := c.env.Dial(c.b1)
