@@ -126,7 +126,14 @@ func (f *frameConn) Write(p []byte) (int, error) {
 // µs per frame on this project's machine beside a write's ≈ 8 µs. It
 // waits for room in the socket until deadline, and refuses once a close
 // frame has gone out (websocket.ErrCloseSent). Only when direct.
-func (f *frameConn) writeText(b []byte, deadline time.Time) error {
+func (f *frameConn) writeText(b []byte, deadline time.Time) error { return f.text(b, deadline, true) }
+
+// tryText is writeText without the wait: it writes what the socket takes
+// now and keeps the rest of the frame (unsent) for the next write, or
+// for flush. The deadline only keeps the socket's from having passed.
+func (f *frameConn) tryText(b []byte, deadline time.Time) error { return f.text(b, deadline, false) }
+
+func (f *frameConn) text(b []byte, deadline time.Time, wait bool) error {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
 	if f.closeSent {
@@ -135,7 +142,7 @@ func (f *frameConn) writeText(b []byte, deadline time.Time) error {
 	if err := f.setWriteDeadline(deadline); err != nil {
 		return err
 	}
-	if len(f.unsent) > 0 {
+	if wait && len(f.unsent) > 0 {
 		if err := f.writeAll(f.unsent); err != nil {
 			return err
 		}
@@ -143,47 +150,23 @@ func (f *frameConn) writeText(b []byte, deadline time.Time) error {
 	}
 	bp := writeBufPool.Get().(*[]byte)
 	buf := append(appendTextHeader((*bp)[:0], len(b)), b...)
-	err := f.writeAll(buf)
-	putWriteBuf(bp, buf)
+	var err error
+	switch {
+	case wait:
+		err = f.writeAll(buf)
+	case len(f.unsent) > 0:
+		f.unsent = append(f.unsent, buf...) // behind the rest of the last frame
+	default:
+		var off int
+		if off, err = f.writeSome(buf); err == nil && off < len(buf) {
+			f.unsent = append(f.unsent, buf[off:]...)
+		}
+	}
+	if cap(buf) <= maxPooledWriteBuf {
+		*bp = buf[:0]
+		writeBufPool.Put(bp)
+	}
 	return err
-}
-
-// tryText is writeText without the wait: it writes what the socket takes
-// now and keeps the rest of the frame (unsent) for the next write, or
-// for flush. The deadline only keeps the socket's from having passed.
-func (f *frameConn) tryText(b []byte, deadline time.Time) error {
-	f.wmu.Lock()
-	defer f.wmu.Unlock()
-	if f.closeSent {
-		return websocket.ErrCloseSent
-	}
-	if err := f.setWriteDeadline(deadline); err != nil {
-		return err
-	}
-	bp := writeBufPool.Get().(*[]byte)
-	buf := append(appendTextHeader((*bp)[:0], len(b)), b...)
-	off := 0
-	var werr error
-	if len(f.unsent) == 0 {
-		werr = f.raw.Write(func(fd uintptr) bool {
-			for off < len(buf) {
-				n, err := writeFD(fd, buf[off:])
-				if err != nil {
-					if err != syscall.EAGAIN {
-						werr = err
-					}
-					return true
-				}
-				off += n
-			}
-			return true
-		})
-	}
-	if werr == nil && off < len(buf) {
-		f.unsent = append(f.unsent, buf[off:]...)
-	}
-	putWriteBuf(bp, buf)
-	return werr
 }
 
 // hasUnsent reports whether tryText left part of a frame.
@@ -206,6 +189,30 @@ func (f *frameConn) flush(deadline time.Time) error {
 	err := f.writeAll(f.unsent)
 	f.unsent = nil
 	return err
+}
+
+// writeSome writes as much of buf as the socket takes now and returns
+// how much that was. With wmu held.
+func (f *frameConn) writeSome(buf []byte) (int, error) {
+	off := 0
+	var werr error
+	err := f.raw.Write(func(fd uintptr) bool {
+		for off < len(buf) {
+			n, err := writeFD(fd, buf[off:])
+			if err != nil {
+				if err != syscall.EAGAIN {
+					werr = err
+				}
+				return true
+			}
+			off += n
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return off, err
 }
 
 // writeAll writes buf to the socket, waiting for room until the write
@@ -231,13 +238,6 @@ func (f *frameConn) writeAll(buf []byte) error {
 		err = werr
 	}
 	return err
-}
-
-func putWriteBuf(bp *[]byte, buf []byte) {
-	if cap(buf) <= maxPooledWriteBuf {
-		*bp = buf[:0]
-		writeBufPool.Put(bp)
-	}
 }
 
 // writeBufPool holds the buffers writeText builds frames in; one larger

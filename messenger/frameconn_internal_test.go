@@ -320,7 +320,11 @@ func TestFrameConnTextFrame(t *testing.T) {
 // client whole, in every length form, while gorilla writes pings on the
 // same socket from another goroutine; after gorilla's close frame no text
 // frame follows.
-func TestFrameConnWriteText(t *testing.T) {
+// directSocket upgrades a real TCP connection and returns the server's
+// frameConn and gorilla conn on it, and the client's conn; all close when
+// the test ends.
+func directSocket(t *testing.T) (*frameConn, *websocket.Conn, *websocket.Conn) {
+	t.Helper()
 	fcs := make(chan *frameConn, 1)
 	wss := make(chan *websocket.Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -332,14 +336,19 @@ func TestFrameConnWriteText(t *testing.T) {
 		fcs <- hj.fc
 		wss <- ws
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	t.Cleanup(func() { client.Close() })
 	fc, ws := <-fcs, <-wss
-	defer ws.Close()
+	t.Cleanup(func() { ws.Close() })
+	return fc, ws, client
+}
+
+func TestFrameConnWriteText(t *testing.T) {
+	fc, ws, client := directSocket(t)
 	if !fc.direct {
 		t.Fatal("a TCP socket is not written directly")
 	}
@@ -410,25 +419,7 @@ func TestFrameConnWriteText(t *testing.T) {
 // through gorilla, writeText) sends that rest first, so the client reads
 // every frame whole and in order.
 func TestFrameConnTryText(t *testing.T) {
-	fcs := make(chan *frameConn, 1)
-	wss := make(chan *websocket.Conn, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hj := &frameHijacker{ResponseWriter: w}
-		ws, err := upgrader.Upgrade(hj, r, nil)
-		if err != nil {
-			return
-		}
-		fcs <- hj.fc
-		wss <- ws
-	}))
-	defer srv.Close()
-	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	fc, ws := <-fcs, <-wss
-	defer ws.Close()
+	fc, ws, client := directSocket(t)
 
 	var (
 		sent  [][]byte // every text frame, in the order written

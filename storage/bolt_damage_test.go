@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"klassenfunk/storage"
@@ -18,24 +17,6 @@ import (
 // acknowledged; that is dropped with a warning. Any other damage may hide
 // acknowledged messages, so the start refuses with an error that says
 // where, and leaves the files as they are.
-
-// logBuffer collects what a store logs.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // crashedLog appends n messages (logMsg) to a new store, crashes it and
 // returns the database's path, its one log file and the offset of each
@@ -82,9 +63,11 @@ func truncate(t *testing.T, name string, size int64) {
 	}
 }
 
-func openLogged(t *testing.T, path string) (*storage.Bolt, *logBuffer, error) {
+// openLogged opens the database at path and returns what the open
+// logged (OpenBolt logs only before it returns).
+func openLogged(t *testing.T, path string) (*storage.Bolt, *bytes.Buffer, error) {
 	t.Helper()
-	logs := new(logBuffer)
+	logs := new(bytes.Buffer)
 	b, err := storage.OpenBolt(path, &storage.BoltOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err == nil {
 		t.Cleanup(func() { b.Close() })
