@@ -193,38 +193,23 @@ func (f *frameConn) flush(deadline time.Time) error {
 
 // writeSome writes as much of buf as the socket takes now and returns
 // how much that was. With wmu held.
-func (f *frameConn) writeSome(buf []byte) (int, error) {
-	off := 0
-	var werr error
-	err := f.raw.Write(func(fd uintptr) bool {
-		for off < len(buf) {
-			n, err := writeFD(fd, buf[off:])
-			if err != nil {
-				if err != syscall.EAGAIN {
-					werr = err
-				}
-				return true
-			}
-			off += n
-		}
-		return true
-	})
-	if err == nil {
-		err = werr
-	}
-	return off, err
-}
+func (f *frameConn) writeSome(buf []byte) (int, error) { return f.writeOut(buf, false) }
 
 // writeAll writes buf to the socket, waiting for room until the write
 // deadline. With wmu held.
 func (f *frameConn) writeAll(buf []byte) error {
+	_, err := f.writeOut(buf, true)
+	return err
+}
+
+func (f *frameConn) writeOut(buf []byte, wait bool) (int, error) {
 	off := 0
 	var werr error
 	err := f.raw.Write(func(fd uintptr) bool {
 		for off < len(buf) {
 			n, err := writeFD(fd, buf[off:])
 			if err == syscall.EAGAIN {
-				return false // wait until the socket takes more, or the deadline
+				return !wait // waiting: until the socket takes more, or the deadline
 			}
 			if err != nil {
 				werr = err
@@ -237,7 +222,7 @@ func (f *frameConn) writeAll(buf []byte) error {
 	if err == nil {
 		err = werr
 	}
-	return err
+	return off, err
 }
 
 // writeBufPool holds the buffers writeText builds frames in; one larger
