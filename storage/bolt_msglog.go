@@ -378,10 +378,18 @@ func nextRecord(data []byte) (e *memEntry, size int, why string) {
 // intactAfter reports whether an intact record starts anywhere in data
 // after its first byte: then what ends the records at data's start is
 // damage, not a write that a crash cut short (which can only be last).
-// It tries every offset, so it is for the rare damaged file only.
+// It tries every offset, for the rare damaged file only; the cheap tests
+// (a length that fits, a payload that decodes) come before the checksum,
+// so that random bytes cost little more than a pass over them.
 func intactAfter(data []byte) bool {
 	for i := 1; i+logRecordHeader <= len(data); i++ {
-		if e, _, _ := nextRecord(data[i:]); e != nil {
+		d := data[i:]
+		n := int(binary.LittleEndian.Uint32(d))
+		if n > len(d)-logRecordHeader || n > maxLogRecord {
+			continue
+		}
+		payload := d[logRecordHeader : logRecordHeader+n]
+		if _, ok := decodeRecord(payload); ok && crc32.Checksum(payload, crcTable) == binary.LittleEndian.Uint32(d[4:]) {
 			return true
 		}
 	}
@@ -396,8 +404,8 @@ type errLogDamaged struct {
 }
 
 func (e *errLogDamaged) Error() string {
-	return fmt.Sprintf("message log %s is damaged at byte %d of %d (%s), and intact data follows: "+
-		"acknowledged messages may be behind it, so nothing was replayed or deleted. "+
+	return fmt.Sprintf("message log %s is damaged at byte %d of %d (%s), with more of the log after it: "+
+		"acknowledged messages may be in what follows, so nothing was replayed or deleted. "+
 		"Restore the data directory from a backup, or start without what follows byte %d "+
 		"by cutting the file there (truncate -s %d %s; docs/operations.md)",
 		e.path, e.off, e.len, e.why, e.off, e.off, e.path)
