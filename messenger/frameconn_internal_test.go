@@ -516,3 +516,20 @@ func TestFrameConnTryText(t *testing.T) {
 		t.Fatal("part of a frame is still unsent")
 	}
 }
+
+// TestFrameConnTryTextFails: a write to a socket the peer has reset is an
+// error of tryText (the caller ends the connection), not a frame kept
+// for later.
+func TestFrameConnTryTextFails(t *testing.T) {
+	fc, _, client := directSocket(t)
+	tcp := client.UnderlyingConn().(*net.TCPConn)
+	tcp.SetLinger(0) // close sends a reset
+	tcp.Close()
+	var err error
+	for i := 0; i < 1000 && err == nil; i++ {
+		err = fc.tryText([]byte("after the reset"), time.Now().Add(5*time.Second))
+	}
+	if err == nil || fc.hasUnsent() {
+		t.Fatalf("tryText on a reset socket: %v, unsent %v; want an error and nothing kept", err, fc.hasUnsent())
+	}
+}
