@@ -36,10 +36,13 @@ type Event struct {
 	CredID string          `json:"c,omitempty"`
 	Code   proto.CloseCode `json:"cc,omitempty"`
 
-	// remote is set on an event that came from another node: the hub
-	// queues its messages for the sockets' writers, rather than writing
-	// them on the broker's one goroutine (Hub.deliver).
-	remote bool
+	// queued makes the hub queue the event's message for the sockets'
+	// writers rather than have the publishing goroutine write it
+	// (Hub.deliver, conn.deliver): for an event from another node, which
+	// arrives on the broker's one goroutine, and for one to more than
+	// inlineFanout users, whose sockets one goroutine would write one
+	// after the other while the sender waits for its "sent".
+	queued bool
 }
 
 // Broker carries events to the nodes holding a user's connections.

@@ -328,7 +328,7 @@ func (g *redisGroup) session(recovering bool) (subscribed bool, err error) {
 		if i < 0 || strings.HasPrefix(m.Payload, b.origin) {
 			continue // not a user's channel, or this node's own event (Publish delivered it)
 		}
-		ev := Event{remote: true}
+		ev := Event{queued: true}
 		if err := decodeEvent([]byte(m.Payload), &ev); err != nil {
 			b.log.Error("redis broker: undecodable event", "err", err)
 			continue

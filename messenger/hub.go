@@ -177,8 +177,8 @@ func (h *Hub) deliver(userID string, ev *Event) {
 			if c.deviceKey == ev.ExcludeDevice {
 				continue
 			}
-			if ev.remote {
-				c.enqueue(outItem{msg: ev.Message}) // a writer per socket, not all on the broker's goroutine
+			if ev.queued {
+				c.enqueue(outItem{msg: ev.Message})
 			} else {
 				c.deliver(ev.Message)
 			}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"klassenfunk/proto"
+	"klassenfunk/storage"
 )
 
 // TestLiveOrderWithAttachments posts messages with an attachment (from
@@ -55,6 +56,36 @@ func TestLiveOrderWithAttachments(t *testing.T) {
 		}
 		if f.Message.Seq != want {
 			t.Fatalf("live message of seq %d, want seq %d (earlier ones lost)", f.Message.Seq, want)
+		}
+	}
+}
+
+// TestLiveOrderWideGroup: in a group of more users than the publisher
+// writes to itself (inlineFanout), live messages go through each
+// socket's queue and writer, and still arrive in seq order, as in a
+// small group where the publisher writes them.
+func TestLiveOrderWideGroup(t *testing.T) {
+	w := newHTTPWorld(t)
+	tina, tom, sam := w.u["tina"], w.u["tom"], w.u["sam"]
+	members := []storage.Member{httpMember(tom.id, true), httpMember(sam.id, false)}
+	for i := range 70 {
+		members = append(members, httpMember(w.env.CreateUser(tina.school, fmt.Sprintf("kind%02d", i), "student"), false))
+	}
+	wide := w.group(tina.tok, "Schulversammlung", members...)
+	small := w.group(tina.tok, "Fachschaft", httpMember(tom.id, true))
+	ws := w.env.Dial(tom.tok)
+	keys := []string{tina.key(), tom.key()}
+	var want []string
+	for i := range 20 {
+		conv := wide
+		if i%2 == 1 {
+			conv = small
+		}
+		want = append(want, w.post(tina.tok, conv, httpMsg(fmt.Sprint("m", i), "hallo", keys)).ID)
+	}
+	for i, id := range want {
+		if f := ws.Read(); f.Type != proto.TypeMessage || f.Message.ID != id {
+			t.Fatalf("frame %d: %+v, want message %s", i, f, id)
 		}
 	}
 }

@@ -509,6 +509,12 @@ func (n *Node) Send(ctx context.Context, p auth.Principal, s *proto.Send) (stora
 	}
 }
 
+// inlineFanout is the most users whose idle sockets the publishing
+// goroutine writes a message to itself (Event.queued): a direct
+// conversation or a class's group, not a school-wide one, where the
+// sender's "sent" would wait for a thousand writes.
+const inlineFanout = 64
+
 // publish hands the stored message m to the member devices of c except
 // the sender's: live through the broker, and to the push relay
 // (OnMessage).
@@ -522,7 +528,8 @@ func (n *Node) publish(ctx context.Context, c *storage.Conversation, p auth.Prin
 		ev Event
 		m  storage.Message
 	}{m: m}
-	box.ev = Event{Kind: EventMessage, Message: &box.m, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID)}
+	box.ev = Event{Kind: EventMessage, Message: &box.m, ExcludeDevice: proto.KeyName(p.User.ID, p.Cred.DeviceID),
+		queued: len(users) > inlineFanout}
 	pctx := ctx
 	if _, ok := ctx.Deadline(); ok {
 		pctx = context.WithoutCancel(ctx) // stored: published even if the send's deadline has passed
