@@ -474,7 +474,7 @@ func (c *conn) deliver(m *storage.Message) {
 	c.mu.Unlock()
 	bp := bufPool.Get().(*[]byte)
 	c.encodeMessage(m, bp)
-	err := c.fc.tryText(*bp, time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
+	unsent, err := c.fc.tryText(*bp, time.Now().Add(c.n.cfg.Gateway.WriteTimeout))
 	bufPool.Put(bp)
 	if err != nil {
 		c.writeFailed(err)
@@ -482,7 +482,6 @@ func (c *conn) deliver(m *storage.Message) {
 	}
 	c.n.metrics.delivered.Inc()
 	c.written[m.Conversation] = seqSpan{from: c.written[m.Conversation].from, to: m.Seq}
-	unsent := c.fc.hasUnsent()
 	c.mu.Lock()
 	c.writing = false
 	if unsent || len(c.queue) > 0 || c.closeCode != 0 || c.readerDone {

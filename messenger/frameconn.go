@@ -126,31 +126,36 @@ func (f *frameConn) Write(p []byte) (int, error) {
 // µs per frame on this project's machine beside a write's ≈ 8 µs. It
 // waits for room in the socket until deadline, and refuses once a close
 // frame has gone out (websocket.ErrCloseSent). Only when direct.
-func (f *frameConn) writeText(b []byte, deadline time.Time) error { return f.text(b, deadline, true) }
+func (f *frameConn) writeText(b []byte, deadline time.Time) error {
+	_, err := f.text(b, deadline, true)
+	return err
+}
 
 // tryText is writeText without the wait: it writes what the socket takes
 // now and keeps the rest of the frame (unsent) for the next write, or
-// for flush. The deadline only keeps the socket's from having passed.
-func (f *frameConn) tryText(b []byte, deadline time.Time) error { return f.text(b, deadline, false) }
+// for flush, and reports whether it kept any. The deadline only keeps
+// the socket's from having passed.
+func (f *frameConn) tryText(b []byte, deadline time.Time) (unsent bool, err error) {
+	return f.text(b, deadline, false)
+}
 
-func (f *frameConn) text(b []byte, deadline time.Time, wait bool) error {
+func (f *frameConn) text(b []byte, deadline time.Time, wait bool) (unsent bool, err error) {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
 	if f.closeSent {
-		return websocket.ErrCloseSent
+		return false, websocket.ErrCloseSent
 	}
 	if err := f.setWriteDeadline(deadline); err != nil {
-		return err
+		return false, err
 	}
 	if wait && len(f.unsent) > 0 {
 		if err := f.writeAll(f.unsent); err != nil {
-			return err
+			return false, err
 		}
 		f.unsent = nil
 	}
 	bp := writeBufPool.Get().(*[]byte)
 	buf := append(appendTextHeader((*bp)[:0], len(b)), b...)
-	var err error
 	switch {
 	case wait:
 		err = f.writeAll(buf)
@@ -166,14 +171,7 @@ func (f *frameConn) text(b []byte, deadline time.Time, wait bool) error {
 		*bp = buf[:0]
 		writeBufPool.Put(bp)
 	}
-	return err
-}
-
-// hasUnsent reports whether tryText left part of a frame.
-func (f *frameConn) hasUnsent() bool {
-	f.wmu.Lock()
-	defer f.wmu.Unlock()
-	return len(f.unsent) > 0
+	return len(f.unsent) > 0, err
 }
 
 // flush writes what tryText left, waiting for the socket until deadline.

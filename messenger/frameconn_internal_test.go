@@ -414,6 +414,13 @@ func TestFrameConnWriteText(t *testing.T) {
 	}
 }
 
+// hasUnsent reports whether tryText left part of a frame.
+func (f *frameConn) hasUnsent() bool {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	return len(f.unsent) > 0
+}
+
 // TestFrameConnTryText: tryText writes what the socket takes and keeps
 // the rest of its frame; whatever is written next (flush, a control frame
 // through gorilla, writeText) sends that rest first, so the client reads
@@ -439,7 +446,7 @@ func TestFrameConnTryText(t *testing.T) {
 				t.Fatal("the socket took 10,000 frames of 16 KiB without waiting")
 			}
 			p := frame(16 << 10)
-			if err := fc.tryText(p, deadline()); err != nil {
+			if _, err := fc.tryText(p, deadline()); err != nil {
 				t.Fatal(err)
 			}
 			sent = append(sent, p)
@@ -456,7 +463,7 @@ func TestFrameConnTryText(t *testing.T) {
 			}
 		}
 		p := frame(10)
-		if err := fc.tryText(p, deadline()); err != nil {
+		if _, err := fc.tryText(p, deadline()); err != nil {
 			t.Fatal(err)
 		}
 		sent = append(sent, p)
@@ -527,7 +534,7 @@ func TestFrameConnTryTextFails(t *testing.T) {
 	tcp.Close()
 	var err error
 	for i := 0; i < 1000 && err == nil; i++ {
-		err = fc.tryText([]byte("after the reset"), time.Now().Add(5*time.Second))
+		_, err = fc.tryText([]byte("after the reset"), time.Now().Add(5*time.Second))
 	}
 	if err == nil || fc.hasUnsent() {
 		t.Fatalf("tryText on a reset socket: %v, unsent %v; want an error and nothing kept", err, fc.hasUnsent())
