@@ -355,6 +355,22 @@ func nextRecord(data []byte) (e *memEntry, size int, why string) {
 	if len(data) == 0 {
 		return nil, 0, ""
 	}
+	payload, sum, why := framedPayload(data)
+	if why != "" {
+		return nil, 0, why
+	}
+	if crc32.Checksum(payload, crcTable) != sum {
+		return nil, 0, "a record checksum mismatch"
+	}
+	if e, ok := decodeRecord(payload); ok {
+		return e, logRecordHeader + len(payload), ""
+	}
+	return nil, 0, "a record that does not decode"
+}
+
+// framedPayload returns the payload of the record at data's start and the
+// checksum stored with it, or why its header and length do not fit data.
+func framedPayload(data []byte) (payload []byte, sum uint32, why string) {
 	if len(data) < logRecordHeader {
 		return nil, 0, "an incomplete record header"
 	}
@@ -365,14 +381,7 @@ func nextRecord(data []byte) (e *memEntry, size int, why string) {
 	if n > len(data)-logRecordHeader {
 		return nil, 0, "a record cut short"
 	}
-	payload := data[logRecordHeader : logRecordHeader+n]
-	if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(data[4:]) {
-		return nil, 0, "a record checksum mismatch"
-	}
-	if e, ok := decodeRecord(payload); ok {
-		return e, logRecordHeader + n, ""
-	}
-	return nil, 0, "a record that does not decode"
+	return data[logRecordHeader : logRecordHeader+n], binary.LittleEndian.Uint32(data[4:]), ""
 }
 
 // intactAfter reports whether an intact record starts anywhere in data
@@ -383,13 +392,11 @@ func nextRecord(data []byte) (e *memEntry, size int, why string) {
 // so that random bytes cost little more than a pass over them.
 func intactAfter(data []byte) bool {
 	for i := 1; i+logRecordHeader <= len(data); i++ {
-		d := data[i:]
-		n := int(binary.LittleEndian.Uint32(d))
-		if n > len(d)-logRecordHeader || n > maxLogRecord {
+		payload, sum, why := framedPayload(data[i:])
+		if why != "" {
 			continue
 		}
-		payload := d[logRecordHeader : logRecordHeader+n]
-		if _, ok := decodeRecord(payload); ok && crc32.Checksum(payload, crcTable) == binary.LittleEndian.Uint32(d[4:]) {
+		if _, ok := decodeRecord(payload); ok && crc32.Checksum(payload, crcTable) == sum {
 			return true
 		}
 	}
